@@ -1,0 +1,236 @@
+"""The ``wearcast`` command: one sub-command per pipeline stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from wearcast.config import Settings
+from wearcast.rig import Defect
+
+app = typer.Typer(
+    help="Predictive maintenance for rolling bearings, from IMS-format vibration recordings.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document for scripts")]
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="where wearcast keeps its files (default: $WEARCAST_HOME or ~/.wearcast)"),
+    ] = None,
+) -> None:
+    try:
+        ctx.obj = Settings(home=home) if home else Settings()
+    except ValueError as exc:
+        raise fail(f"invalid settings: {exc}") from None
+
+
+def _parse_failures(values: list[str]) -> dict[int, Defect] | None:
+    failures = {}
+    for value in values:
+        bearing, _, defect = value.partition(":")
+        try:
+            failures[int(bearing)] = Defect(defect)
+        except ValueError:
+            choices = ", ".join(d.value for d in Defect)
+            raise fail(f"--failure {value!r}: expected BEARING:DEFECT, defect one of {choices}") from None
+    return failures or None
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the runs into")],
+    runs: Annotated[int, typer.Option(min=1, help="runs to failure")] = 3,
+    recordings: Annotated[int, typer.Option(min=2, help="recordings per run")] = 200,
+    bearings: Annotated[int, typer.Option(min=1)] = 4,
+    channels_per_bearing: Annotated[int, typer.Option(min=1, max=2)] = 1,
+    cadence_min: Annotated[float, typer.Option(min=0.1, help="minutes between recordings")] = 10.0,
+    failure: Annotated[
+        list[str],
+        typer.Option(help="BEARING:DEFECT (outer, inner, rolling) failing in every run; repeatable"),
+    ] = [],  # noqa: B006 - Typer reads the default, never mutates it
+    faults: Annotated[int, typer.Option(min=0, help="faulty recordings per run")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write an IMS-format run-to-failure dataset from the physical simulator."""
+    from wearcast.simulate import plan_simulation
+    from wearcast.simulate import simulate as run_simulation
+
+    settings = settings_of(ctx)
+    try:
+        plan = plan_simulation(
+            settings,
+            runs=runs,
+            recordings=recordings,
+            bearings=bearings,
+            channels_per_bearing=channels_per_bearing,
+            cadence_min=cadence_min,
+            failures=_parse_failures(failure),
+            faults_per_run=faults,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with progress_bar() as bar:
+        task = bar.add_task("simulating", total=runs * recordings)
+        run_simulation(
+            plan, out_dir, workers=settings.workers, progress=lambda k: bar.advance(task, k)
+        )
+    for run in plan.runs:
+        failed = ", ".join(f"bearing {b} ({d.value})" for b, d in run.info.failures.items())
+        console.print(
+            f"{out_dir / run.info.name}: {recordings} recordings, fails at {run.info.end} ({failed})"
+        )
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    data_dir: Annotated[Path, typer.Argument(help="a run folder, or a folder of run folders")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate every recording; list the bad ones with the reason (inputs are not changed)."""
+    from wearcast.ingest import IngestReport, check_run, discover_runs
+
+    settings = settings_of(ctx)
+    try:
+        runs = discover_runs(data_dir)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    report = IngestReport()
+    total = sum(len(r.recordings) + len(r.misnamed) for r in runs)
+    with progress_bar() as bar:
+        task = bar.add_task("validating", total=total)
+        for run in runs:
+            for _ in check_run(run, settings, report, relative_to=Path(data_dir)):
+                bar.advance(task)
+        bar.update(task, completed=total)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for q in report.quarantined:
+            console.print(f"[yellow]quarantined[/yellow] {q.file}: {q.reason}")
+        console.print(
+            f"{report.seen} files in {len(runs)} run(s): {len(report.ingested)} ingested, "
+            f"{len(report.quarantined)} quarantined"
+            + ("" if report.reconciled else " [red](counts do not reconcile)[/red]")
+        )
+    if not report.reconciled:
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="one IMS recording")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-channel statistics of one recording, and spectrum energy near the defect frequencies."""
+    from wearcast.features import DEFECTS, FeatureSpec, channel_features
+    from wearcast.ingest import RecordingError, parse_recording, validate_signal
+
+    settings = settings_of(ctx)
+    try:
+        data = parse_recording(file.read_bytes())
+    except OSError as exc:
+        raise fail(f"{file}: {exc.strerror}") from None
+    except RecordingError as exc:
+        raise fail(f"{file}: {exc}") from None
+    spec = FeatureSpec.from_settings(settings)
+    features = channel_features(data, spec)
+    col = {name: i for i, name in enumerate(spec.names)}
+    keys = ("rms", "peak", "crest", "kurtosis", "skewness", "std")
+    try:
+        validate_signal(data, settings)
+    except RecordingError as exc:
+        err.print(f"[yellow]warning:[/yellow] ingestion would quarantine this file: {exc}")
+    channels = []
+    for ch, row in enumerate(features):
+        entry = {"index": ch, **{k: float(row[col[k]]) for k in keys}}
+        entry["defect_rms_g"] = {d: float(row[col[f"spec_{d}"]]) for d in DEFECTS}
+        entry["envelope_snr"] = {d: float(row[col[f"env_{d}_snr"]]) for d in DEFECTS}
+        channels.append(entry)
+    result = {
+        "file": str(file),
+        "samples": int(data.shape[0]),
+        "sampling_rate_hz": settings.sampling_rate_hz,
+        "defect_frequencies_hz": spec.defects.as_dict(),
+        "channels": channels,
+    }
+    if as_json:
+        print(json.dumps(result, indent=2, default=_json_default))
+        return
+    table = Table(title=f"{file.name}: {data.shape[0]} samples x {data.shape[1]} channels")
+    for header in ("ch", "rms g", "peak g", "crest", "kurt", "skew", *(f"env {d}" for d in DEFECTS)):
+        table.add_column(header, justify="right")
+    for c in channels:
+        table.add_row(
+            str(c["index"]),
+            *(f"{c[k]:.3f}" for k in ("rms", "peak", "crest", "kurtosis", "skewness")),
+            *(f"{c['envelope_snr'][d]:.1f}" for d in DEFECTS),
+        )
+    console.print(table)
+    freqs = ", ".join(f"{k.upper()} {v:.1f} Hz" for k, v in spec.defects.as_dict().items())
+    console.print(f"defect frequencies at {settings.shaft_rpm:g} rpm: {freqs}")
+    console.print("kurtosis is Pearson's (3 for Gaussian noise); env = envelope line-to-background ratio")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@app.command()
+def pipeline(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(help="recordings to use; default: simulate a dataset under home"),
+    ] = None,
+) -> None:
+    """The main job: (simulate ->) validate every recording."""
+    settings = settings_of(ctx)
+    if data_dir is None:
+        data_dir = settings.data_dir / "simulated"
+        if not data_dir.exists():
+            console.rule("simulate")
+            ctx.invoke(simulate, ctx=ctx, out_dir=data_dir, faults=2)
+    console.rule("ingest")
+    ctx.invoke(ingest, ctx=ctx, data_dir=data_dir)

@@ -1,0 +1,121 @@
+"""The one settings class.
+
+Read from the environment (prefix ``WEARCAST_``) and from a ``.env`` file in the working folder.
+Nothing happens at import: folders are made by the code that writes into them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WEARCAST_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses to start the API without API keys"
+    )
+    home: Path = Field(
+        Path.home() / ".wearcast",
+        description="every file wearcast writes (data, tables, model store, logs) lives here",
+    )
+
+    # Acquisition and rig.
+    sampling_rate_hz: float = Field(20_000.0, gt=0, description="IMS documents 20 kHz")
+    shaft_rpm: float = Field(2000.0, gt=0)
+    expected_rows: int = Field(20_480, gt=0, description="samples per recording")
+
+    # Validation.
+    dead_channel_std_g: float = Field(
+        0.005, ge=0, description="a channel whose standard deviation is below this is dead"
+    )
+    clip_run_samples: int = Field(
+        3, ge=2, description="this many consecutive samples pinned at the extreme mean clipping"
+    )
+
+    # Features.
+    band_width_hz: float = Field(100.0, gt=0, description="width of the linear spectrum bands")
+    band_scale: Literal["linear", "log"] = "linear"
+    log_bands: int = Field(32, gt=1, description="number of bands when band_scale is log")
+    log_band_low_hz: float = Field(20.0, gt=0)
+    envelope_band_hz: tuple[float, float] = Field(
+        (2000.0, 9500.0), description="band-pass around the structural resonance"
+    )
+    defect_tolerance: float = Field(
+        0.02, gt=0, description="relative half-width of the window around a defect frequency"
+    )
+
+    # Labels, training and promotion.
+    label_strategy: Literal["piecewise", "linear"] = "piecewise"
+    baseline_recordings: int = Field(
+        20, gt=0, description="first recordings of a bearing that define its healthy baseline"
+    )
+    search_budget_s: float = Field(120.0, gt=0, description="time budget of the model search")
+    random_state: int = 0
+    model_name: str = "wearcast-wear"
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: SQLite store under home"
+    )
+    promotion_margin: float = Field(
+        0.0, ge=0, description="a challenger must beat the champion's wear MAE by this much"
+    )
+
+    # Alarms.
+    alarm_threshold: float = Field(0.3, gt=0, lt=1, description="wear above this counts")
+    alarm_k: int = Field(3, gt=0, description="alarm when k of the last n recordings are above")
+    alarm_n: int = Field(5, gt=0)
+    rul_trend_recordings: int = Field(
+        12, ge=3, description="recent predictions used to extrapolate wear to 1"
+    )
+
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        low, high = self.envelope_band_hz
+        if not 0 < low < high <= self.sampling_rate_hz / 2:
+            raise ValueError(
+                f"envelope_band_hz {self.envelope_band_hz} must lie between 0 and Nyquist "
+                f"({self.sampling_rate_hz / 2:g} Hz)"
+            )
+        if self.alarm_k > self.alarm_n:
+            raise ValueError(f"alarm_k ({self.alarm_k}) cannot exceed alarm_n ({self.alarm_n})")
+        return self
+
+    # Where things live under home.
+    @cached_property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @cached_property
+    def tables_dir(self) -> Path:
+        return self.home / "tables"
+
+    @cached_property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @cached_property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"

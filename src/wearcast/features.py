@@ -1,0 +1,200 @@
+"""Features of one recording, per channel and per bearing: the one definition used everywhere.
+
+Training (:mod:`wearcast.dataset`), batch scoring and the API all call :func:`recording_features`.
+One real FFT per channel feeds the spectrum bands, the defect-frequency lines and the envelope:
+
+* time domain: rms, mean, std, peak, crest, kurtosis (Pearson, 3 for Gaussian noise),
+  skewness, shape, impulse and clearance factors, on the samples as recorded (so ``rms`` and
+  ``peak`` include the sensor's DC offset, as the public IMS tables do; ``std`` does not);
+* spectrum: RMS (g) in frequency bands, after removing the mean, with no window so that the
+  bands' squares add up to the variance (Parseval); RMS near 1, 2, 3 times each defect frequency;
+* envelope: the band around the structural resonance is shifted to base band straight from
+  the spectrum (the modulus of the analytic signal does not change under a frequency shift,
+  so the short inverse FFT gives the Hilbert envelope); then the envelope's spectrum gives the
+  amplitude at 1, 2, 3 times BPFO, BPFI, BSF, FTF, and for each defect a line-to-background ratio
+  (``env_<defect>_snr``) that does not depend on the sensor's sensitivity.
+
+A bearing with several channels (x and y in IMS test 1) gets each channel's features with a
+``chK_`` prefix and, without prefix, their mean: models use the unprefixed ones, so a model
+trained on one channel per bearing scores two-channel bearings and the reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.fft as sfft
+
+from wearcast.config import Settings
+from wearcast.rig import ZA_2115, BearingGeometry, DefectFrequencies
+
+__all__ = ["FeatureSpec", "channel_features", "recording_features", "TIME_FEATURES"]
+
+TIME_FEATURES = (
+    "rms", "mean", "std", "peak", "crest", "kurtosis", "skewness", "shape", "impulse", "clearance",
+)  # fmt: skip
+DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
+HARMONICS = (1, 2, 3)
+_ENV_BACKGROUND_HZ = (5.0, 1000.0)
+
+
+def _band_label(low: float, high: float) -> str:
+    return f"band_{low:05.0f}_{high:05.0f}"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything a feature depends on besides the samples."""
+
+    sampling_rate_hz: float
+    band_edges_hz: tuple[float, ...]
+    envelope_band_hz: tuple[float, float]
+    defects: DefectFrequencies
+    tolerance: float
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, geometry: BearingGeometry = ZA_2115, shaft_rpm: float | None = None
+    ) -> FeatureSpec:
+        fs = settings.sampling_rate_hz
+        nyquist = fs / 2
+        if settings.band_scale == "linear":
+            edges = np.arange(0.0, nyquist, settings.band_width_hz)
+            edges = np.append(edges, nyquist)
+        else:
+            edges = np.geomspace(settings.log_band_low_hz, nyquist, settings.log_bands + 1)
+            edges = np.insert(edges, 0, 0.0)
+        rpm = shaft_rpm or settings.shaft_rpm
+        return cls(
+            sampling_rate_hz=fs,
+            band_edges_hz=tuple(float(e) for e in edges),
+            envelope_band_hz=tuple(settings.envelope_band_hz),
+            defects=geometry.defect_frequencies(rpm / 60.0),
+            tolerance=settings.defect_tolerance,
+        )
+
+    @cached_property
+    def names(self) -> list[str]:
+        """Per-channel feature names, in the column order of :func:`channel_features`."""
+        edges = self.band_edges_hz
+        bands = [_band_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        spec = [f"spec_{d}" for d in DEFECTS]
+        env = ["env_rms", "env_kurtosis"]
+        env += [f"env_{d}_{h}" for d in DEFECTS for h in HARMONICS]
+        env += [f"env_{d}_snr" for d in DEFECTS]
+        return [*TIME_FEATURES, *bands, *spec, *env]
+
+
+def _time_features(x: np.ndarray) -> np.ndarray:
+    mean = x.mean(axis=0)
+    d = x - mean
+    m2 = (d * d).mean(axis=0)
+    m3 = (d * d * d).mean(axis=0)
+    m4 = (d * d * d * d).mean(axis=0)
+    absx = np.abs(x)
+    rms = np.sqrt((x * x).mean(axis=0))
+    peak = absx.max(axis=0)
+    mean_abs = absx.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack(
+            [
+                rms,
+                mean,
+                np.sqrt(m2),
+                peak,
+                peak / rms,
+                m4 / m2**2,
+                m3 / m2**1.5,
+                rms / mean_abs,
+                peak / mean_abs,
+                peak / np.sqrt(absx).mean(axis=0) ** 2,
+            ],
+            axis=1,
+        )
+
+
+def _line_windows(freqs: np.ndarray, step_hz: float, tolerance: float) -> list[slice]:
+    """Bin ranges around each frequency: +-tolerance (relative), at least +-1 bin."""
+    windows = []
+    for f in freqs:
+        half = max(tolerance * f, step_hz)
+        lo, hi = int(np.ceil((f - half) / step_hz)), int(np.floor((f + half) / step_hz)) + 1
+        windows.append(slice(max(lo, 1), hi))
+    return windows
+
+
+def channel_features(data: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Features of every channel: an array (channels, len(spec.names))."""
+    x = np.asarray(data, dtype=np.float64)
+    n, channels = x.shape
+    fs = spec.sampling_rate_hz
+    step = fs / n  # spectral resolution, Hz
+    time = _time_features(x)
+
+    spectrum = sfft.rfft(x - x.mean(axis=0), axis=0)
+    # One-sided power per bin, so that the bins add up to the variance.
+    power = np.abs(spectrum) ** 2 * (2.0 / n**2)
+    power[0] = 0.0
+    if n % 2 == 0:
+        power[-1] /= 2.0
+    cum = np.vstack([np.zeros((1, channels)), np.cumsum(power, axis=0)])
+    edge_bins = np.clip(np.ceil(np.asarray(spec.band_edges_hz) / step).astype(int), 0, len(power))
+    edge_bins[-1] = len(power)
+    bands = np.sqrt(np.maximum(cum[edge_bins[1:]] - cum[edge_bins[:-1]], 0.0)).T
+
+    defect_hz = spec.defects.as_dict()
+    spec_lines = []
+    for name in DEFECTS:
+        windows = _line_windows(np.array(HARMONICS) * defect_hz[name], step, spec.tolerance)
+        spec_lines.append(np.sqrt(sum(power[w].sum(axis=0) for w in windows)))
+
+    # Envelope: shift the resonance band to base band, short inverse FFT, modulus.
+    lo_bin = int(np.ceil(spec.envelope_band_hz[0] / step))
+    hi_bin = min(int(np.floor(spec.envelope_band_hz[1] / step)) + 1, len(spectrum))
+    m = sfft.next_fast_len(hi_bin - lo_bin)
+    baseband = np.zeros((m, channels), dtype=np.complex128)
+    baseband[: hi_bin - lo_bin] = spectrum[lo_bin:hi_bin]
+    envelope = np.abs(sfft.ifft(baseband, axis=0)) * (2.0 * m / n)
+    env_mean = envelope.mean(axis=0)
+    env_d = envelope - env_mean
+    env_m2 = (env_d**2).mean(axis=0)
+    env_kurt = (env_d**4).mean(axis=0) / np.where(env_m2 > 0, env_m2**2, np.inf)
+    env_power = np.abs(sfft.rfft(env_d, axis=0)) ** 2 * (2.0 / m**2)  # same resolution `step`
+    env_power[0] = 0.0
+    bg_lo, bg_hi = (int(f / step) for f in _ENV_BACKGROUND_HZ)
+    background = np.median(env_power[bg_lo:bg_hi], axis=0)
+    env_lines, env_snr = [], []
+    for name in DEFECTS:
+        windows = _line_windows(np.array(HARMONICS) * defect_hz[name], step, spec.tolerance)
+        line_power = [env_power[w].sum(axis=0) for w in windows]
+        env_lines.extend(np.sqrt(p) for p in line_power)
+        bins = sum(w.stop - w.start for w in windows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            env_snr.append(sum(line_power) / (background * bins))
+
+    env = np.column_stack(
+        [np.sqrt(env_m2 + env_mean**2), env_kurt, *env_lines, *env_snr]
+    )
+    return np.hstack([time, bands, np.column_stack(spec_lines), env])
+
+
+def recording_features(
+    data: np.ndarray, channel_map: dict[int, list[int]], spec: FeatureSpec
+) -> tuple[list[str], np.ndarray]:
+    """Per-bearing features of one recording.
+
+    Returns the column names and an array (bearings, columns): the mean over the bearing's
+    channels (unprefixed names), then each channel's own (``ch1_``, ``ch2_``...), bearings in
+    the order of ``channel_map``.
+    """
+    per_channel = channel_features(data, spec)
+    width = max(len(chs) for chs in channel_map.values())
+    columns = list(spec.names) + [f"ch{k + 1}_{n}" for k in range(width) for n in spec.names]
+    rows = np.full((len(channel_map), len(columns)), np.nan)
+    f = len(spec.names)
+    for i, chs in enumerate(channel_map.values()):
+        rows[i, :f] = per_channel[chs].mean(axis=0)
+        rows[i, f : f * (len(chs) + 1)] = per_channel[chs].ravel()
+    return columns, rows

@@ -1,0 +1,129 @@
+"""Validation of raw recordings: the 25 real files pass, each kind of damage is caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from wearcast.cli import app
+from wearcast.ingest import IngestReport, RecordingError, check_run, discover_runs, parse_recording
+
+pytestmark = pytest.mark.real_data
+
+CORRUPTIONS = {
+    # file name -> (how to damage a real recording, words the reason must contain)
+    "2003.10.23.00.00.01": (lambda t: t[: len(t) // 2], "values, expected 8"),
+    "2003.10.23.00.00.02": (lambda t: _cell(t, 7, 3, "abc"), "'abc' is not a number"),
+    "2003.10.23.00.00.03": (lambda t: _cell(t, 100, 2, "NaN"), "NaN is not a finite number"),
+    "2003.10.23.00.00.04": (lambda t: _drop_column(t), "7 channels, but this run's recordings have 8"),
+    "2003.10.23.00.00.05": (lambda t: "", "empty file"),
+    "2003.10.23.00.00.06": (lambda t: None, "binary content"),
+    "2003.10.23.00.00.07": (lambda t: _dead(t, 5), "channel 5 is dead"),
+    "2003.10.23.00.00.08": (lambda t: "\n".join(t.splitlines()[:20000]) + "\n", "20000 rows, expected 20480"),
+    "2003.10.23.00.00.09": (lambda t: _clip(t, 2), "channel 2 is clipped"),
+}
+
+
+def _cell(text: str, line: int, col: int, value: str) -> str:
+    lines = text.splitlines()
+    cells = lines[line - 1].split("\t")
+    cells[col - 1] = value
+    lines[line - 1] = "\t".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+def _drop_column(text: str) -> str:
+    return "\n".join("\t".join(line.split("\t")[:7]) for line in text.splitlines()) + "\n"
+
+
+def _dead(text: str, channel: int) -> str:
+    rows = [line.split("\t") for line in text.splitlines()]
+    for row in rows:
+        row[channel - 1] = "-0.093"
+    return "\n".join("\t".join(r) for r in rows) + "\n"
+
+
+def _clip(text: str, channel: int) -> str:
+    data = np.loadtxt(text.splitlines())
+    limit = 0.3 * np.abs(data[:, channel - 1]).max()
+    data[:, channel - 1] = np.clip(data[:, channel - 1], -limit, limit)
+    return "\n".join("\t".join(f"{v:.3f}" for v in row) for row in data) + "\n"
+
+
+@pytest.fixture(scope="module")
+def damaged_run(real_test1_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("data") / "1st_test"
+    shutil.copytree(real_test1_dir, run)
+    text = (real_test1_dir / "2003.10.22.12.06.24").read_text()
+    for name, (damage, _) in CORRUPTIONS.items():
+        damaged = damage(text)
+        if damaged is None:
+            (run / name).write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+        else:
+            (run / name).write_text(damaged)
+    (run / "notes.txt").write_text("operator notes\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(damaged_run: Path) -> IngestReport:
+    from wearcast.config import Settings
+
+    (run,) = discover_runs(damaged_run.parent)
+    assert run.n_channels == 8
+    report = IngestReport()
+    list(check_run(run, Settings(), report, relative_to=damaged_run.parent))
+    return report
+
+
+def test_the_25_real_recordings_are_ingested(report: IngestReport, real_test1_dir: Path):
+    real = {f"1st_test/{p.name}" for p in real_test1_dir.iterdir()}
+    assert len(real) == 25
+    assert set(report.ingested) == real
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_each_damaged_copy_is_quarantined_with_its_reason(report: IngestReport, name: str):
+    reasons = {q.file: q.reason for q in report.quarantined}
+    assert f"1st_test/{name}" in reasons, f"{name} was not quarantined"
+    assert CORRUPTIONS[name][1] in reasons[f"1st_test/{name}"]
+
+
+def test_location_of_a_bad_cell_is_reported(report: IngestReport):
+    bad = {q.file: q for q in report.quarantined}["1st_test/2003.10.23.00.00.02"]
+    assert (bad.line, bad.column) == (7, 3)
+
+
+def test_a_file_that_is_not_a_recording_is_quarantined_too(report: IngestReport):
+    reasons = {q.file: q.reason for q in report.quarantined}
+    assert "not a recording timestamp" in reasons["1st_test/notes.txt"]
+
+
+def test_nothing_is_lost(report: IngestReport):
+    assert report.seen == 25 + len(CORRUPTIONS) + 1
+    assert report.reconciled
+    assert len(report.quarantined) == len(CORRUPTIONS) + 1
+
+
+def test_ingest_command_json(damaged_run: Path):
+    result = CliRunner().invoke(app, ["ingest", str(damaged_run), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert len(out["ingested"]) == 25
+    assert {q["file"] for q in out["quarantined"]} >= {f"{n}" for n in CORRUPTIONS}
+    assert all(q["reason"] for q in out["quarantined"])
+
+
+def test_parse_error_messages_name_line_and_column():
+    with pytest.raises(RecordingError) as info:
+        parse_recording(b"0.1\t0.2\n0.3\tx\n")
+    assert (info.value.line, info.value.column) == (2, 2)
+    with pytest.raises(RecordingError, match="3 values, expected 2"):
+        parse_recording(b"0.1\t0.2\n0.3\t0.4\t0.5\n")
+    with pytest.raises(RecordingError, match="inf is not a finite number"):
+        parse_recording(b"0.1\t0.2\n0.3\tinf\n")

@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+
+from wearcast.rig import IMS_RUNS, ZA_2115, Defect, bearing_channels, load_run_info
+
+
+def test_defect_frequencies_match_the_documented_ims_values():
+    f = ZA_2115.defect_frequencies(2000 / 60)
+    assert f.bpfo == pytest.approx(236.4, abs=0.1)
+    assert f.bpfi == pytest.approx(296.9, abs=0.1)
+    assert f.bsf == pytest.approx(139.9, abs=0.1)
+    assert f.ftf == pytest.approx(14.8, abs=0.1)
+
+
+def test_defect_frequencies_scale_with_shaft_speed():
+    slow, fast = ZA_2115.defect_frequencies(10.0), ZA_2115.defect_frequencies(20.0)
+    assert fast.bpfo == pytest.approx(2 * slow.bpfo)
+    assert fast.bpfo + fast.bpfi == pytest.approx(ZA_2115.rollers * 20.0)
+
+
+def test_channel_maps_of_the_ims_tests():
+    assert bearing_channels(8, 4) == {1: [0, 1], 2: [2, 3], 3: [4, 5], 4: [6, 7]}
+    assert bearing_channels(4, 4) == {1: [0], 2: [1], 3: [2], 4: [3]}
+    with pytest.raises(ValueError, match="cannot be split"):
+        bearing_channels(6, 4)
+
+
+def test_run_info_from_folder_name_and_from_run_json(tmp_path: Path):
+    assert load_run_info(tmp_path / "2nd_test").failures == {1: Defect.OUTER_RACE}
+    assert load_run_info(tmp_path / "4th_test" / "txt").name == "3rd_test"
+    assert IMS_RUNS["1st_test"].failures == {3: Defect.INNER_RACE, 4: Defect.ROLLING_ELEMENT}
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "run.json").write_text('{"name": "m1", "failures": {"2": "inner"}}')
+    assert load_run_info(run).failures == {2: Defect.INNER_RACE}
+    (run / "run.json").write_text('{"name": "m1", "failures": {"2": "cracked"}}')
+    with pytest.raises(ValueError, match="run.json"):
+        load_run_info(run)
+    unknown = load_run_info(tmp_path / "elsewhere")
+    assert unknown.failures == {} and unknown.end is None
