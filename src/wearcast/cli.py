@@ -218,6 +218,43 @@ def _json_default(value: object) -> object:
 
 
 @app.command()
+def featurize(
+    ctx: typer.Context,
+    data_dir: Annotated[Path, typer.Argument(help="a run folder, or a folder of run folders")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="table folder (default: HOME/tables/default)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="files per committed batch")] = 256,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate and featurize recordings into the training table (incremental, all cores)."""
+    from wearcast.dataset import featurize as build_table
+
+    settings = settings_of(ctx)
+    out = out or settings.tables_dir / "default"
+    with progress_bar() as bar:
+        task = bar.add_task("featurizing", total=None)
+        try:
+            result = build_table(
+                data_dir,
+                out,
+                settings,
+                batch_size=batch_size,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except (OSError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}))
+        return
+    console.print(
+        f"{result.table}: {result.rows} rows; {result.processed} new or changed files read, "
+        f"{result.ingested} ingested and {result.quarantined} quarantined in all "
+        f"(see {result.table.parent / 'quarantine.json'})"
+    )
+
+
+@app.command()
 def pipeline(
     ctx: typer.Context,
     data_dir: Annotated[

@@ -22,7 +22,7 @@ trained on one channel per bearing scores two-channel bearings and the reverse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import scipy.fft as sfft
@@ -105,8 +105,8 @@ def _time_features(x: np.ndarray) -> np.ndarray:
                 np.sqrt(m2),
                 peak,
                 peak / rms,
-                m4 / m2**2,
-                m3 / m2**1.5,
+                m4 / (m2 * m2),
+                m3 / (m2 * np.sqrt(m2)),
                 rms / mean_abs,
                 peak / mean_abs,
                 peak / np.sqrt(absx).mean(axis=0) ** 2,
@@ -115,69 +115,84 @@ def _time_features(x: np.ndarray) -> np.ndarray:
         )
 
 
-def _line_windows(freqs: np.ndarray, step_hz: float, tolerance: float) -> list[slice]:
-    """Bin ranges around each frequency: +-tolerance (relative), at least +-1 bin."""
-    windows = []
-    for f in freqs:
-        half = max(tolerance * f, step_hz)
-        lo, hi = int(np.ceil((f - half) / step_hz)), int(np.floor((f + half) / step_hz)) + 1
-        windows.append(slice(max(lo, 1), hi))
-    return windows
+@lru_cache(maxsize=16)
+def _layout(spec: FeatureSpec, n: int) -> dict[str, np.ndarray | int]:
+    """Bin indices that depend only on the spec and the recording length (cached)."""
+    step = spec.sampling_rate_hz / n  # spectral resolution, Hz
+    bins = n // 2 + 1
+    edges = np.clip(np.ceil(np.asarray(spec.band_edges_hz) / step).astype(int), 0, bins)
+    edges[-1] = bins
+    lines = np.array(
+        [h * getattr(spec.defects, d) for d in DEFECTS for h in HARMONICS], dtype=float
+    )
+    half = np.maximum(spec.tolerance * lines, step)
+    lo = np.maximum(np.ceil((lines - half) / step).astype(int), 1)
+    hi = np.floor((lines + half) / step).astype(int) + 1
+    env_lo = int(np.ceil(spec.envelope_band_hz[0] / step))
+    env_hi = min(int(np.floor(spec.envelope_band_hz[1] / step)) + 1, bins)
+    return {
+        "edges": edges,
+        "line_lo": lo,
+        "line_hi": hi,
+        "env_lo": env_lo,
+        "env_hi": env_hi,
+        "env_m": sfft.next_fast_len(env_hi - env_lo),
+        "bg_lo": int(_ENV_BACKGROUND_HZ[0] / step),
+        "bg_hi": int(_ENV_BACKGROUND_HZ[1] / step),
+    }
+
+
+def _cumulative(power: np.ndarray) -> np.ndarray:
+    return np.vstack([np.zeros((1, power.shape[1])), np.cumsum(power, axis=0)])
 
 
 def channel_features(data: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Features of every channel: an array (channels, len(spec.names))."""
     x = np.asarray(data, dtype=np.float64)
     n, channels = x.shape
-    fs = spec.sampling_rate_hz
-    step = fs / n  # spectral resolution, Hz
+    lay = _layout(spec, n)
     time = _time_features(x)
 
-    spectrum = sfft.rfft(x - x.mean(axis=0), axis=0)
+    # Single precision for the spectra: twice as fast, and far finer than the 1 mg samples.
+    spectrum = sfft.rfft((x - time[:, 1]).astype(np.float32), axis=0)
     # One-sided power per bin, so that the bins add up to the variance.
-    power = np.abs(spectrum) ** 2 * (2.0 / n**2)
+    power = (spectrum.real**2 + spectrum.imag**2) * (2.0 / n**2)
     power[0] = 0.0
     if n % 2 == 0:
         power[-1] /= 2.0
-    cum = np.vstack([np.zeros((1, channels)), np.cumsum(power, axis=0)])
-    edge_bins = np.clip(np.ceil(np.asarray(spec.band_edges_hz) / step).astype(int), 0, len(power))
-    edge_bins[-1] = len(power)
-    bands = np.sqrt(np.maximum(cum[edge_bins[1:]] - cum[edge_bins[:-1]], 0.0)).T
-
-    defect_hz = spec.defects.as_dict()
-    spec_lines = []
-    for name in DEFECTS:
-        windows = _line_windows(np.array(HARMONICS) * defect_hz[name], step, spec.tolerance)
-        spec_lines.append(np.sqrt(sum(power[w].sum(axis=0) for w in windows)))
+    cum = _cumulative(power)
+    edges = lay["edges"]
+    bands = np.sqrt(np.maximum(cum[edges[1:]] - cum[edges[:-1]], 0.0)).T
+    lines = np.maximum(cum[lay["line_hi"]] - cum[lay["line_lo"]], 0.0)  # (12, channels)
+    per_defect = len(HARMONICS)
+    spec_lines = np.sqrt(lines.reshape(len(DEFECTS), per_defect, channels).sum(axis=1)).T
 
     # Envelope: shift the resonance band to base band, short inverse FFT, modulus.
-    lo_bin = int(np.ceil(spec.envelope_band_hz[0] / step))
-    hi_bin = min(int(np.floor(spec.envelope_band_hz[1] / step)) + 1, len(spectrum))
-    m = sfft.next_fast_len(hi_bin - lo_bin)
-    baseband = np.zeros((m, channels), dtype=np.complex128)
-    baseband[: hi_bin - lo_bin] = spectrum[lo_bin:hi_bin]
-    envelope = np.abs(sfft.ifft(baseband, axis=0)) * (2.0 * m / n)
+    lo, hi, m = lay["env_lo"], lay["env_hi"], lay["env_m"]
+    baseband = np.zeros((m, channels), dtype=np.complex64)
+    baseband[: hi - lo] = spectrum[lo:hi]
+    analytic = sfft.ifft(baseband, axis=0, overwrite_x=True)
+    envelope = np.sqrt(analytic.real**2 + analytic.imag**2) * (2.0 * m / n)
     env_mean = envelope.mean(axis=0)
     env_d = envelope - env_mean
-    env_m2 = (env_d**2).mean(axis=0)
-    env_kurt = (env_d**4).mean(axis=0) / np.where(env_m2 > 0, env_m2**2, np.inf)
-    env_power = np.abs(sfft.rfft(env_d, axis=0)) ** 2 * (2.0 / m**2)  # same resolution `step`
+    env_d2 = env_d * env_d
+    env_m2 = env_d2.mean(axis=0)
+    env_kurt = (env_d2 * env_d2).mean(axis=0) / np.where(env_m2 > 0, env_m2 * env_m2, np.inf)
+    env_spec = sfft.rfft(env_d, axis=0)
+    env_power = (env_spec.real**2 + env_spec.imag**2) * (2.0 / m**2)  # resolution as above
     env_power[0] = 0.0
-    bg_lo, bg_hi = (int(f / step) for f in _ENV_BACKGROUND_HZ)
-    background = np.median(env_power[bg_lo:bg_hi], axis=0)
-    env_lines, env_snr = [], []
-    for name in DEFECTS:
-        windows = _line_windows(np.array(HARMONICS) * defect_hz[name], step, spec.tolerance)
-        line_power = [env_power[w].sum(axis=0) for w in windows]
-        env_lines.extend(np.sqrt(p) for p in line_power)
-        bins = sum(w.stop - w.start for w in windows)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            env_snr.append(sum(line_power) / (background * bins))
+    background = np.median(env_power[lay["bg_lo"] : lay["bg_hi"]], axis=0)
+    env_cum = _cumulative(env_power)
+    env_line_power = np.maximum(env_cum[lay["line_hi"]] - env_cum[lay["line_lo"]], 0.0)
+    widths = (lay["line_hi"] - lay["line_lo"]).reshape(len(DEFECTS), per_defect).sum(axis=1)
+    grouped = env_line_power.reshape(len(DEFECTS), per_defect, channels).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        env_snr = grouped / (background * widths[:, None])
 
     env = np.column_stack(
-        [np.sqrt(env_m2 + env_mean**2), env_kurt, *env_lines, *env_snr]
+        [np.sqrt(env_m2 + env_mean**2), env_kurt, np.sqrt(env_line_power).T, env_snr.T]
     )
-    return np.hstack([time, bands, np.column_stack(spec_lines), env])
+    return np.hstack([time, bands, spec_lines, env])
 
 
 def recording_features(

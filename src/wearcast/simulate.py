@@ -24,8 +24,6 @@ from its own seed, so runs are simulated in parallel.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from wearcast.rig import (
     RunInfo,
     bearing_channels,
 )
+from wearcast.storage import write_atomic
 
 __all__ = ["Fault", "SimulationPlan", "RunPlan", "plan_simulation", "simulate", "render_recording"]
 
@@ -120,6 +119,7 @@ def plan_simulation(
     faults_per_run: int = 0,
     seed: int = 0,
     start: datetime = datetime(2004, 1, 5, 9, 0, 0),
+    run_prefix: str = "sim_run",
 ) -> SimulationPlan:
     """Draw everything random about the runs; rendering a recording then needs only its seed.
 
@@ -165,7 +165,7 @@ def plan_simulation(
         plans.append(
             RunPlan(
                 info=RunInfo(
-                    name=f"sim_run_{r + 1:02d}",
+                    name=f"{run_prefix}_{r + 1:02d}",
                     n_bearings=bearings,
                     failures=dict(run_failures),
                     start=stamps[0],
@@ -310,18 +310,6 @@ def _apply_fault(fault: Fault, data: np.ndarray, rng: np.random.Generator) -> st
         cells[int(rng.integers(len(cells)))] = "n/a" if fault is Fault.TEXT_CELL else "NaN"
         lines[row] = "\t".join(cells) + "\n"
     return "".join(lines)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _worker_job: tuple[SimulationPlan, Path] | None = None

@@ -1,0 +1,3 @@
+"""wearcast: predictive maintenance for rolling bearings."""
+
+__version__ = "0.1.0"

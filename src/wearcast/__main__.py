@@ -1,0 +1,3 @@
+from wearcast.cli import app
+
+app(prog_name="wearcast")

@@ -1,0 +1,363 @@
+"""The training table: features of every recording of every run, with labels.
+
+Layout of a table folder::
+
+    parts/part-000001.parquet   feature rows of one batch of files
+    parts/part-000001.json      what each file of that batch was (size, mtime, CRC-32) and its
+                                outcome; written last, so a batch counts only once it is whole
+    table.parquet               all rows, latest version of each file, with labels
+    quarantine.json             every input file that could not be used, with the reason
+
+A rerun reads the manifests and processes only files that are new or changed (size or mtime
+differ), so a crash loses at most the batch in flight, and rerunning gives the same table.
+
+Labels (:func:`label_table`), from each run's metadata:
+
+* ``linear``: wear grows linearly from 0 at the start of the run to 1 at the failure;
+* ``piecewise``: 0 until the degradation onset, found on a health indicator (the bearing's
+  RMS about its own healthy baseline, the first ``baseline_recordings``), then linear to 1;
+* bearings that did not fail are healthy so far: wear 0 throughout. Their remaining life is
+  unknown (censored): ``rul_h`` is empty and ``rul_censored_h`` holds the lower bound, the time
+  to the end of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wearcast.alarms import persistent_alarm
+from wearcast.config import Settings
+from wearcast.features import FeatureSpec, recording_features
+from wearcast.ingest import RecordingError, discover_runs, read_recording
+from wearcast.rig import RunInfo
+from wearcast.storage import write_atomic
+
+__all__ = [
+    "KEY_COLUMNS",
+    "LABEL_COLUMNS",
+    "FeaturizeResult",
+    "featurize",
+    "label_table",
+    "read_table",
+    "feature_columns",
+    "model_columns",
+    "table_digest",
+]
+
+KEY_COLUMNS = ["run", "bearing", "timestamp", "file"]
+LABEL_COLUMNS = [
+    "elapsed_h", "life_fraction", "failed", "onset", "wear_linear", "wear_piecewise", "wear",
+    "rul_h", "rul_censored_h",
+]  # fmt: skip
+_PART = re.compile(r"part-(\d{6})\.(parquet|json)$")
+
+
+@dataclass(frozen=True)
+class FeaturizeResult:
+    table: Path
+    processed: int  # files read in this call
+    ingested: int  # files with rows in the table
+    quarantined: int
+    rows: int
+    rebuilt: bool
+
+
+# --- worker side -------------------------------------------------------------------------
+
+_worker: tuple[Settings, FeatureSpec] | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker
+    _worker = (settings, FeatureSpec.from_settings(settings))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _process(task: tuple[str, str, str, int | None, dict[int, list[int]] | None]) -> dict:
+    """Read, hash, validate and featurize one file. Never raises for a bad file."""
+    assert _worker is not None
+    settings, spec = _worker
+    path, key, run, n_channels, channel_map = task
+    st = os.stat(path)
+    entry = {"file": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "run": run}
+    try:
+        content = Path(path).read_bytes()
+        entry["crc32"] = zlib.crc32(content)
+        rec = read_recording(
+            Path(path), settings, run=run, expected_channels=n_channels, content=content
+        )
+        if channel_map is None:
+            raise RecordingError("the run's channel count could not be determined")
+        columns, rows = recording_features(rec.data, channel_map, spec)
+    except RecordingError as exc:
+        entry.update(status="quarantined", reason=str(exc), line=exc.line, column=exc.column)
+        return entry
+    entry.update(
+        status="ingested",
+        timestamp=rec.timestamp,
+        bearings=list(channel_map),
+        columns=columns,
+        rows=rows.astype(np.float32),
+    )
+    return entry
+
+
+# --- parent side -------------------------------------------------------------------------
+
+
+def _load_manifests(parts_dir: Path) -> tuple[dict[str, dict], int]:
+    """Latest entry per file over all whole batches, and the last batch number."""
+    latest: dict[str, dict] = {}
+    last = 0
+    for path in sorted(parts_dir.glob("part-*.json")):
+        batch = int(_PART.search(path.name).group(1))
+        last = max(last, batch)
+        for entry in json.loads(path.read_text()):
+            latest[entry["file"]] = {**entry, "batch": batch}
+    # A parquet part without its manifest is a batch a crash interrupted: it never counted.
+    for path in parts_dir.glob("part-*.parquet"):
+        if not path.with_suffix(".json").exists():
+            path.unlink()
+    for path in parts_dir.glob(".*.tmp"):
+        path.unlink()
+    return latest, last
+
+
+def _write_batch(parts_dir: Path, batch: int, results: list[dict]) -> None:
+    ingested = [r for r in results if r["status"] == "ingested"]
+    if ingested:
+        tables = []
+        # One Arrow table per column layout (1 or 2 channels per bearing) in the batch.
+        for columns in {tuple(r["columns"]) for r in ingested}:
+            group = [r for r in ingested if tuple(r["columns"]) == columns]
+            counts = [len(r["bearings"]) for r in group]
+            values = np.vstack([r["rows"] for r in group])
+            cols = {
+                "run": pa.array(np.repeat([r["run"] for r in group], counts), pa.string()),
+                "bearing": pa.array(np.concatenate([r["bearings"] for r in group]), pa.int16()),
+                "timestamp": pa.array(
+                    np.repeat(np.array([r["timestamp"] for r in group], "datetime64[s]"), counts),
+                    pa.timestamp("s"),
+                ),
+                "file": pa.array(np.repeat([r["file"] for r in group], counts), pa.string()),
+            }
+            for j, name in enumerate(columns):
+                cols[name] = pa.array(values[:, j])
+            tables.append(pa.table(cols))
+        table = pa.concat_tables(tables, promote_options="default")
+        tmp = parts_dir / f".part-{batch:06d}.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, parts_dir / f"part-{batch:06d}.parquet")
+    manifest = [
+        {k: v for k, v in r.items() if k not in ("rows", "columns", "bearings", "timestamp")}
+        for r in results
+    ]
+    write_atomic(parts_dir / f"part-{batch:06d}.json", json.dumps(manifest))
+
+
+def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
+    frames = []
+    for path in sorted(parts_dir.glob("part-*.parquet")):
+        batch = int(_PART.search(path.name).group(1))
+        frame = pd.read_parquet(path)
+        current = frame["file"].map(lambda f: latest.get(f, {}).get("batch") == batch)
+        frames.append(frame[current.to_numpy(dtype=bool)])
+    if not frames:
+        return pd.DataFrame(columns=KEY_COLUMNS)
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.sort_values(["run", "bearing", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def featurize(
+    data_dir: Path,
+    table_dir: Path,
+    settings: Settings,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeaturizeResult:
+    """Bring ``table_dir`` up to date with the recordings under ``data_dir``.
+
+    ``progress(done, total)`` is called as files are processed.
+    """
+    data_dir, table_dir = Path(data_dir), Path(table_dir)
+    runs = discover_runs(data_dir)
+    parts_dir = table_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    latest, last_batch = _load_manifests(parts_dir)
+
+    tasks = []
+    for run in runs:
+        for path in [p for _, p in run.recordings] + run.misnamed:
+            key = str(path.relative_to(data_dir))
+            st = path.stat()
+            known = latest.get(key)
+            if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+                continue
+            tasks.append((str(path), key, run.info.name, run.n_channels, run.channel_map))
+
+    processed = 0
+    if tasks:
+        ctx = multiprocessing.get_context("forkserver")
+        workers = max(1, min(settings.workers, len(tasks)))
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+            pending: list[dict] = []
+            for result in pool.imap_unordered(_process, tasks, chunksize=4):
+                pending.append(result)
+                processed += 1
+                if progress:
+                    progress(processed, len(tasks))
+                if len(pending) >= batch_size:
+                    last_batch += 1
+                    _write_batch(parts_dir, last_batch, pending)
+                    pending = []
+            if pending:
+                last_batch += 1
+                _write_batch(parts_dir, last_batch, pending)
+        latest, last_batch = _load_manifests(parts_dir)
+
+    table_path = table_dir / "table.parquet"
+    state_path = table_dir / "state.json"
+    state = {"last_batch": last_batch, "label_strategy": settings.label_strategy}
+    up_to_date = (
+        table_path.exists()
+        and state_path.exists()
+        and json.loads(state_path.read_text()) == state
+    )
+    quarantined = sorted(
+        (e for e in latest.values() if e["status"] == "quarantined"), key=lambda e: e["file"]
+    )
+    if not up_to_date:
+        frame = _merge_parts(parts_dir, latest)
+        infos = {run.info.name: run.info for run in runs}
+        frame = label_table(frame, infos, settings)
+        tmp = table_dir / ".table.parquet.tmp"
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, table_path)
+        write_atomic(
+            table_dir / "quarantine.json",
+            json.dumps(
+                [{k: e.get(k) for k in ("file", "reason", "line", "column")} for e in quarantined],
+                indent=1,
+            ),
+        )
+        write_atomic(state_path, json.dumps(state))
+        rows = len(frame)
+    else:
+        rows = pq.ParquetFile(table_path).metadata.num_rows
+    return FeaturizeResult(
+        table=table_path,
+        processed=processed,
+        ingested=sum(e["status"] == "ingested" for e in latest.values()),
+        quarantined=len(quarantined),
+        rows=rows,
+        rebuilt=not up_to_date,
+    )
+
+
+# --- labels ------------------------------------------------------------------------------
+
+
+def _degradation_onset(times: pd.Series, indicator: np.ndarray, settings: Settings) -> datetime | None:
+    """First recording of the first persistent rise of the health indicator above baseline."""
+    base_n = min(settings.baseline_recordings, max(len(indicator) // 4, 1))
+    baseline = indicator[:base_n]
+    median = np.median(baseline)
+    spread = 1.4826 * np.median(np.abs(baseline - median))
+    threshold = median * 1.08 + 5 * spread
+    start = persistent_alarm(indicator > threshold, settings.alarm_k, settings.alarm_n)
+    return None if start is None else times.iloc[start]
+
+
+def label_table(
+    frame: pd.DataFrame,
+    runs: dict[str, RunInfo],
+    settings: Settings,
+    *,
+    indicator: str = "std",
+) -> pd.DataFrame:
+    """Add the label columns (:data:`LABEL_COLUMNS`) to a table of rows keyed by
+    run, bearing and timestamp. ``indicator`` is the health indicator column for onsets."""
+    frame = frame.copy()
+    for col in LABEL_COLUMNS:
+        frame[col] = np.nan
+    frame["failed"] = False
+    frame["onset"] = pd.NaT
+    for (run, bearing), rows in frame.groupby(["run", "bearing"], sort=False):
+        info = runs.get(run, RunInfo(name=run))
+        times = rows["timestamp"]
+        start = info.start or times.min()
+        end = info.end
+        elapsed = (times - start).dt.total_seconds() / 3600.0
+        frame.loc[rows.index, "elapsed_h"] = elapsed
+        if end is None:
+            frame.loc[rows.index, ["wear_linear", "wear_piecewise"]] = 0.0
+            continue
+        total = (end - start).total_seconds() / 3600.0
+        to_end = (end - times).dt.total_seconds() / 3600.0
+        frame.loc[rows.index, "life_fraction"] = elapsed / total
+        if bearing not in info.failures:
+            frame.loc[rows.index, ["wear_linear", "wear_piecewise"]] = 0.0
+            frame.loc[rows.index, "rul_censored_h"] = to_end
+            continue
+        frame.loc[rows.index, "failed"] = True
+        frame.loc[rows.index, "rul_h"] = to_end
+        linear = (elapsed / total).clip(0.0, 1.0)
+        frame.loc[rows.index, "wear_linear"] = linear
+        onset = _degradation_onset(times, rows[indicator].to_numpy(dtype=float), settings)
+        if onset is None:  # never rose: the failure came without warning on this indicator
+            onset = end
+        frame.loc[rows.index, "onset"] = onset
+        span = max((end - onset).total_seconds() / 3600.0, 1e-9)
+        since = (times - onset).dt.total_seconds() / 3600.0
+        frame.loc[rows.index, "wear_piecewise"] = (since / span).clip(0.0, 1.0)
+    frame["wear"] = frame[f"wear_{settings.label_strategy}"]
+    frame["failed"] = frame["failed"].astype(bool)
+    frame.attrs["label_strategy"] = settings.label_strategy
+    return frame
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "table.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no feature table (run `wearcast featurize` first)")
+    return pd.read_parquet(path)
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Every feature column (bearing-level and per-channel)."""
+    skip = set(KEY_COLUMNS) | set(LABEL_COLUMNS)
+    return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def model_columns(frame: pd.DataFrame) -> list[str]:
+    """The bearing-level features models use: the same whatever the channels per bearing."""
+    return [c for c in feature_columns(frame) if not re.match(r"ch\d+_", c)]
+
+
+def table_digest(path: Path) -> str:
+    """Content hash of a table file, logged with every model trained on it."""
+    digest = hashlib.blake2b(digest_size=16)
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
