@@ -1,0 +1,126 @@
+"""The training table: incremental, crash-safe, labelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wearcast.config import Settings
+from wearcast.dataset import featurize, label_table, model_columns, read_table
+from wearcast.rig import Defect, RunInfo
+from wearcast.simulate import plan_simulation, simulate
+
+
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sim")
+    plan = plan_simulation(Settings(home=root), runs=2, recordings=60, faults_per_run=2, seed=3)
+    simulate(plan, root / "data", workers=2)
+    return root / "data"
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["run", "bearing", "timestamp"]).reset_index(drop=True)
+
+
+def test_table_has_one_row_per_run_bearing_recording(sim_data, tmp_path, settings):
+    result = featurize(sim_data, tmp_path / "t", settings)
+    table = read_table(tmp_path / "t")
+    assert result.ingested == 2 * 58 and result.quarantined == 4
+    assert len(table) == 2 * 58 * 4 == result.rows
+    assert not table.duplicated(["run", "bearing", "timestamp"]).any()
+    assert {"run", "bearing", "timestamp", "elapsed_h", "wear", "rul_h", "std", "env_bpfo_snr"} <= set(table.columns)
+    quarantine = json.loads((tmp_path / "t" / "quarantine.json").read_text())
+    assert len(quarantine) == 4 and all(q["reason"] for q in quarantine)
+
+
+def test_rerun_reads_only_new_or_changed_files(sim_data, tmp_path, settings):
+    data = tmp_path / "data"
+    shutil.copytree(sim_data, data)
+    featurize(data, tmp_path / "t", settings)
+    assert featurize(data, tmp_path / "t", settings).processed == 0
+    # New recordings arrive, and one old file is replaced by different content.
+    extra = plan_simulation(settings, runs=1, recordings=5, seed=9, run_prefix="late")
+    simulate(extra, data)
+    victim = sorted((data / "sim_run_01").glob("2004.*"))[10]
+    donor = sorted((data / "sim_run_02").glob("2004.*"))[10]
+    victim.write_bytes(donor.read_bytes())
+    result = featurize(data, tmp_path / "t", settings)
+    assert result.processed == 6
+    table = read_table(tmp_path / "t")
+    assert len(table) == (2 * 58 + 5) * 4
+    assert not table.duplicated(["run", "bearing", "timestamp"]).any()
+    replaced = table[table.file == str(victim.relative_to(data))].sort_values("bearing")
+    original = table[table.file == str(donor.relative_to(data))].sort_values("bearing")
+    assert np.allclose(replaced["std"].to_numpy(), original["std"].to_numpy())
+
+
+@pytest.mark.slow
+def test_killed_midway_then_rerun_gives_the_uninterrupted_table(sim_data, tmp_path):
+    env = {**os.environ, "WEARCAST_HOME": str(tmp_path / "home"), "WEARCAST_WORKERS": "2"}
+    cmd = [sys.executable, "-m", "wearcast", "featurize", str(sim_data), "--batch-size", "8"]
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "killed" / "parts" / "part-000003.json").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "featurize finished too early"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "table.parquet").exists()
+    subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env=env, check=True, capture_output=True)
+    whole, resumed = (_sorted(read_table(tmp_path / d)) for d in ("whole", "killed"))
+    pd.testing.assert_frame_equal(whole, resumed)
+
+
+def _frame(n: int, rise_at: int) -> pd.DataFrame:
+    times = pd.date_range("2004-01-01", periods=n, freq="10min")
+    rows = []
+    for bearing in (1, 2):
+        std = np.full(n, 0.07) + np.random.default_rng(bearing).normal(0, 0.001, n)
+        if bearing == 1:
+            std[rise_at:] *= np.linspace(1.3, 4.0, n - rise_at)
+        rows.append(pd.DataFrame({"run": "r", "bearing": bearing, "timestamp": times, "std": std}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_labels_linear_piecewise_and_healthy_so_far(settings):
+    frame = _frame(100, rise_at=70)
+    start, end = frame.timestamp.min(), frame.timestamp.max()
+    info = RunInfo(name="r", failures={1: Defect.OUTER_RACE}, start=start, end=end)
+    labelled = label_table(frame, {"r": info}, settings)
+    failing = labelled[labelled.bearing == 1].reset_index(drop=True)
+    healthy = labelled[labelled.bearing == 2]
+    assert failing.wear_linear.iloc[0] == 0 and failing.wear_linear.iloc[-1] == 1
+    assert np.all(np.diff(failing.wear_linear) > 0)
+    assert failing.onset.iloc[0] == failing.timestamp.iloc[70]
+    assert (failing.wear_piecewise.iloc[:71] == 0).all() and failing.wear_piecewise.iloc[-1] == 1
+    assert failing.rul_h.iloc[0] == pytest.approx(99 / 6)
+    assert (healthy.wear_linear == 0).all() and (healthy.wear_piecewise == 0).all()
+    assert healthy.rul_h.isna().all() and healthy.rul_censored_h.iloc[0] == pytest.approx(99 / 6)
+    assert (labelled.wear == labelled.wear_piecewise).all()
+
+
+def test_a_run_without_known_end_is_healthy_so_far(settings):
+    labelled = label_table(_frame(30, rise_at=20), {}, settings)
+    assert (labelled.wear == 0).all() and labelled.life_fraction.isna().all()
+
+
+def test_model_columns_are_the_same_for_one_and_two_channels_per_bearing(tmp_path, settings):
+    for per in (1, 2):
+        plan = plan_simulation(settings, runs=1, recordings=3, channels_per_bearing=per, seed=per)
+        simulate(plan, tmp_path / f"d{per}")
+        featurize(tmp_path / f"d{per}", tmp_path / f"t{per}", settings)
+    one, two = read_table(tmp_path / "t1"), read_table(tmp_path / "t2")
+    assert model_columns(one) == model_columns(two)
+    assert "ch2_std" in two.columns and "ch2_std" not in one.columns
