@@ -102,7 +102,7 @@ def _process(task: tuple[str, str, str, int | None, dict[int, list[int]] | None]
         )
         if channel_map is None:
             raise RecordingError("the run's channel count could not be determined")
-        columns, rows = recording_features(rec.data, channel_map, spec)
+        _, rows = recording_features(rec.data, channel_map, spec)
     except RecordingError as exc:
         entry.update(status="quarantined", reason=str(exc), line=exc.line, column=exc.column)
         return entry
@@ -110,7 +110,7 @@ def _process(task: tuple[str, str, str, int | None, dict[int, list[int]] | None]
         status="ingested",
         timestamp=rec.timestamp,
         bearings=list(channel_map),
-        columns=columns,
+        width=max(len(chs) for chs in channel_map.values()),
         rows=rows.astype(np.float32),
     )
     return entry
@@ -137,13 +137,14 @@ def _load_manifests(parts_dir: Path) -> tuple[dict[str, dict], int]:
     return latest, last
 
 
-def _write_batch(parts_dir: Path, batch: int, results: list[dict]) -> None:
+def _write_batch(parts_dir: Path, batch: int, results: list[dict], spec: FeatureSpec) -> None:
     ingested = [r for r in results if r["status"] == "ingested"]
     if ingested:
         tables = []
         # One Arrow table per column layout (1 or 2 channels per bearing) in the batch.
-        for columns in {tuple(r["columns"]) for r in ingested}:
-            group = [r for r in ingested if tuple(r["columns"]) == columns]
+        for width in {r["width"] for r in ingested}:
+            group = [r for r in ingested if r["width"] == width]
+            columns = spec.columns(width)
             counts = [len(r["bearings"]) for r in group]
             values = np.vstack([r["rows"] for r in group])
             cols = {
@@ -163,7 +164,7 @@ def _write_batch(parts_dir: Path, batch: int, results: list[dict]) -> None:
         pq.write_table(table, tmp)
         os.replace(tmp, parts_dir / f"part-{batch:06d}.parquet")
     manifest = [
-        {k: v for k, v in r.items() if k not in ("rows", "columns", "bearings", "timestamp")}
+        {k: v for k, v in r.items() if k not in ("rows", "width", "bearings", "timestamp")}
         for r in results
     ]
     write_atomic(parts_dir / f"part-{batch:06d}.json", json.dumps(manifest))
@@ -211,23 +212,24 @@ def featurize(
             tasks.append((str(path), key, run.info.name, run.n_channels, run.channel_map))
 
     processed = 0
+    spec = FeatureSpec.from_settings(settings)
     if tasks:
         ctx = multiprocessing.get_context("forkserver")
         workers = max(1, min(settings.workers, len(tasks)))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
             pending: list[dict] = []
-            for result in pool.imap_unordered(_process, tasks, chunksize=4):
+            for result in pool.imap_unordered(_process, tasks, chunksize=16):
                 pending.append(result)
                 processed += 1
                 if progress:
                     progress(processed, len(tasks))
                 if len(pending) >= batch_size:
                     last_batch += 1
-                    _write_batch(parts_dir, last_batch, pending)
+                    _write_batch(parts_dir, last_batch, pending, spec)
                     pending = []
             if pending:
                 last_batch += 1
-                _write_batch(parts_dir, last_batch, pending)
+                _write_batch(parts_dir, last_batch, pending, spec)
         latest, last_batch = _load_manifests(parts_dir)
 
     table_path = table_dir / "table.parquet"

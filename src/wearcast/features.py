@@ -86,15 +86,22 @@ class FeatureSpec:
         env += [f"env_{d}_snr" for d in DEFECTS]
         return [*TIME_FEATURES, *bands, *spec, *env]
 
+    @lru_cache(maxsize=8)  # noqa: B019 - a handful of widths per frozen spec
+    def columns(self, channels_per_bearing: int) -> list[str]:
+        """Columns of :func:`recording_features`: bearing-level, then each channel's."""
+        per = [f"ch{k + 1}_{n}" for k in range(channels_per_bearing) for n in self.names]
+        return [*self.names, *per]
+
 
 def _time_features(x: np.ndarray) -> np.ndarray:
     mean = x.mean(axis=0)
     d = x - mean
-    m2 = (d * d).mean(axis=0)
-    m3 = (d * d * d).mean(axis=0)
-    m4 = (d * d * d * d).mean(axis=0)
+    d2 = d * d
+    m2 = d2.mean(axis=0)
+    m3 = (d2 * d).mean(axis=0)
+    m4 = (d2 * d2).mean(axis=0)
     absx = np.abs(x)
-    rms = np.sqrt((x * x).mean(axis=0))
+    rms = np.sqrt(m2 + mean * mean)
     peak = absx.max(axis=0)
     mean_abs = absx.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -205,8 +212,7 @@ def recording_features(
     the order of ``channel_map``.
     """
     per_channel = channel_features(data, spec)
-    width = max(len(chs) for chs in channel_map.values())
-    columns = list(spec.names) + [f"ch{k + 1}_{n}" for k in range(width) for n in spec.names]
+    columns = spec.columns(max(len(chs) for chs in channel_map.values()))
     rows = np.full((len(channel_map), len(columns)), np.nan)
     f = len(spec.names)
     for i, chs in enumerate(channel_map.values()):

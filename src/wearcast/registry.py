@@ -1,0 +1,206 @@
+"""MLflow tracking and model registry: every model versioned, production only gets a better one.
+
+The embedded default is a SQLite store and an artifact folder under ``WEARCAST_HOME/mlflow``;
+``WEARCAST_TRACKING_URI`` pointing at an MLflow server switches to it with no code change.
+
+Promotion is a gate: a new version gets the alias ``champion`` only if, on the same held-out
+evaluation of the same table, it beats the champion's configuration by the margin and has no
+more missed failures and no more false alarms. Otherwise it stays a challenger, and the reason
+is written on the version (tags ``gate_decision`` and ``gate_reason``). Every change of
+champion is appended to the registered model's ``champion_history`` tag, which is what
+``rollback`` walks back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from wearcast.config import Settings
+from wearcast.evaluate import Evaluation
+
+__all__ = [
+    "CHAMPION",
+    "GateDecision",
+    "connect",
+    "log_training",
+    "gate",
+    "promote",
+    "rollback",
+    "champion_version",
+    "load_model",
+]
+
+CHAMPION = "champion"
+EXPERIMENT = "wearcast"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    version: int
+    promoted: bool
+    reason: str
+    champion_before: int | None
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store (creating the local one if it is the default)."""
+    uri = settings.resolved_tracking_uri
+    if settings.tracking_uri is None:
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None
+        if settings.tracking_uri is None:
+            location = (settings.mlflow_dir / "artifacts").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def log_training(
+    client: MlflowClient,
+    settings: Settings,
+    *,
+    model,
+    config: dict,
+    evaluation: Evaluation,
+    cv_mae: float,
+    example: pd.DataFrame,
+    report_dir,
+    params: dict,
+) -> int:
+    """Log one training run (parameters, metrics, report, model) and register the model."""
+    with mlflow.start_run(run_name=f"{config['family']}-{params.get('label_strategy', '')}"):
+        mlflow.log_params({**params, "family": config["family"], "config": json.dumps(config)})
+        mlflow.log_metrics({**evaluation.metrics(), "cv_wear_mae": cv_mae})
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+        signature = infer_signature(example, model.predict(example))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example.head(2),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            registered_model_name=settings.model_name,
+        )
+    version = int(info.registered_model_version)
+    tags = {
+        "config": json.dumps(config),
+        "wear_mae": f"{evaluation.wear_mae:.6f}",
+        "label_strategy": params.get("label_strategy", ""),
+        "table_digest": params.get("table_digest", ""),
+        "metrics": json.dumps(evaluation.metrics()),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.model_name, str(version), key, value)
+    return version
+
+
+def champion_version(client: MlflowClient, settings: Settings) -> int | None:
+    try:
+        return int(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _history(client: MlflowClient, settings: Settings) -> list[int]:
+    model = client.get_registered_model(settings.model_name)
+    return json.loads(model.tags.get("champion_history", "[]"))
+
+
+def promote(client: MlflowClient, settings: Settings, version: int, reason: str) -> None:
+    """Make ``version`` the champion (and remember the change for rollback)."""
+    client.get_model_version(settings.model_name, str(version))  # raises if it does not exist
+    history = _history(client, settings)
+    client.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
+    client.set_registered_model_tag(
+        settings.model_name, "champion_history", json.dumps([*history, version])
+    )
+    client.set_model_version_tag(settings.model_name, str(version), "gate_decision", "promoted")
+    client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
+
+
+def rollback(client: MlflowClient, settings: Settings) -> int:
+    """Give the alias back to the previous champion; returns its version."""
+    history = _history(client, settings)
+    if len(history) < 2:
+        raise ValueError("no previous champion to roll back to")
+    previous = history[-2]
+    client.set_registered_model_alias(settings.model_name, CHAMPION, str(previous))
+    client.set_registered_model_tag(
+        settings.model_name, "champion_history", json.dumps(history[:-1])
+    )
+    client.set_model_version_tag(
+        settings.model_name, str(history[-1]), "gate_reason", f"rolled back to version {previous}"
+    )
+    return previous
+
+
+def gate(
+    client: MlflowClient,
+    settings: Settings,
+    version: int,
+    challenger: Evaluation,
+    evaluate_config: Callable[[dict], Evaluation],
+) -> GateDecision:
+    """Promote ``version`` if it beats the champion on the same held-out evaluation."""
+    current = champion_version(client, settings)
+    if current is None:
+        promote(client, settings, version, "first model: no champion to beat")
+        return GateDecision(version, True, "first model: no champion to beat", None)
+    champion_config = json.loads(
+        client.get_model_version(settings.model_name, str(current)).tags["config"]
+    )
+    champion = evaluate_config(champion_config)
+    margin = settings.promotion_margin
+    problems = []
+    if not challenger.wear_mae < champion.wear_mae - margin:
+        problems.append(
+            f"wear MAE {challenger.wear_mae:.4f} does not beat the champion's "
+            f"{champion.wear_mae:.4f} by the margin {margin:g}"
+        )
+    if challenger.missed_failures > champion.missed_failures:
+        problems.append(
+            f"misses {challenger.missed_failures} failures, the champion {champion.missed_failures}"
+        )
+    if challenger.false_alarms_per_1000h > champion.false_alarms_per_1000h + 1e-9:
+        problems.append(
+            f"{challenger.false_alarms_per_1000h:.2f} false alarms per 1000 h, the champion "
+            f"{champion.false_alarms_per_1000h:.2f}"
+        )
+    client.set_model_version_tag(
+        settings.model_name, str(version), "champion_wear_mae_same_data", f"{champion.wear_mae:.6f}"
+    )
+    if problems:
+        reason = f"kept version {current}: " + "; ".join(problems)
+        client.set_model_version_tag(settings.model_name, str(version), "gate_decision", "challenger")
+        client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
+        return GateDecision(version, False, reason, current)
+    reason = (
+        f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < {champion.wear_mae:.4f}"
+    )
+    promote(client, settings, version, reason)
+    return GateDecision(version, True, reason, current)
+
+
+def load_model(settings: Settings, version: int | None = None):
+    """The champion (or a given version) as a scikit-learn Pipeline, with its version."""
+    client = connect(settings)
+    if version is None:
+        version = champion_version(client, settings)
+        if version is None:
+            raise LookupError(
+                f"model {settings.model_name!r} has no champion yet (run `wearcast train`)"
+            )
+    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+    return model, version

@@ -1,0 +1,269 @@
+"""The wear model: one scikit-learn Pipeline, found by an automatic search.
+
+    features + the bearing's healthy baseline
+      -> BaselineRelative (log-ratio to the baseline; scale-free features kept as they are)
+      -> median imputation -> standard scaling -> optional PCA
+      -> estimator (ridge, random forest, extra trees, histogram gradient boosting, k-NN)
+      -> clipped to 0..1
+
+Optuna drives the search: it has a wall-clock budget (``search_budget_s``), conditional search
+spaces (each estimator family its own hyperparameters) and a seeded sampler, which
+scikit-learn's successive-halving search has not. Cross-validation is grouped by run and
+bearing: a bearing's recordings are never split between fitting and scoring.
+
+Why a baseline: machines differ (sensor sensitivity and mounting, resonances, DC offsets), so
+an absolute vibration level that means "worn" on one bearing is normal on another. Each
+bearing is compared with its own first recordings, as a vibration analyst would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
+from sklearn.decomposition import PCA
+from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from wearcast.config import Settings
+
+__all__ = [
+    "BASELINE_PREFIX",
+    "BaselineRelative",
+    "ClippedRegressor",
+    "SearchResult",
+    "add_baselines",
+    "build_pipeline",
+    "model_inputs",
+    "search",
+]
+
+BASELINE_PREFIX = "baseline_"
+# Features without a physical scale: comparable across machines as they are.
+SCALE_FREE = ("kurtosis", "crest", "env_kurtosis", "env_bpfo_snr", "env_bpfi_snr", "env_bsf_snr")
+FAMILIES = ("ridge", "random_forest", "extra_trees", "hist_gradient_boosting", "knn")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def add_baselines(frame: pd.DataFrame, columns: list[str], recordings: int) -> pd.DataFrame:
+    """Add ``baseline_<col>``: the median of the bearing's first ``recordings`` recordings."""
+    ordered = frame.sort_values("timestamp", kind="stable")
+    first = ordered.groupby(["run", "bearing"], sort=False).head(recordings)
+    medians = first.groupby(["run", "bearing"])[columns].median()
+    medians.columns = [BASELINE_PREFIX + c for c in columns]
+    return frame.join(medians, on=["run", "bearing"])
+
+
+def model_inputs(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The model's input columns: the features and their baselines."""
+    return frame[columns + [BASELINE_PREFIX + c for c in columns]]
+
+
+class BaselineRelative(TransformerMixin, BaseEstimator):
+    """Each feature relative to the bearing's baseline (columns ``baseline_<feature>``).
+
+    Positive features become log-ratios to their baseline, others differences. ``mode``
+    chooses the output: ``relative`` only, ``absolute`` (the features as they are, ignoring
+    the baseline), or ``both`` (relative, plus the scale-free features as they are). A row whose
+    baseline is missing falls back on the training fleet's median baseline.
+    """
+
+    def __init__(self, mode: Literal["relative", "absolute", "both"] = "both"):
+        self.mode = mode
+
+    def fit(self, X: pd.DataFrame, y=None) -> BaselineRelative:
+        self.features_ = [
+            c for c in X.columns if not c.startswith(BASELINE_PREFIX) and BASELINE_PREFIX + c in X
+        ]
+        if not self.features_:
+            raise ValueError("no feature has a baseline_ column")
+        values = X[self.features_]
+        self.positive_ = [c for c in self.features_ if (values[c].dropna() > 0).all()]
+        self.fleet_baseline_ = X[[BASELINE_PREFIX + c for c in self.features_]].median()
+        self.absolute_ = [c for c in SCALE_FREE if c in self.features_]
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        x = X[self.features_].astype(float)
+        base = X[[BASELINE_PREFIX + c for c in self.features_]].astype(float)
+        base = base.fillna(self.fleet_baseline_)
+        base.columns = self.features_
+        if self.mode == "absolute":
+            return x
+        out = x - base
+        pos = self.positive_
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[pos] = np.log(x[pos].clip(lower=1e-12) / base[pos].clip(lower=1e-12))
+        out.columns = [f"rel_{c}" for c in self.features_]
+        if self.mode == "both":
+            out = pd.concat([out, x[self.absolute_]], axis=1)
+        return out
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        names = list(self.features_) if self.mode == "absolute" else [f"rel_{c}" for c in self.features_]
+        if self.mode == "both":
+            names += self.absolute_
+        return np.asarray(names, dtype=object)
+
+
+class ClippedRegressor(RegressorMixin, BaseEstimator):
+    """An estimator whose predictions are clipped to the wear range 0..1."""
+
+    def __init__(self, estimator: BaseEstimator | None = None):
+        self.estimator = estimator
+
+    def fit(self, X, y) -> ClippedRegressor:
+        self.estimator_ = clone(self.estimator if self.estimator is not None else Ridge()).fit(X, y)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        return np.clip(self.estimator_.predict(X), 0.0, 1.0)
+
+
+def _estimator(family: str, params: dict, seed: int) -> BaseEstimator:
+    if family == "ridge":
+        return Ridge(alpha=params.get("alpha", 1.0))
+    if family in ("random_forest", "extra_trees"):
+        cls = RandomForestRegressor if family == "random_forest" else ExtraTreesRegressor
+        return cls(
+            n_estimators=params.get("n_estimators", 150),
+            max_depth=params.get("max_depth"),
+            min_samples_leaf=params.get("min_samples_leaf", 3),
+            max_features=params.get("max_features", 0.5),
+            random_state=seed,
+            n_jobs=1,
+        )
+    if family == "hist_gradient_boosting":
+        return HistGradientBoostingRegressor(
+            learning_rate=params.get("learning_rate", 0.1),
+            max_leaf_nodes=params.get("max_leaf_nodes", 31),
+            l2_regularization=params.get("l2_regularization", 0.0),
+            random_state=seed,
+        )
+    if family == "knn":
+        return KNeighborsRegressor(
+            n_neighbors=params.get("n_neighbors", 10), weights=params.get("weights", "distance")
+        )
+    raise ValueError(f"unknown estimator family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def build_pipeline(config: dict, seed: int = 0) -> Pipeline:
+    """The whole model from a configuration (as found by :func:`search`)."""
+    reduce = PCA(n_components=config["pca_components"], random_state=seed) if config.get("pca_components") else "passthrough"
+    return Pipeline(
+        [
+            ("relative", BaselineRelative(mode=config.get("features", "both"))),
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("reduce", reduce),
+            ("model", ClippedRegressor(_estimator(config["family"], config.get("params", {}), seed))),
+        ]
+    )
+
+
+def _suggest(trial: optuna.Trial, features_mode: str | None) -> dict:
+    family = trial.suggest_categorical("family", FAMILIES)
+    params: dict = {}
+    if family == "ridge":
+        params["alpha"] = trial.suggest_float("alpha", 1e-3, 1e3, log=True)
+    elif family in ("random_forest", "extra_trees"):
+        params["n_estimators"] = trial.suggest_int("n_estimators", 50, 300, step=50)
+        params["max_depth"] = trial.suggest_categorical("max_depth", [None, 6, 12, 24])
+        params["min_samples_leaf"] = trial.suggest_int("min_samples_leaf", 1, 20, log=True)
+        params["max_features"] = trial.suggest_float("max_features", 0.1, 1.0)
+    elif family == "hist_gradient_boosting":
+        params["learning_rate"] = trial.suggest_float("learning_rate", 0.02, 0.3, log=True)
+        params["max_leaf_nodes"] = trial.suggest_int("max_leaf_nodes", 7, 63, log=True)
+        params["l2_regularization"] = trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True)
+    else:
+        params["n_neighbors"] = trial.suggest_int("n_neighbors", 3, 50, log=True)
+        params["weights"] = trial.suggest_categorical("weights", ["uniform", "distance"])
+    pca = trial.suggest_categorical("pca_components", [0, 8, 24])
+    features = features_mode or trial.suggest_categorical("features", ["both", "relative"])
+    return {"family": family, "params": params, "pca_components": pca, "features": features}
+
+
+@dataclass
+class SearchResult:
+    best: dict
+    best_mae: float
+    leaderboard: pd.DataFrame
+    seconds: float
+    trials: int
+    extra: dict = field(default_factory=dict)
+
+
+def search(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    settings: Settings,
+    *,
+    features_mode: str | None = None,
+    max_trials: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> SearchResult:
+    """Find the configuration with the lowest grouped cross-validated wear MAE within budget.
+
+    Every family is tried once with its defaults first, so each is on the leaderboard.
+    """
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError("the search needs at least two bearings (groups) to cross-validate")
+    cv = GroupKFold(n_splits=min(5, n_groups))
+    sampler = optuna.samplers.TPESampler(seed=settings.random_state)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    for family in FAMILIES:
+        study.enqueue_trial({"family": family, "pca_components": 0, "features": features_mode or "both"})
+    configs: dict[int, dict] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        config = _suggest(trial, features_mode)
+        configs[trial.number] = config
+        scores = cross_val_score(
+            build_pipeline(config, settings.random_state),
+            X,
+            y,
+            groups=groups,
+            cv=cv,
+            scoring="neg_mean_absolute_error",
+            n_jobs=min(settings.workers, cv.n_splits),
+        )
+        return float(-scores.mean())
+
+    start = time.monotonic()
+    study.optimize(
+        objective,
+        n_trials=max_trials,
+        timeout=settings.search_budget_s,
+        callbacks=[lambda s, t: progress(len(s.trials), time.monotonic() - start)] if progress else None,
+    )
+    done = [t for t in study.trials if t.value is not None]
+    if not done:
+        raise RuntimeError("the model search finished no trial within its budget")
+    rows = [
+        {"trial": t.number, "cv_wear_mae": t.value, "family": configs[t.number]["family"],
+         "config": configs[t.number], "seconds": t.duration.total_seconds()}
+        for t in done
+    ]  # fmt: skip
+    board = pd.DataFrame(rows).sort_values("cv_wear_mae").reset_index(drop=True)
+    return SearchResult(
+        best=board.loc[0, "config"],
+        best_mae=float(board.loc[0, "cv_wear_mae"]),
+        leaderboard=board,
+        seconds=time.monotonic() - start,
+        trials=len(done),
+    )
