@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?=
 
-.PHONY: run test lint bench-featurize calibrate clean
+.PHONY: run test lint bench-featurize calibrate experiments clean
 
 $(BIN)/wearcast: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ lint: $(BIN)/wearcast
 
 calibrate: $(BIN)/wearcast  ## rerun the simulator calibration behind docs/simulator.md
 	$(BIN)/python scripts/calibrate_simulator.py
+
+experiments: $(BIN)/wearcast  ## rerun the model experiments behind docs/model.md
+	$(BIN)/python scripts/model_experiments.py
 
 bench-featurize: $(BIN)/wearcast
 	$(BIN)/python benchmarks/featurize.py

@@ -7,9 +7,14 @@ the threshold, so one noisy recording does not page anyone, and a real rise does
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["alarm_states", "first_alarm", "persistent_alarm", "rul_by_trend"]
+# Wear rising slower than this (a million hours from new to failed) is not rising.
+_FLAT_PER_HOUR = 1e-6
+
+__all__ = ["BearingStatus", "alarm_states", "bearing_status", "first_alarm", "persistent_alarm", "rul_by_trend"]
 
 
 def alarm_states(above: np.ndarray, k: int, n: int) -> np.ndarray:
@@ -44,7 +49,31 @@ def rul_by_trend(hours: np.ndarray, wear: np.ndarray) -> tuple[float | None, flo
     if len(hours) < 2 or np.ptp(hours) <= 0:
         return None, 0.0
     slope, intercept = np.polyfit(hours, wear, 1)
-    if slope <= 0:
+    if slope <= _FLAT_PER_HOUR:
         return None, float(slope)
     now_level = intercept + slope * hours[-1]
     return float(max((1.0 - now_level) / slope, 0.0)), float(slope)
+
+
+@dataclass(frozen=True)
+class BearingStatus:
+    alarm: bool  # the persistent-alarm rule holds at the latest recording
+    rul_h: float | None  # hours until predicted wear reaches 1, by trend
+    wear_slope_per_h: float
+    rul_method: str
+
+
+def bearing_status(
+    hours: np.ndarray, wear: np.ndarray, *, threshold: float, k: int, n: int, recent: int
+) -> BearingStatus:
+    """Alarm state and remaining life at the latest of a bearing's time-ordered predictions."""
+    wear = np.asarray(wear, float)
+    alarm = bool(alarm_states(wear > threshold, k, n)[-1]) if len(wear) else False
+    rul, slope = rul_by_trend(np.asarray(hours, float)[-recent:], wear[-recent:])
+    if len(wear) < 3:
+        method = f"none: {len(wear)} recording(s) of history, at least 3 needed for a trend"
+    elif rul is None:
+        method = f"trend of the last {min(recent, len(wear))} predictions: wear not rising"
+    else:
+        method = f"linear trend of the last {min(recent, len(wear))} predictions extrapolated to wear 1"
+    return BearingStatus(alarm=alarm, rul_h=rul if len(wear) >= 3 else None, wear_slope_per_h=slope, rul_method=method)

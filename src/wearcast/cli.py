@@ -254,6 +254,264 @@ def featurize(
     )
 
 
+def _train_and_gate(
+    settings: Settings,
+    table: Path,
+    *,
+    runs_meta: Path | None = None,
+    indicator: str | None = None,
+    label_strategy: str | None = None,
+    holdout: str = "run",
+    features_mode: str | None = None,
+    max_trials: int | None = None,
+    register: bool = True,
+) -> dict:
+    """Train, evaluate, report, register and gate: what `train` and the main job do."""
+    from datetime import datetime
+
+    from wearcast import registry
+    from wearcast.dataset import load_training_table, table_digest
+    from wearcast.evaluate import write_report
+    from wearcast.train import evaluate_config, fit_and_evaluate, prepare
+
+    frame = load_training_table(table, settings, runs_meta=runs_meta, indicator=indicator)
+    data = prepare(frame, settings, label_strategy)
+    with err.status("training") as status:
+        outcome = fit_and_evaluate(
+            data,
+            settings,
+            holdout=holdout,
+            features_mode=features_mode,
+            max_trials=max_trials,
+            progress=lambda msg: status.update(f"training: {msg}"),
+        )
+    source = table / "table.parquet" if table.is_dir() else table
+    params = {
+        "table": str(table),
+        "table_digest": table_digest(source),
+        "label_strategy": data.label_strategy,
+        "holdout": holdout,
+        "rows": len(data.frame),
+        "bearings": len(set(data.groups)),
+        "search_budget_s": settings.search_budget_s,
+        "search_trials": outcome.search.trials,
+    }
+    report_dir = settings.reports_dir / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    report = write_report(
+        report_dir,
+        title=f"wearcast training report ({data.label_strategy} labels)",
+        evaluation=outcome.evaluation,
+        preds=outcome.predictions,
+        settings=settings,
+        leaderboard=outcome.search.leaderboard if len(outcome.search.leaderboard) else None,
+        importances=outcome.importances,
+        context={**params, "chosen model": outcome.config},
+    )
+    summary = {
+        "report": str(report),
+        "config": outcome.config,
+        "cv_wear_mae": outcome.search.best_mae,
+        "metrics": outcome.evaluation.metrics(),
+        "bearings": [vars(b) for b in outcome.evaluation.bearings],
+    }
+    if register:
+        client = registry.connect(settings)
+        version = registry.log_training(
+            client,
+            settings,
+            model=outcome.model,
+            config=outcome.config,
+            evaluation=outcome.evaluation,
+            cv_mae=outcome.search.best_mae,
+            example=data.X.head(5),
+            report_dir=report_dir,
+            params=params,
+        )
+        decision = registry.gate(
+            client,
+            settings,
+            version,
+            outcome.evaluation,
+            lambda config: evaluate_config(config, data, settings, holdout=holdout)[0],
+        )
+        summary.update(
+            model=settings.model_name,
+            version=version,
+            promoted=decision.promoted,
+            gate_reason=decision.reason,
+            tracking_uri=settings.resolved_tracking_uri,
+        )
+    return summary
+
+
+def _print_training(summary: dict) -> None:
+    m = summary["metrics"]
+    table = Table(title="held-out evaluation")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in m.items():
+        table.add_row(key, f"{value:.4g}")
+    console.print(table)
+    console.print(f"chosen model: {summary['config']}")
+    if "version" in summary:
+        verdict = "[green]promoted to champion[/green]" if summary["promoted"] else "[yellow]kept as challenger[/yellow]"
+        console.print(f"{summary['model']} version {summary['version']}: {verdict} ({summary['gate_reason']})")
+        console.print(f"tracking: mlflow ui --backend-store-uri {summary['tracking_uri']}")
+    console.print(f"report: {summary['report']}")
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    table: Annotated[Path, typer.Argument(help="a wearcast table folder, or a CSV/Parquet feature table")],
+    runs_meta: Annotated[
+        Path | None, typer.Option(help="JSON {run: {failures: {bearing: defect}, start, end}} for tables made elsewhere")
+    ] = None,
+    indicator: Annotated[str | None, typer.Option(help="health indicator column for the onset")] = None,
+    label_strategy: Annotated[str | None, typer.Option(help="piecewise or linear (default: setting)")] = None,
+    holdout: Annotated[str, typer.Option(help="held-out unit: run, or bearing")] = "run",
+    features: Annotated[
+        str | None, typer.Option(help="both, relative or absolute (default: searched)")
+    ] = None,
+    budget: Annotated[float | None, typer.Option(help="search budget in seconds")] = None,
+    max_trials: Annotated[int | None, typer.Option(min=1)] = None,
+    register: Annotated[bool, typer.Option(help="log to MLflow, register and gate")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the model, evaluate it held out, register it and promote it through the gate."""
+    settings = settings_of(ctx)
+    if budget is not None:
+        settings = settings.model_copy(update={"search_budget_s": budget})
+    if label_strategy not in (None, "piecewise", "linear"):
+        raise fail("--label-strategy must be piecewise or linear")
+    if holdout not in ("run", "bearing"):
+        raise fail("--holdout must be run or bearing")
+    if features not in (None, "both", "relative", "absolute"):
+        raise fail("--features must be both, relative or absolute")
+    try:
+        summary = _train_and_gate(
+            settings, table, runs_meta=runs_meta, indicator=indicator,
+            label_strategy=label_strategy, holdout=holdout, features_mode=features,
+            max_trials=max_trials, register=register,
+        )  # fmt: skip
+    except (OSError, ValueError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(summary, indent=2, default=_json_default))
+    else:
+        _print_training(summary)
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    table: Annotated[Path, typer.Argument(help="a wearcast table folder, or a CSV/Parquet feature table")],
+    model_version: Annotated[int | None, typer.Option(help="default: the champion")] = None,
+    runs_meta: Annotated[Path | None, typer.Option()] = None,
+    holdout: Annotated[str, typer.Option(help="run, or bearing")] = "run",
+    as_json: JsonOpt = False,
+) -> None:
+    """Held-out evaluation of a registered model's configuration on a table, with a report."""
+    from datetime import datetime
+
+    from wearcast import registry
+    from wearcast.dataset import load_training_table
+    from wearcast.evaluate import write_report
+    from wearcast.train import evaluate_config, prepare
+
+    settings = settings_of(ctx)
+    try:
+        client = registry.connect(settings)
+        version = model_version or registry.champion_version(client, settings)
+        if version is None:
+            raise LookupError("no champion yet: run `wearcast train` first")
+        tags = client.get_model_version(settings.model_name, str(version)).tags
+        config = json.loads(tags["config"])
+        data = prepare(
+            load_training_table(table, settings, runs_meta=runs_meta), settings, tags.get("label_strategy") or None
+        )
+        evaluation, preds = evaluate_config(config, data, settings, holdout=holdout)
+    except (OSError, ValueError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    report = write_report(
+        settings.reports_dir / f"evaluate-v{version}-{datetime.now():%Y%m%d-%H%M%S}",
+        title=f"{settings.model_name} version {version}: held-out evaluation",
+        evaluation=evaluation,
+        preds=preds,
+        settings=settings,
+        context={"table": str(table), "configuration": config},
+    )
+    if as_json:
+        print(json.dumps({"version": version, "report": str(report), **evaluation.as_dict()}, default=_json_default))
+    else:
+        _print_training({"metrics": evaluation.metrics(), "config": config, "report": str(report)})
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="one recording, or a folder of recordings")],
+    model_version: Annotated[int | None, typer.Option(help="default: the champion")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score recordings with the champion: wear, alarm state and remaining life per bearing."""
+    from wearcast.predict import score_path
+    from wearcast.registry import load_model
+
+    settings = settings_of(ctx)
+    try:
+        model, version = load_model(settings, model_version)
+        results, bad = score_path(path, model, version, settings)
+    except (OSError, ValueError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    for q in bad:
+        err.print(f"[yellow]quarantined[/yellow] {q.file}: {q.reason}")
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"{settings.model_name} version {version}")
+    for header in ("file", "bearing", "wear", "alarm", "RUL h"):
+        table.add_column(header, justify="right" if header != "file" else "left")
+    for r in results:
+        table.add_row(
+            r["file"], str(r["bearing"]), f"{r['wear']:.3f}", "[red]ALARM[/red]" if r["alarm"] else "ok",
+            "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}",
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="model version to make the champion")],
+    reason: Annotated[str, typer.Option(help="why, recorded on the version")] = "promoted by hand",
+) -> None:
+    """Make a version the champion by hand (bypasses the gate; recorded for rollback)."""
+    from mlflow.exceptions import MlflowException
+
+    from wearcast import registry
+
+    settings = settings_of(ctx)
+    try:
+        registry.promote(registry.connect(settings), settings, version, reason)
+    except MlflowException as exc:
+        raise fail(f"cannot promote version {version}: {exc.message}") from None
+    console.print(f"{settings.model_name} version {version} is the champion")
+
+
+@app.command()
+def rollback(ctx: typer.Context) -> None:
+    """Give the champion alias back to the previous champion."""
+    from wearcast import registry
+
+    settings = settings_of(ctx)
+    try:
+        version = registry.rollback(registry.connect(settings), settings)
+    except (ValueError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{settings.model_name} version {version} is the champion again")
+
+
 @app.command()
 def pipeline(
     ctx: typer.Context,
@@ -262,12 +520,22 @@ def pipeline(
         typer.Argument(help="recordings to use; default: simulate a dataset under home"),
     ] = None,
 ) -> None:
-    """The main job: (simulate ->) validate every recording."""
+    """The main job: (simulate ->) featurize -> train -> register -> promote through the gate."""
     settings = settings_of(ctx)
     if data_dir is None:
         data_dir = settings.data_dir / "simulated"
         if not data_dir.exists():
             console.rule("simulate")
             ctx.invoke(simulate, ctx=ctx, out_dir=data_dir, faults=2)
-    console.rule("ingest")
-    ctx.invoke(ingest, ctx=ctx, data_dir=data_dir)
+    table = settings.tables_dir / "default"
+    console.rule("featurize (validate, features, labels)")
+    ctx.invoke(featurize, ctx=ctx, data_dir=data_dir, out=table)
+    console.rule("train, evaluate, register, gate")
+    try:
+        summary = _train_and_gate(settings, table)
+    except (OSError, ValueError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    _print_training(summary)
+    console.print(
+        f"\nnext: [bold]wearcast predict {data_dir}[/bold] scores recordings with the champion"
+    )

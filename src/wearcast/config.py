@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     baseline_recordings: int = Field(
         20, gt=0, description="first recordings of a bearing that define its healthy baseline"
     )
-    search_budget_s: float = Field(120.0, gt=0, description="time budget of the model search")
+    search_budget_s: float = Field(60.0, gt=0, description="time budget of the model search")
     random_state: int = 0
     model_name: str = "wearcast-wear"
     tracking_uri: str | None = Field(

@@ -29,7 +29,7 @@ import multiprocessing
 import os
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,8 +42,8 @@ import pyarrow.parquet as pq
 from wearcast.alarms import persistent_alarm
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
-from wearcast.ingest import RecordingError, discover_runs, read_recording
-from wearcast.rig import RunInfo
+from wearcast.ingest import RecordingError, RunFiles, discover_runs, read_recording
+from wearcast.rig import IMS_RUNS, RunInfo
 from wearcast.storage import write_atomic
 
 __all__ = [
@@ -51,7 +51,10 @@ __all__ = [
     "LABEL_COLUMNS",
     "FeaturizeResult",
     "featurize",
+    "process_files",
+    "run_tasks",
     "label_table",
+    "load_training_table",
     "read_table",
     "feature_columns",
     "model_columns",
@@ -61,7 +64,7 @@ __all__ = [
 KEY_COLUMNS = ["run", "bearing", "timestamp", "file"]
 LABEL_COLUMNS = [
     "elapsed_h", "life_fraction", "failed", "onset", "wear_linear", "wear_piecewise", "wear",
-    "rul_h", "rul_censored_h",
+    "rul_h", "rul_censored_h", "health_indicator",
 ]  # fmt: skip
 _PART = re.compile(r"part-(\d{6})\.(parquet|json)$")
 
@@ -78,6 +81,9 @@ class FeaturizeResult:
 
 # --- worker side -------------------------------------------------------------------------
 
+# (path, key, run name, expected channels, channel map) of one input file.
+Task = tuple[str, str, str, int | None, dict[int, list[int]] | None]
+
 _worker: tuple[Settings, FeatureSpec] | None = None
 
 
@@ -87,13 +93,13 @@ def _init_worker(settings: Settings) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _process(task: tuple[str, str, str, int | None, dict[int, list[int]] | None]) -> dict:
+def _process(task: Task) -> dict:
     """Read, hash, validate and featurize one file. Never raises for a bad file."""
     assert _worker is not None
     settings, spec = _worker
     path, key, run, n_channels, channel_map = task
     st = os.stat(path)
-    entry = {"file": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "run": run}
+    entry = {"file": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "run": run, "path": path}
     try:
         content = Path(path).read_bytes()
         entry["crc32"] = zlib.crc32(content)
@@ -117,6 +123,24 @@ def _process(task: tuple[str, str, str, int | None, dict[int, list[int]] | None]
 
 
 # --- parent side -------------------------------------------------------------------------
+
+def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
+    """One task per file of the run: (path, key, run name, channels, channel map)."""
+    return [
+        (str(p), str(p.relative_to(data_dir)), run.info.name, run.n_channels, run.channel_map)
+        for p in [p for _, p in run.recordings] + run.misnamed
+    ]
+
+
+def process_files(tasks: list[Task], settings: Settings) -> Iterator[dict]:
+    """Validate and featurize files on all cores; results in completion order."""
+    if len(tasks) <= 2 or settings.workers == 1:
+        _init_worker(settings)
+        yield from map(_process, tasks)
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(min(settings.workers, len(tasks)), _init_worker, (settings,)) as pool:
+        yield from pool.imap_unordered(_process, tasks, chunksize=16)
 
 
 def _load_manifests(parts_dir: Path) -> tuple[dict[str, dict], int]:
@@ -164,7 +188,7 @@ def _write_batch(parts_dir: Path, batch: int, results: list[dict], spec: Feature
         pq.write_table(table, tmp)
         os.replace(tmp, parts_dir / f"part-{batch:06d}.parquet")
     manifest = [
-        {k: v for k, v in r.items() if k not in ("rows", "width", "bearings", "timestamp")}
+        {k: v for k, v in r.items() if k not in ("rows", "width", "bearings", "timestamp", "path")}
         for r in results
     ]
     write_atomic(parts_dir / f"part-{batch:06d}.json", json.dumps(manifest))
@@ -203,33 +227,29 @@ def featurize(
 
     tasks = []
     for run in runs:
-        for path in [p for _, p in run.recordings] + run.misnamed:
-            key = str(path.relative_to(data_dir))
-            st = path.stat()
-            known = latest.get(key)
+        for task in run_tasks(run, data_dir):
+            st = os.stat(task[0])
+            known = latest.get(task[1])
             if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
                 continue
-            tasks.append((str(path), key, run.info.name, run.n_channels, run.channel_map))
+            tasks.append(task)
 
     processed = 0
     spec = FeatureSpec.from_settings(settings)
     if tasks:
-        ctx = multiprocessing.get_context("forkserver")
-        workers = max(1, min(settings.workers, len(tasks)))
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
-            pending: list[dict] = []
-            for result in pool.imap_unordered(_process, tasks, chunksize=16):
-                pending.append(result)
-                processed += 1
-                if progress:
-                    progress(processed, len(tasks))
-                if len(pending) >= batch_size:
-                    last_batch += 1
-                    _write_batch(parts_dir, last_batch, pending, spec)
-                    pending = []
-            if pending:
+        pending: list[dict] = []
+        for result in process_files(tasks, settings):
+            pending.append(result)
+            processed += 1
+            if progress:
+                progress(processed, len(tasks))
+            if len(pending) >= batch_size:
                 last_batch += 1
                 _write_batch(parts_dir, last_batch, pending, spec)
+                pending = []
+        if pending:
+            last_batch += 1
+            _write_batch(parts_dir, last_batch, pending, spec)
         latest, last_batch = _load_manifests(parts_dir)
 
     table_path = table_dir / "table.parquet"
@@ -295,8 +315,10 @@ def label_table(
     """Add the label columns (:data:`LABEL_COLUMNS`) to a table of rows keyed by
     run, bearing and timestamp. ``indicator`` is the health indicator column for onsets."""
     frame = frame.copy()
+    health = frame[indicator].to_numpy(dtype=float)
     for col in LABEL_COLUMNS:
         frame[col] = np.nan
+    frame["health_indicator"] = health
     frame["failed"] = False
     frame["onset"] = pd.NaT
     for (run, bearing), rows in frame.groupby(["run", "bearing"], sort=False):
@@ -320,7 +342,7 @@ def label_table(
         frame.loc[rows.index, "rul_h"] = to_end
         linear = (elapsed / total).clip(0.0, 1.0)
         frame.loc[rows.index, "wear_linear"] = linear
-        onset = _degradation_onset(times, rows[indicator].to_numpy(dtype=float), settings)
+        onset = _degradation_onset(times, frame.loc[rows.index, "health_indicator"].to_numpy(), settings)
         if onset is None:  # never rose: the failure came without warning on this indicator
             onset = end
         frame.loc[rows.index, "onset"] = onset
@@ -334,6 +356,68 @@ def label_table(
 
 
 # --- reading -----------------------------------------------------------------------------
+
+
+def _runs_metadata(path: Path | None, names: list[str]) -> dict[str, RunInfo]:
+    """Run metadata from a JSON file ``{run: {failures: {bearing: defect}, start, end}}``,
+    else the known IMS runs by name, else unknown (healthy so far)."""
+    given = {}
+    if path is not None:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read run metadata ({exc})") from None
+        given = {
+            name: RunInfo.from_dict({"name": name, **meta}, where=f"{path}: run {name}")
+            for name, meta in raw.items()
+        }
+    return {n: given.get(n) or IMS_RUNS.get(n) or RunInfo(name=n) for n in names}
+
+
+def load_training_table(
+    path: Path, settings: Settings, *, runs_meta: Path | None = None, indicator: str | None = None
+) -> pd.DataFrame:
+    """A labelled table: wearcast's own (a table folder or its table.parquet), or one made
+    elsewhere (CSV or Parquet with ``run``, ``bearing``, ``timestamp`` and numeric features),
+    labelled here from ``runs_meta`` or the known IMS runs.
+
+    The health indicator for the degradation onset is ``indicator``, else ``std``, else the
+    root-sum-square of all feature columns (a broadband level).
+    """
+    path = Path(path)
+    if path.is_dir() or path.name == "table.parquet":
+        return read_table(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    elif path.suffix.lower() in (".csv", ".txt"):
+        frame = pd.read_csv(path)
+    else:
+        raise ValueError(f"{path}: expected a .csv or .parquet feature table")
+    missing = [c for c in ("run", "bearing", "timestamp") if c not in frame]
+    if missing:
+        raise ValueError(f"{path}: missing required column(s) {missing}")
+    frame["run"] = frame["run"].astype(str)
+    try:
+        frame["bearing"] = frame["bearing"].astype(int)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: bad bearing or timestamp values ({exc})") from None
+    features = feature_columns(frame)
+    if not features:
+        raise ValueError(f"{path}: no numeric feature columns besides run, bearing, timestamp")
+    keep = ["run", "bearing", "timestamp"] + (["file"] if "file" in frame else []) + features
+    frame = frame[keep]
+    if indicator is None:
+        indicator = "std" if "std" in features else "_rss"
+        if indicator == "_rss":
+            frame = frame.assign(_rss=np.sqrt((frame[features].astype(float) ** 2).sum(axis=1)))
+    elif indicator not in frame:
+        raise ValueError(f"{path}: no indicator column {indicator!r}")
+    infos = _runs_metadata(runs_meta, sorted(frame["run"].unique()))
+    labelled = label_table(frame, infos, settings, indicator=indicator)
+    return labelled.drop(columns=["_rss"], errors="ignore")
 
 
 def read_table(path: Path) -> pd.DataFrame:

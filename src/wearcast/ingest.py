@@ -34,6 +34,7 @@ __all__ = [
     "IngestReport",
     "RunFiles",
     "discover_runs",
+    "single_file_run",
     "parse_recording",
     "validate_signal",
     "read_recording",
@@ -135,6 +136,18 @@ def _run_files(directory: Path, names: Iterable[str]) -> RunFiles | None:
     counts = [c for _, p in recordings if (c := _first_line_columns(p)) is not None]
     n_channels = statistics.mode(counts) if counts else None
     return RunFiles(directory, load_run_info(directory), recordings, misnamed, n_channels)
+
+
+def single_file_run(path: Path) -> RunFiles:
+    """One file as a run of its own (metadata from its folder, as for a whole run)."""
+    path = Path(path)
+    try:
+        recordings, misnamed = [(parse_timestamp(path.name), path)], []
+    except ValueError:
+        recordings, misnamed = [], [path]
+    return RunFiles(
+        path.parent, load_run_info(path.parent), recordings, misnamed, _first_line_columns(path)
+    )
 
 
 def discover_runs(data_dir: Path) -> list[RunFiles]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -37,15 +38,22 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from wearcast.config import Settings
+from wearcast.dataset import model_columns
+from wearcast.evaluate import Evaluation, evaluate_predictions, held_out_predictions
 
 __all__ = [
     "BASELINE_PREFIX",
     "BaselineRelative",
     "ClippedRegressor",
     "SearchResult",
+    "TrainingData",
+    "TrainingOutcome",
     "add_baselines",
     "build_pipeline",
+    "evaluate_config",
+    "fit_and_evaluate",
     "model_inputs",
+    "prepare",
     "search",
 ]
 
@@ -162,7 +170,8 @@ def _estimator(family: str, params: dict, seed: int) -> BaseEstimator:
 
 def build_pipeline(config: dict, seed: int = 0) -> Pipeline:
     """The whole model from a configuration (as found by :func:`search`)."""
-    reduce = PCA(n_components=config["pca_components"], random_state=seed) if config.get("pca_components") else "passthrough"
+    components = config.get("pca_components")
+    reduce = PCA(n_components=components, random_state=seed) if components else "passthrough"
     return Pipeline(
         [
             ("relative", BaselineRelative(mode=config.get("features", "both"))),
@@ -191,7 +200,7 @@ def _suggest(trial: optuna.Trial, features_mode: str | None) -> dict:
     else:
         params["n_neighbors"] = trial.suggest_int("n_neighbors", 3, 50, log=True)
         params["weights"] = trial.suggest_categorical("weights", ["uniform", "distance"])
-    pca = trial.suggest_categorical("pca_components", [0, 8, 24])
+    pca = trial.suggest_categorical("pca_components", [0, 0.95, 0.99])  # variance kept
     features = features_mode or trial.suggest_categorical("features", ["both", "relative"])
     return {"family": family, "params": params, "pca_components": pca, "features": features}
 
@@ -203,7 +212,6 @@ class SearchResult:
     leaderboard: pd.DataFrame
     seconds: float
     trials: int
-    extra: dict = field(default_factory=dict)
 
 
 def search(
@@ -266,4 +274,119 @@ def search(
         leaderboard=board,
         seconds=time.monotonic() - start,
         trials=len(done),
+    )
+
+
+@dataclass
+class TrainingData:
+    frame: pd.DataFrame  # sorted rows with keys and labels
+    X: pd.DataFrame  # model inputs: features and baselines
+    y: np.ndarray  # wear under the chosen label strategy
+    groups: np.ndarray  # run/bearing, for grouped cross-validation
+    label_strategy: str
+
+    @property
+    def run_ends(self) -> dict[str, pd.Timestamp | None]:
+        """Failure (or last known healthy) time of each run, from the labels."""
+        hours = self.frame["rul_h"].fillna(self.frame["rul_censored_h"])
+        ends = self.frame["timestamp"] + pd.to_timedelta(hours, unit="h")
+        return {run: (None if pd.isna(t) else t) for run, t in ends.groupby(self.frame["run"]).max().items()}
+
+
+def prepare(frame: pd.DataFrame, settings: Settings, label_strategy: str | None = None) -> TrainingData:
+    """Model inputs and target from a labelled table (see :func:`wearcast.dataset.label_table`)."""
+    strategy = label_strategy or settings.label_strategy
+    frame = frame.sort_values(["run", "bearing", "timestamp"], kind="stable").reset_index(drop=True)
+    target = f"wear_{strategy}"
+    if target not in frame:
+        raise ValueError(f"the table has no {target} column: it was not labelled")
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    columns = model_columns(frame)
+    if not columns:
+        raise ValueError("the table has no numeric feature columns")
+    frame = add_baselines(frame, columns, settings.baseline_recordings)
+    return TrainingData(
+        frame=frame,
+        X=model_inputs(frame, columns),
+        y=frame[target].to_numpy(dtype=float),
+        groups=(frame["run"].astype(str) + "/" + frame["bearing"].astype(str)).to_numpy(),
+        label_strategy=strategy,
+    )
+
+
+def evaluate_config(
+    config: dict, data: TrainingData, settings: Settings, *, holdout: str = "run", progress=None
+) -> tuple[Evaluation, pd.DataFrame]:
+    """Held-out evaluation of one configuration on ``data``."""
+    preds = held_out_predictions(
+        data.frame,
+        data.X,
+        data.y,
+        lambda: build_pipeline(config, settings.random_state),
+        holdout=holdout,
+        progress=progress,
+    )
+    return evaluate_predictions(preds, settings, data.run_ends), preds
+
+
+@dataclass
+class TrainingOutcome:
+    model: Pipeline
+    config: dict
+    search: SearchResult
+    evaluation: Evaluation
+    predictions: pd.DataFrame
+    importances: pd.Series
+    data: TrainingData
+
+
+def _importances(model: Pipeline, data: TrainingData, seed: int) -> pd.Series:
+    """Permutation importance of the model's own (transformed) features, on a sample."""
+    from sklearn.inspection import permutation_importance
+
+    head, estimator = model[:-1], model[-1]
+    sample = data.X.sample(min(len(data.X), 800), random_state=seed)
+    ys = data.y[data.X.index.get_indexer(sample.index)]
+    transformed = head.transform(sample)
+    names = model.named_steps["relative"].get_feature_names_out()
+    if model.named_steps["reduce"] != "passthrough":
+        names = np.asarray([f"pc{i + 1}" for i in range(transformed.shape[1])], dtype=object)
+    result = permutation_importance(
+        estimator, transformed, ys, n_repeats=2, random_state=seed, scoring="neg_mean_absolute_error"
+    )
+    return pd.Series(result.importances_mean, index=names).sort_values(ascending=False)
+
+
+def fit_and_evaluate(
+    data: TrainingData,
+    settings: Settings,
+    *,
+    holdout: str = "run",
+    features_mode: str | None = None,
+    max_trials: int | None = None,
+    config: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingOutcome:
+    """Search (unless ``config`` is given), evaluate held out, fit the final model on all data."""
+    say = progress or (lambda _msg: None)
+    if config is None:
+        result = search(
+            data.X, data.y, data.groups, settings, features_mode=features_mode, max_trials=max_trials,
+            progress=lambda n, s: say(f"search: {n} trials, {s:.0f} s"),
+        )  # fmt: skip
+    else:
+        result = SearchResult(config, float("nan"), pd.DataFrame(), 0.0, 0)
+    evaluation, preds = evaluate_config(
+        result.best, data, settings, holdout=holdout, progress=lambda u: say(f"held out: {u}")
+    )
+    say("fitting the final model on all data")
+    model = build_pipeline(result.best, settings.random_state).fit(data.X, data.y)
+    return TrainingOutcome(
+        model=model,
+        config=result.best,
+        search=result,
+        evaluation=evaluation,
+        predictions=preds,
+        importances=_importances(model, data, settings.random_state),
+        data=data,
     )

@@ -1,0 +1,102 @@
+"""MLflow registry: the promotion gate, rollback, loading the champion, batch scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from wearcast import registry
+from wearcast.cli import app
+from wearcast.config import Settings
+from wearcast.dataset import featurize, read_table
+from wearcast.evaluate import write_report
+from wearcast.simulate import plan_simulation, simulate
+from wearcast.train import evaluate_config, fit_and_evaluate, prepare
+
+pytestmark = pytest.mark.slow
+
+GOOD = {"family": "random_forest", "params": {"n_estimators": 60}, "pca_components": 0, "features": "both"}
+BAD = {"family": "ridge", "params": {"alpha": 1e6}, "pca_components": 0, "features": "absolute"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reg")
+    settings = Settings(home=root / "home", workers=2)
+    simulate(plan_simulation(settings, runs=2, recordings=80, seed=4), root / "data", workers=2)
+    featurize(root / "data", root / "table", settings)
+    data = prepare(read_table(root / "table"), settings)
+    return settings, data, root
+
+
+def _register(settings, data, config, root):
+    outcome = fit_and_evaluate(data, settings, config=config)
+    report = write_report(
+        root / "report", title="t", evaluation=outcome.evaluation, preds=outcome.predictions, settings=settings
+    )
+    client = registry.connect(settings)
+    version = registry.log_training(
+        client, settings, model=outcome.model, config=config, evaluation=outcome.evaluation,
+        cv_mae=0.0, example=data.X.head(3), report_dir=report.parent, params={"label_strategy": "piecewise"},
+    )  # fmt: skip
+    decision = registry.gate(
+        client, settings, version, outcome.evaluation, lambda c: evaluate_config(c, data, settings)[0]
+    )
+    return outcome, version, decision
+
+
+def test_gate_promotes_only_better_models_and_rollback_restores(world):
+    settings, data, root = world
+    client = registry.connect(settings)
+    _, v1, d1 = _register(settings, data, BAD, root)
+    assert d1.promoted and "first model" in d1.reason
+    good, v2, d2 = _register(settings, data, GOOD, root)
+    assert d2.promoted and registry.champion_version(client, settings) == v2
+    _, v3, d3 = _register(settings, data, BAD, root)
+    assert not d3.promoted and "does not beat" in d3.reason
+    assert client.get_model_version(settings.model_name, str(v3)).tags["gate_decision"] == "challenger"
+    assert registry.champion_version(client, settings) == v2
+    # models:/<name>@champion is the promoted model.
+    loaded = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
+    assert np.allclose(loaded.predict(data.X.head(50)), good.model.predict(data.X.head(50)))
+    assert registry.rollback(client, settings) == v1
+    assert registry.champion_version(client, settings) == v1
+    with pytest.raises(ValueError, match="no previous champion"):
+        registry.rollback(client, settings)
+
+
+def test_promote_and_predict_commands(world, monkeypatch):
+    settings, data, root = world
+    monkeypatch.setenv("WEARCAST_HOME", str(settings.home))
+    runner = CliRunner()
+    result = runner.invoke(app, ["promote", "999"])
+    assert result.exit_code == 2 and "cannot promote version 999" in result.output
+    target = sorted((root / "data" / "sim_run_01").glob("2004.*"))
+    result = runner.invoke(app, ["predict", str(root / "data" / "sim_run_01"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == len(target) * 4
+    assert {"file", "bearing", "wear", "model_version", "alarm", "rul_h"} <= set(rows[0])
+
+
+def test_external_feature_table_with_run_metadata(tmp_path, world):
+    settings, data, _ = world
+    frame = read_table(world[2] / "table")[["run", "bearing", "timestamp", "std", "kurtosis", "env_bpfo_snr"]]
+    csv = tmp_path / "mine.csv"
+    frame.to_csv(csv, index=False)
+    meta = tmp_path / "runs.json"
+    ends = frame.groupby("run").timestamp.max()
+    meta.write_text(json.dumps({r: {"failures": {"1" if r.endswith("1") else "2": "outer"}, "end": str(t)} for r, t in ends.items()}))
+    result = CliRunner().invoke(
+        app, ["train", str(csv), "--runs-meta", str(meta), "--max-trials", "2", "--no-register", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["metrics"]["wear_mae"] < 0.2
+    bad = CliRunner().invoke(app, ["train", str(tmp_path / "nope.csv")])
+    assert bad.exit_code == 2 and "no such file" in bad.output

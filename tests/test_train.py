@@ -1,0 +1,124 @@
+"""The wear model: scikit-learn contract, search, held-out quality, behaviour, transfer to
+real recordings and across channel layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from wearcast.config import Settings
+from wearcast.dataset import featurize, read_table
+from wearcast.predict import score_path
+from wearcast.simulate import plan_simulation, simulate
+from wearcast.train import (
+    FAMILIES,
+    BaselineRelative,
+    ClippedRegressor,
+    build_pipeline,
+    fit_and_evaluate,
+    prepare,
+    search,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sim_settings(tmp_path_factory) -> Settings:
+    return Settings(home=tmp_path_factory.mktemp("home"), workers=2, search_budget_s=60)
+
+
+@pytest.fixture(scope="module")
+def sim_table(sim_settings, tmp_path_factory) -> pd.DataFrame:
+    root = tmp_path_factory.mktemp("train")
+    plan = plan_simulation(sim_settings, runs=3, recordings=150, seed=5)
+    simulate(plan, root / "data", workers=2)
+    featurize(root / "data", root / "table", sim_settings)
+    return read_table(root / "table")
+
+
+@pytest.fixture(scope="module")
+def outcome(sim_table, sim_settings):
+    return fit_and_evaluate(prepare(sim_table, sim_settings), sim_settings, max_trials=len(FAMILIES) + 2)
+
+
+def test_baseline_relative_follows_the_sklearn_contract():
+    X = pd.DataFrame({"a": [1.0, 2.0, 4.0], "baseline_a": [1.0, 1.0, 1.0], "s": [-1.0, 0.0, 1.0], "baseline_s": [0.0] * 3})
+    t = BaselineRelative(mode="relative")
+    assert clone(t).get_params() == {"mode": "relative"}
+    assert t.fit(X) is t
+    out = t.transform(X)
+    assert np.allclose(out["rel_a"], np.log([1, 2, 4]))  # positive: log-ratio
+    assert np.allclose(out["rel_s"], [-1, 0, 1])  # signed: difference
+    missing = X.assign(baseline_a=np.nan)
+    assert np.allclose(t.transform(missing)["rel_a"], np.log([1, 2, 4]))  # fleet baseline
+    assert list(t.get_feature_names_out()) == ["rel_a", "rel_s"]
+
+
+def test_predictions_are_clipped_to_the_wear_range():
+    X, y = np.arange(10.0)[:, None], np.linspace(-1, 2, 10)
+    pred = ClippedRegressor().fit(X, y).predict(np.array([[-100.0], [100.0]]))
+    assert pred.min() == 0.0 and pred.max() == 1.0
+
+
+def test_search_tries_every_family_within_its_trials(sim_table, sim_settings):
+    data = prepare(sim_table, sim_settings)
+    result = search(data.X, data.y, data.groups, sim_settings, max_trials=len(FAMILIES))
+    assert set(result.leaderboard["family"]) == set(FAMILIES)
+    assert result.best_mae == result.leaderboard["cv_wear_mae"].min()
+
+
+def test_every_family_builds_and_fits(sim_table, sim_settings):
+    data = prepare(sim_table, sim_settings)
+    for family in FAMILIES:
+        model = build_pipeline({"family": family, "pca_components": 0.95}).fit(data.X, data.y)
+        assert ((0 <= model.predict(data.X)) & (model.predict(data.X) <= 1)).all()
+
+
+def test_held_out_quality_on_simulated_runs(outcome):
+    e = outcome.evaluation
+    assert e.wear_mae < 0.08
+    assert e.failures == 3 and e.missed_failures == 0
+    healthy = [b for b in e.bearings if not b.failed]
+    assert sum(b.false_alarms for b in healthy) == 0
+    assert all(b.lead_time_h > 0 and not b.alarm_before_onset for b in e.bearings if b.failed)
+
+
+def test_predicted_wear_does_not_fall_as_the_defect_grows(outcome):
+    preds = outcome.predictions
+    for (_, _), rows in preds[preds.failed].groupby(["run", "bearing"]):
+        rows = rows.sort_values("timestamp")
+        after = rows[rows.timestamp >= rows.onset]
+        smooth = after.wear_pred.rolling(9, min_periods=1, center=True).median().to_numpy()
+        # Beyond noise: the smoothed wear never drops by more than 0.15 below its running max.
+        assert (np.maximum.accumulate(smooth) - smooth).max() < 0.15
+        assert smooth[-1] > 0.7 and rows.wear_pred.iloc[: len(rows) // 3].max() < 0.2
+
+
+@pytest.mark.real_data
+def test_real_healthy_recordings_are_not_called_worn(outcome, sim_settings, real_test1_dir: Path):
+    results, bad = score_path(real_test1_dir, outcome.model, 0, sim_settings)
+    assert not bad and len(results) == 25 * 4
+    worst = max(results, key=lambda r: r["wear"])
+    assert worst["wear"] < 0.15, worst
+
+
+def test_one_channel_model_scores_two_channel_recordings_and_back(outcome, sim_settings, tmp_path):
+    two = plan_simulation(sim_settings, runs=1, recordings=40, channels_per_bearing=2, seed=8)
+    simulate(two, tmp_path / "two")
+    results, _ = score_path(tmp_path / "two", outcome.model, 0, sim_settings)
+    failing = next(iter(two.runs[0].info.failures))
+    last = {r["bearing"]: r["wear"] for r in results if r["timestamp"] == two.runs[0].timestamps[-1].isoformat()}
+    assert last[failing] > 0.5
+    assert max(w for b, w in last.items() if b != failing) < last[failing]
+    # The reverse: a model trained on two-channel runs scores one-channel recordings.
+    featurize(tmp_path / "two", tmp_path / "t2", sim_settings)
+    model = build_pipeline(outcome.config).fit(*(lambda d: (d.X, d.y))(prepare(read_table(tmp_path / "t2"), sim_settings)))
+    one = plan_simulation(sim_settings, runs=1, recordings=40, channels_per_bearing=1, seed=9)
+    simulate(one, tmp_path / "one")
+    results, _ = score_path(tmp_path / "one", model, 0, sim_settings)
+    assert len(results) == 40 * 4 and all(0 <= r["wear"] <= 1 for r in results)
