@@ -513,6 +513,46 @@ def rollback(ctx: typer.Context) -> None:
 
 
 @app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the champion over HTTP (FastAPI/uvicorn): see /docs for the API."""
+    import os
+
+    import uvicorn
+
+    from wearcast.api.main import create_app
+
+    settings = settings_of(ctx)
+    try:
+        create_app(settings)  # refuse bad security settings before binding the port
+    except (RuntimeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    os.environ["WEARCAST_HOME"] = str(settings.home)  # worker processes build the same settings
+    uvicorn.run(
+        "wearcast.api.main:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level="info", access_log=False,
+    )  # fmt: skip
+
+
+@app.command("api-key")
+def api_key(
+    role: Annotated[str, typer.Argument(help="reader (predict, read) or admin (also reload, promote)")],
+) -> None:
+    """Make a new API key: give the key to the client, the hashed entry to the server."""
+    from wearcast.api.security import Role, hash_key, new_key
+
+    if role not in Role.__members__:
+        raise fail(f"role must be one of {', '.join(Role.__members__)}")
+    key = new_key()
+    console.print(f"key (give to the client, shown once): {key}")
+    console.print(f"entry for WEARCAST_API_KEYS on the server: {role}:{hash_key(key)}")
+
+
+@app.command()
 def pipeline(
     ctx: typer.Context,
     data_dir: Annotated[

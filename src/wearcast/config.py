@@ -78,6 +78,24 @@ class Settings(BaseSettings):
         12, ge=3, description="recent predictions used to extrapolate wear to 1"
     )
 
+    # Serving.
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description='hashed API keys, "ROLE:SHA256HEX" (ROLE reader or admin); make one with '
+        "`wearcast api-key ROLE`",
+    )
+    serve_model_version: int | None = Field(
+        None, description="serve this registered version instead of the champion"
+    )
+    reload_interval_s: float = Field(
+        30.0, ge=0, description="how often the API checks the registry for a new champion; 0: never"
+    )
+    max_upload_bytes: int = Field(4_000_000, gt=0, description="larger requests get 413")
+    bearings_per_machine: int = Field(4, gt=0, description="bearings of an uploaded recording")
+    prediction_db_url: str | None = Field(
+        None, description="SQLAlchemy URL of the prediction log; default: SQLite under home"
+    )
+
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
 
     @field_validator("home")
@@ -113,6 +131,10 @@ class Settings(BaseSettings):
     @cached_property
     def mlflow_dir(self) -> Path:
         return self.home / "mlflow"
+
+    @property
+    def resolved_prediction_db_url(self) -> str:
+        return self.prediction_db_url or f"sqlite:///{self.home / 'predictions.db'}"
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -1,0 +1,122 @@
+"""The app factory: ``uvicorn --factory wearcast.api.main:create_app`` or ``wearcast serve``.
+
+Nothing happens at import. The lifespan opens the prediction log, loads the model and starts
+the registry poller; errors become JSON with a 4xx status that says what was wrong, and an
+unexpected error a 500 without a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from wearcast import __version__
+from wearcast.api.metrics import Metrics, MetricsMiddleware
+from wearcast.api.model_store import ModelStore
+from wearcast.api.routes import admin, bearings, health, models, predict, recordings, v2
+from wearcast.api.security import KeyRing
+from wearcast.api.service import Scorer, UnknownFeatures
+from wearcast.config import Settings
+from wearcast.ingest import RecordingError
+from wearcast.prediction_log import PredictionLog
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("wearcast.api")
+
+
+def _check_security(settings: Settings) -> KeyRing:
+    keys = KeyRing(settings.api_keys)
+    if keys.empty:
+        if settings.env != "development":
+            raise RuntimeError(
+                "refusing to start: no API keys configured outside development "
+                "(set WEARCAST_API_KEYS; make keys with `wearcast api-key ROLE`)"
+            )
+        log.warning("no API keys configured: the API is open to anyone (development only)")
+    return keys
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    keys = _check_security(settings)  # fail before serving anything
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        app.state.log = PredictionLog(settings.resolved_prediction_db_url)
+        app.state.scorer = Scorer(settings, app.state.log)
+        store = app.state.store
+        try:
+            await asyncio.to_thread(store.reload)
+        except Exception:  # noqa: BLE001 - serve probes, keep polling, say why
+            log.exception("could not load a model at start-up")
+        if store.current is None:
+            log.warning("no model served yet; /readyz answers 503 until one is promoted")
+        else:
+            app.state.metrics.model_version.set(store.current.version)
+        poller = asyncio.create_task(store.poll()) if settings.reload_interval_s > 0 else None
+        try:
+            yield
+        finally:
+            if poller:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            app.state.log.close()
+
+    app = FastAPI(
+        title="wearcast",
+        version=__version__,
+        summary="Bearing wear, remaining life and alarms from vibration recordings.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = keys
+    app.state.store = ModelStore(settings)
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    for module in (health, recordings, predict, bearings, models, admin, v2):
+        app.include_router(module.router)
+
+    def error(status: int, kind: str, detail) -> JSONResponse:
+        return JSONResponse({"error": kind, "detail": jsonable_encoder(detail)}, status_code=status)
+
+    @app.exception_handler(RecordingError)
+    async def bad_recording(_request: Request, exc: RecordingError) -> JSONResponse:
+        return error(422, "invalid recording", str(exc))
+
+    @app.exception_handler(UnknownFeatures)
+    async def bad_features(_request: Request, exc: UnknownFeatures) -> JSONResponse:
+        return error(422, "invalid feature rows", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, "invalid request", exc.errors())
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        response = error(exc.status_code, _KINDS.get(exc.status_code, "error"), exc.detail)
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, "internal error", "the error was logged on the server")
+
+    return app
+
+
+_KINDS = {
+    400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found",
+    409: "conflict", 413: "payload too large", 422: "invalid request", 503: "unavailable",
+}  # fmt: skip

@@ -1,0 +1,31 @@
+"""Probes and metrics: open to all, so orchestrators and Prometheus need no key."""
+
+from fastapi import APIRouter, Response
+
+from wearcast.api.deps import MetricsDep, StoreDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="the process is alive")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="a model is loaded",
+    responses={503: {"description": "no model loaded yet"}},
+)
+def readyz(store: StoreDep, response: Response) -> dict:
+    if store.current is None:
+        response.status_code = 503
+        return {"status": "not ready", "detail": "no model loaded"}
+    return {"status": "ready", "model": store.current.name, "version": store.current.version}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(metrics: MetricsDep, store: StoreDep) -> Response:
+    if store.current is not None:
+        metrics.model_version.set(store.current.version)
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4")

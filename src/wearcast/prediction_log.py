@@ -1,0 +1,174 @@
+"""The prediction log: every prediction the API makes, and each bearing's baseline recordings.
+
+SQLAlchemy, so the same code writes to SQLite (the default, under ``WEARCAST_HOME``) or to
+PostgreSQL (``WEARCAST_PREDICTION_DB_URL=postgresql+psycopg2://...``). Each request writes in
+one transaction; SQLite runs in WAL mode with a busy timeout so concurrent requests queue
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+__all__ = ["PredictionLog", "PredictionRecord"]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Prediction(_Base):
+    __tablename__ = "predictions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    machine: Mapped[str] = mapped_column(String(200))
+    bearing: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+    features_digest: Mapped[str] = mapped_column(String(64))
+    wear: Mapped[float] = mapped_column(Float)
+    rul_h: Mapped[float | None] = mapped_column(Float, nullable=True)
+    alarm: Mapped[bool] = mapped_column(Boolean)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[int] = mapped_column(Integer)
+
+
+class _BaselineSample(_Base):
+    __tablename__ = "baseline_samples"
+    __table_args__ = (UniqueConstraint("machine", "bearing", "recorded_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine: Mapped[str] = mapped_column(String(200))
+    bearing: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+    features: Mapped[dict] = mapped_column(JSON)
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    request_id: str
+    machine: str
+    bearing: int
+    recorded_at: datetime
+    features_digest: str
+    wear: float
+    rul_h: float | None
+    alarm: bool
+    model_name: str
+    model_version: int
+
+
+class PredictionLog:
+    def __init__(self, url: str):
+        sqlite = url.startswith("sqlite")
+        self.engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
+            pool_pre_ping=not sqlite,
+        )
+        if sqlite:
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn, _record) -> None:
+                cursor = conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+        _Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def record(self, records: list[PredictionRecord]) -> None:
+        now = datetime.now(timezone.utc)
+        with self._session.begin() as session:
+            session.add_all(_Prediction(created_at=now, **vars(r)) for r in records)
+
+    def history(
+        self, machine: str, bearing: int, *, before: datetime | None = None, limit: int | None = None
+    ) -> list[PredictionRecord]:
+        """Predictions of a bearing in recording order (the latest ``limit`` if given)."""
+        query = select(_Prediction).where(
+            _Prediction.machine == machine, _Prediction.bearing == bearing
+        )
+        if before is not None:
+            query = query.where(_Prediction.recorded_at < before)
+        query = query.order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._session() as session:
+            rows = session.scalars(query).all()
+        return [
+            PredictionRecord(
+                r.request_id, r.machine, r.bearing, r.recorded_at, r.features_digest, r.wear,
+                r.rul_h, r.alarm, r.model_name, r.model_version,
+            )  # fmt: skip
+            for r in reversed(rows)
+        ]
+
+    def count(self) -> int:
+        with self._session() as session:
+            return session.scalar(select(func.count(_Prediction.id))) or 0
+
+    def known_bearing(self, machine: str, bearing: int) -> bool:
+        with self._session() as session:
+            query = select(_Prediction.id).where(
+                _Prediction.machine == machine, _Prediction.bearing == bearing
+            )
+            return session.scalar(query.limit(1)) is not None
+
+    def baseline(
+        self, machine: str, bearing: int, recordings: int, current: tuple[datetime, dict] | None = None
+    ) -> tuple[dict[str, float] | None, int]:
+        """The bearing's baseline: the median of its first ``recordings`` recordings' features.
+
+        ``current`` (time, features) is stored as a baseline sample while the bearing has fewer
+        than ``recordings``, and counts in the median. Returns the baseline and its sample count.
+        """
+        query = (
+            select(_BaselineSample.recorded_at, _BaselineSample.features)
+            .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
+            .order_by(_BaselineSample.recorded_at)
+            .limit(recordings)
+        )
+        with self._session() as session:
+            samples = list(session.execute(query).all())
+        if current is not None and len(samples) < recordings:
+            if all(t != current[0] for t, _ in samples):
+                try:
+                    with self._session.begin() as session:
+                        session.add(
+                            _BaselineSample(
+                                machine=machine, bearing=bearing, recorded_at=current[0], features=current[1]
+                            )
+                        )
+                except IntegrityError:  # the same recording stored by a concurrent request
+                    pass
+                samples.append(current)
+        if not samples:
+            return None, 0
+        names = samples[0][1].keys()
+        baseline = {}
+        for n in names:
+            values = [s[1][n] for s in samples if s[1].get(n) is not None]
+            baseline[n] = statistics.median(values) if values else None
+        return baseline, len(samples)
