@@ -1,0 +1,88 @@
+"""A registry with two trained versions, and a live API server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from wearcast import registry
+from wearcast.api.main import create_app
+from wearcast.api.security import hash_key
+from wearcast.config import Settings
+from wearcast.dataset import featurize, read_table
+from wearcast.evaluate import write_report
+from wearcast.simulate import plan_simulation, simulate
+from wearcast.train import fit_and_evaluate, prepare
+
+READER, ADMIN = "reader-key-for-tests", "admin-key-for-tests"
+CONFIG_V1 = {"family": "random_forest", "params": {"n_estimators": 40}, "pca_components": 0, "features": "both"}
+CONFIG_V2 = {"family": "extra_trees", "params": {"n_estimators": 40}, "pca_components": 0, "features": "both"}
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory) -> tuple[Settings, Path]:
+    """Version 1 (champion) and version 2 (registered, not champion) of the wear model."""
+    root = tmp_path_factory.mktemp("api")
+    settings = Settings(home=root / "home", workers=2)
+    simulate(plan_simulation(settings, runs=2, recordings=60, seed=6), root / "data", workers=2)
+    featurize(root / "data", root / "table", settings)
+    data = prepare(read_table(root / "table"), settings)
+    client = registry.connect(settings)
+    for config in (CONFIG_V1, CONFIG_V2):
+        outcome = fit_and_evaluate(data, settings, config=config)
+        report = write_report(root / f"r-{config['family']}", title="t", evaluation=outcome.evaluation,
+                              preds=outcome.predictions, settings=settings)  # fmt: skip
+        registry.log_training(
+            client, settings, model=outcome.model, config=config, evaluation=outcome.evaluation,
+            cv_mae=0.0, example=data.X.head(3), report_dir=report.parent, params={},
+        )  # fmt: skip
+    registry.promote(client, settings, 1, "test fixture")
+    return settings, root / "data"
+
+
+def api_settings(model_home, tmp_path: Path, **overrides) -> Settings:
+    settings, _ = model_home
+    values = {
+        "home": settings.home,
+        "prediction_db_url": f"sqlite:///{tmp_path / 'predictions.db'}",
+        "api_keys": [f"reader:{hash_key(READER)}", f"admin:{hash_key(ADMIN)}"],
+        "reload_interval_s": 0,
+        "workers": 1,
+    }
+    return Settings(**(values | overrides))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving an app in a thread, on a free loopback port."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -1,0 +1,218 @@
+"""The API: answers, auth rules, bad input, hot swap, metrics."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from wearcast import registry
+from wearcast.api.main import create_app
+from wearcast.config import Settings
+
+from .conftest import ADMIN, READER, LiveServer, api_settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def client(model_home, tmp_path):
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        yield c
+
+
+@pytest.fixture(scope="module")
+def recordings(model_home) -> list[Path]:
+    return sorted((model_home[1] / "sim_run_01").glob("2004.*"))
+
+
+def _upload(client, path: Path, machine: str = "press-1", **params):
+    return client.post(
+        "/v1/recordings", params={"machine": machine, "filename": path.name, **params},
+        content=path.read_bytes(), headers={"content-type": "text/plain"},
+    )  # fmt: skip
+
+
+def test_a_raw_recording_gets_every_bearing_scored_and_logged(client, recordings):
+    for path in recordings[:5]:
+        response = _upload(client, path)
+        assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == 1 and body["model_name"] == "wearcast-wear"
+    assert [b["bearing"] for b in body["bearings"]] == [1, 2, 3, 4]
+    b1 = body["bearings"][0]
+    assert 0 <= b1["wear"] <= 1 and b1["alarm_state"] in ("ok", "alarm") and b1["baseline_recordings"] == 5
+    assert b1["rul_method"]
+    history = client.get("/v1/bearings/press-1:1").json()
+    assert len(history["predictions"]) == 5
+    assert [p["timestamp"] for p in history["predictions"]] == sorted(p["timestamp"] for p in history["predictions"])
+
+
+def test_multipart_upload_takes_the_timestamp_from_the_file_name(client, recordings):
+    path = recordings[0]
+    response = client.post("/v1/recordings", params={"machine": "m2"}, files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 200, response.text
+    assert response.json()["timestamp"] == "2004-01-05T09:00:00"
+
+
+def test_feature_rows_and_open_inference_protocol(client, recordings):
+    features = {f"f{i}": 0.0 for i in range(3)}
+    response = client.post("/v1/predict", json={"rows": [{"machine": "x", "bearing": 1, "timestamp": "2004-01-01T00:00:00", "features": features}]})
+    assert response.status_code == 422 and "missing" in response.json()["detail"]
+    meta = client.get("/v2/models/wearcast-wear").json()
+    columns = meta["parameters"]["columns"]
+    n = len(columns)
+    half = n // 2
+    row = [1.0] * n
+    rows = {"rows": [{"machine": "x", "bearing": 2, "timestamp": "2004-01-01T00:00:00",
+                      "features": dict(zip(columns[:half], row[:half])), "baseline": dict(zip(columns[:half], row[:half]))}]}  # fmt: skip
+    response = client.post("/v1/predict", json=rows)
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["bearings"][0]["bearing_id"] == "x:2"
+    infer = client.post("/v2/models/wearcast-wear/infer", json={"inputs": [{"name": "input-0", "shape": [2, n], "datatype": "FP64", "data": [row, row]}]})
+    assert infer.status_code == 200, infer.text
+    assert infer.json()["outputs"][0]["shape"] == [2]
+    bad = client.post("/v2/models/wearcast-wear/infer", json={"inputs": [{"name": "i", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
+    assert bad.status_code == 422 and f"[rows, {n}]" in bad.json()["detail"]
+    assert client.get("/v2/models/other").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (lambda t: "\n".join("\t".join(line.split("\t")[:3]) for line in t.splitlines()), 422, "3 channels cannot be split"),
+        (lambda t: "\n".join(t.splitlines()[:1000]), 422, "1000 rows, expected 20480"),
+        (lambda t: t.replace("\n", "\nabc\t", 1), 422, "values, expected 4"),
+        (lambda t: "0.1\tx\t0.2\t0.3\n" + t, 422, "line 1, column 2: 'x' is not a number"),
+        (lambda t: t.replace("\n", "\nNaN\t0\t0\t0\n", 1), 422, "NaN is not a finite number"),
+        (lambda t: "\n".join("0.0\t" + "\t".join(line.split("\t")[1:]) for line in t.splitlines()), 422, "channel 1 is dead"),
+        (lambda t: t * 8, 413, "over the limit"),
+        (lambda t: "", 422, "empty file"),
+    ],
+    ids=["channels", "rows", "columns", "text", "nan", "dead", "size", "empty"],
+)
+def test_bad_recordings_get_a_4xx_that_says_what(client, recordings, body, status, words):
+    text = recordings[0].read_text()
+    response = client.post(
+        "/v1/recordings", params={"machine": "m", "filename": recordings[0].name},
+        content=body(text).encode(), headers={"content-type": "text/plain"},
+    )  # fmt: skip
+    assert response.status_code == status, response.text
+    assert words in str(response.json()["detail"])
+    assert "Traceback" not in response.text
+
+
+def test_unknown_and_malformed_bearings(client):
+    assert client.get("/v1/bearings/nowhere:9").status_code == 404
+    response = client.get("/v1/bearings/no-colon")
+    assert response.status_code == 422 and "MACHINE:BEARING" in response.json()["detail"]
+
+
+def test_malformed_json_is_a_4xx(client):
+    response = client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_auth_rules(model_home, tmp_path):
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get("/v1/models", headers={"X-API-Key": READER}).status_code == 200
+        denied = c.post("/v1/admin/reload", headers={"X-API-Key": READER})
+        assert denied.status_code == 403 and "admin" in denied.json()["detail"]
+        assert c.post("/v1/admin/reload", headers={"X-API-Key": ADMIN}).status_code == 200
+        for probe in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
+            assert c.get(probe).status_code == 200, probe
+
+
+def test_refuses_to_start_outside_development_without_keys(model_home, tmp_path):
+    with pytest.raises(RuntimeError, match="no API keys"):
+        create_app(api_settings(model_home, tmp_path, env="production", api_keys=[]))
+    with pytest.raises(ValueError, match="ROLE:SHA256HEX"):
+        create_app(api_settings(model_home, tmp_path, api_keys=["reader:plaintext"]))
+
+
+def test_models_and_metrics(client, recordings):
+    models = client.get("/v1/models").json()
+    assert models["loaded"]["version"] == 1 and "champion" in models["loaded"]["aliases"]
+    assert [v["version"] for v in models["versions"]] == [1, 2]
+    _upload(client, recordings[0], machine="metrics")
+    text = client.get("/metrics").text
+    assert 'wearcast_requests_total{method="POST",route="/v1/recordings",status="200"}' in text
+    assert "wearcast_request_seconds_bucket" in text and "wearcast_model_version 1.0" in text
+    assert 'wearcast_predictions_total{alarm_state="ok"}' in text
+
+
+def test_champion_swap_under_load_loses_no_request(model_home, tmp_path, recordings):
+    settings = api_settings(model_home, tmp_path)
+    client = registry.connect(settings)
+    payload = recordings[3].read_bytes()
+    seen: list[list[int]] = [[] for _ in range(4)]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer(i: int, url: str) -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": READER}, timeout=30) as http:
+            k = 0
+            while not stop.is_set():
+                k += 1
+                r = http.post("/v1/recordings", params={"machine": f"load{i}", "timestamp": f"2004-01-01T00:{k // 60 % 60:02d}:{k % 60:02d}"},
+                              content=payload, headers={"content-type": "text/plain"})  # fmt: skip
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code}: {r.text[:200]}")
+                else:
+                    seen[i].append(r.json()["model_version"])
+
+    try:
+        with LiveServer(create_app(settings)) as server:
+            threads = [threading.Thread(target=hammer, args=(i, server.url)) for i in range(4)]
+            for t in threads:
+                t.start()
+            while min(len(s) for s in seen) < 5:
+                threading.Event().wait(0.05)
+            registry.promote(client, settings, 2, "swap test")
+            swap = httpx.post(f"{server.url}/v1/admin/reload", headers={"X-API-Key": ADMIN}, timeout=60)
+            assert swap.status_code == 200 and swap.json()["version"] == 2
+            count = [len(s) for s in seen]
+            while any(len(s) < c + 5 for s, c in zip(seen, count, strict=True)):
+                threading.Event().wait(0.05)
+            stop.set()
+            for t in threads:
+                t.join()
+    finally:
+        stop.set()
+        registry.promote(client, settings, 1, "restore the fixture's champion")
+    assert failures == []
+    for versions in seen:
+        assert versions[0] == 1 and versions[-1] == 2
+        assert np.all(np.diff(versions) >= 0), "an answer went back to the old version"
+
+
+def test_poller_swaps_in_a_new_champion_by_itself(model_home, tmp_path):
+    settings = api_settings(model_home, tmp_path, reload_interval_s=0.2)
+    client = registry.connect(settings)
+    try:
+        with TestClient(create_app(settings)) as c:
+            assert c.get("/readyz").json()["version"] == 1
+            registry.promote(client, settings, 2, "poller test")
+            for _ in range(100):
+                if c.get("/readyz").json()["version"] == 2:
+                    break
+                threading.Event().wait(0.1)
+            assert c.get("/readyz").json()["version"] == 2
+    finally:
+        registry.promote(client, settings, 1, "restore the fixture's champion")
+
+
+def test_not_ready_without_a_model(tmp_path):
+    settings = Settings(home=tmp_path / "empty", reload_interval_s=0)
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 503
+        response = c.post("/v1/predict", json={"rows": [{"machine": "a", "bearing": 1, "timestamp": "2004-01-01T00:00:00", "features": {}}]})
+        assert response.status_code == 503 and "no model" in response.json()["detail"]
