@@ -9,7 +9,7 @@ DATA ?=
 $(BIN)/wearcast: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[api,dev]"
 	touch $@
 
 run: $(BIN)/wearcast  ## the main job, on the simulator's data unless DATA=folder is given

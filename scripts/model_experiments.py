@@ -225,9 +225,9 @@ Per approach (mean over the three held-out bearings):
   labels the predictions stay at zero until the bearing's signal departs from its baseline,
   and the alarms come tens of hours before the failure instead.
 - **The per-bearing baseline.** With piecewise labels, comparing each bearing with its own
-  first recordings gives the lowest wear error on every held-out bearing and catches all three
-  failures; the same search without the baseline, or the original's log-band models, miss or
-  blur some (see the table). Band levels differ between bearings and runs by as much as they
+  first recordings gives the lowest mean wear error and catches all three failures; the same
+  search without the baseline, and the original's log-band models, have larger errors and
+  miss or alarm early on some bearings (see the tables). Band levels differ between bearings and runs by as much as they
   change with wear, so a model on absolute levels has to guess which bearing it is looking at.
 - **The features.** On wearcast's own recordings the envelope lines at the defect frequencies
   and the scale-free statistics carry the early signal (see the importances in each training

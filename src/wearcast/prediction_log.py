@@ -8,7 +8,6 @@ instead of failing.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -28,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["PredictionLog", "PredictionRecord"]
+__all__ = ["BearingContext", "PredictionLog", "PredictionRecord"]
 
 
 class _Base(DeclarativeBase):
@@ -59,6 +58,12 @@ class _BaselineSample(_Base):
     bearing: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(DateTime)
     features: Mapped[dict] = mapped_column(JSON)
+
+
+@dataclass(frozen=True)
+class BearingContext:
+    samples: list[tuple[datetime, dict]]  # the bearing's first baseline recordings' features
+    recent: list[tuple[datetime, float]]  # its latest logged (time, wear)
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,6 @@ class PredictionLog:
     def close(self) -> None:
         self.engine.dispose()
 
-    def record(self, records: list[PredictionRecord]) -> None:
-        now = datetime.now(timezone.utc)
-        with self._session.begin() as session:
-            session.add_all(_Prediction(created_at=now, **vars(r)) for r in records)
-
     def history(
         self, machine: str, bearing: int, *, before: datetime | None = None, limit: int | None = None
     ) -> list[PredictionRecord]:
@@ -136,39 +136,51 @@ class PredictionLog:
             )
             return session.scalar(query.limit(1)) is not None
 
-    def baseline(
-        self, machine: str, bearing: int, recordings: int, current: tuple[datetime, dict] | None = None
-    ) -> tuple[dict[str, float] | None, int]:
-        """The bearing's baseline: the median of its first ``recordings`` recordings' features.
-
-        ``current`` (time, features) is stored as a baseline sample while the bearing has fewer
-        than ``recordings``, and counts in the median. Returns the baseline and its sample count.
-        """
-        query = (
-            select(_BaselineSample.recorded_at, _BaselineSample.features)
-            .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
-            .order_by(_BaselineSample.recorded_at)
-            .limit(recordings)
-        )
+    def contexts(
+        self, keys: list[tuple[str, int]], recordings: int, window: int, before: datetime
+    ) -> dict[tuple[str, int], BearingContext]:
+        """For each (machine, bearing): its first ``recordings`` baseline samples and its last
+        ``window`` predictions before ``before``, read in one session."""
+        out = {}
         with self._session() as session:
-            samples = list(session.execute(query).all())
-        if current is not None and len(samples) < recordings:
-            if all(t != current[0] for t, _ in samples):
-                try:
-                    with self._session.begin() as session:
-                        session.add(
-                            _BaselineSample(
-                                machine=machine, bearing=bearing, recorded_at=current[0], features=current[1]
-                            )
-                        )
-                except IntegrityError:  # the same recording stored by a concurrent request
-                    pass
-                samples.append(current)
-        if not samples:
-            return None, 0
-        names = samples[0][1].keys()
-        baseline = {}
-        for n in names:
-            values = [s[1][n] for s in samples if s[1].get(n) is not None]
-            baseline[n] = statistics.median(values) if values else None
-        return baseline, len(samples)
+            for machine, bearing in keys:
+                samples = session.execute(
+                    select(_BaselineSample.recorded_at, _BaselineSample.features)
+                    .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
+                    .order_by(_BaselineSample.recorded_at)
+                    .limit(recordings)
+                ).all()
+                recent = session.scalars(
+                    select(_Prediction)
+                    .where(
+                        _Prediction.machine == machine,
+                        _Prediction.bearing == bearing,
+                        _Prediction.recorded_at < before,
+                    )
+                    .order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
+                    .limit(window)
+                ).all()
+                out[(machine, bearing)] = BearingContext(
+                    samples=[(t, f) for t, f in samples],
+                    recent=[(r.recorded_at, r.wear) for r in reversed(recent)],
+                )
+        return out
+
+    def commit(
+        self,
+        samples: list[tuple[str, int, datetime, dict[str, float | None]]],
+        records: list[PredictionRecord],
+    ) -> None:
+        """Store new baseline samples and predictions in one transaction."""
+        now = datetime.now(timezone.utc)
+        rows = [
+            _BaselineSample(machine=m, bearing=b, recorded_at=t, features=f) for m, b, t, f in samples
+        ]
+        try:
+            with self._session.begin() as session:
+                session.add_all(rows)
+                session.add_all(_Prediction(created_at=now, **vars(r)) for r in records)
+        except IntegrityError:
+            # A concurrent request stored the same baseline recording first: keep its sample.
+            with self._session.begin() as session:
+                session.add_all(_Prediction(created_at=now, **vars(r)) for r in records)

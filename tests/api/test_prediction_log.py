@@ -41,7 +41,7 @@ def _record(machine: str, i: int) -> PredictionRecord:
 def test_concurrent_writers_lose_nothing(log):
     def writer(w: int) -> None:
         for i in range(25):
-            log.record([_record(f"machine-{w}", i)])
+            log.commit([], [_record(f"machine-{w}", i)])
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
     for t in threads:
@@ -53,9 +53,14 @@ def test_concurrent_writers_lose_nothing(log):
     assert [r.wear for r in history] == [i / 100 for i in range(25) if 1 + i % 4 == 2]
 
 
-def test_baseline_is_the_median_of_the_first_recordings(log):
+def test_contexts_give_first_samples_and_recent_history(log):
     start = datetime(2004, 1, 1)
-    for i, value in enumerate([1.0, 3.0, 2.0, 100.0]):
-        baseline, count = log.baseline("m", 1, 3, current=(start + timedelta(minutes=i), {"rms": value}))
-    assert count == 3 and baseline == {"rms": 2.0}  # the 4th recording is past the baseline
-    assert log.baseline("m", 2, 3) == (None, 0)
+    samples = [("m", 1, start + timedelta(minutes=i), {"rms": v}) for i, v in enumerate([1.0, 3.0, 2.0, 100.0])]
+    log.commit(samples, [_record("m", i) for i in range(12)])
+    ctx = log.contexts([("m", 1), ("m", 9)], recordings=3, window=2, before=datetime(2004, 1, 2))
+    assert [s["rms"] for _, s in ctx[("m", 1)].samples] == [1.0, 3.0, 2.0]  # the first three
+    assert [w for _, w in ctx[("m", 1)].recent] == [0.04, 0.08]  # bearing 1: i = 4 and 8, in time order
+    assert ctx[("m", 9)].samples == [] and ctx[("m", 9)].recent == []
+    # The same baseline recording stored twice (a concurrent request) is not an error.
+    log.commit(samples[:1], [_record("m", 20)])
+    assert log.count() == 13

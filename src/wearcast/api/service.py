@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,56 +69,61 @@ class Scorer:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise UnknownFeatures(f"the model needs features that are missing: {shown}")
         settings = self.settings
-        rows, counts = [], []
-        for item in inputs:
-            features = {f: item.features[f] for f in needed}
+        k = settings.baseline_recordings
+        window = max(settings.alarm_n, settings.rul_trend_recordings) - 1
+        keys = sorted({(i.machine, i.bearing) for i in inputs})
+        contexts = self.log.contexts(keys, k, window, before=min(i.timestamp for i in inputs))
+        values = np.array([[item.features[f] for f in needed] for item in inputs], dtype=np.float64)
+        order = sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp)
+        baselines = np.full_like(values, np.nan)
+        counts = [0] * len(inputs)
+        new_samples = []
+        for j in order:  # in time order, so a bearing's first recordings become its baseline
+            item = inputs[j]
             if item.baseline is not None:
-                baseline, count = item.baseline, 0
-            else:
-                baseline, count = self.log.baseline(
-                    item.machine, item.bearing, settings.baseline_recordings,
-                    current=(item.timestamp, _clean(features)),
-                )  # fmt: skip
-            base = baseline or {}
-            rows.append(features | {BASELINE_PREFIX + f: _nan(base.get(f)) for f in needed})
-            counts.append(count)
-        wear = model.predict(pd.DataFrame(rows))
+                baselines[j] = [_nan(item.baseline.get(f)) for f in needed]
+                continue
+            ctx = contexts[(item.machine, item.bearing)]
+            if len(ctx.samples) < k and all(t != item.timestamp for t, _ in ctx.samples):
+                sample = _clean(dict(zip(needed, values[j].tolist(), strict=True)))
+                ctx.samples.append((item.timestamp, sample))
+                new_samples.append((item.machine, item.bearing, item.timestamp, sample))
+            matrix = np.array([[_nan(s.get(f)) for f in needed] for _, s in ctx.samples], dtype=np.float64)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+                baselines[j] = np.nanmedian(matrix, axis=0)
+            counts[j] = len(ctx.samples)
+        X = pd.DataFrame(np.hstack([values, baselines]), columns=needed + [BASELINE_PREFIX + f for f in needed])
+        wear = model.predict(X)
         request_id = uuid.uuid4().hex
-        records, answers = [], []
-        for item, w, count in zip(inputs, wear, counts, strict=True):
-            past = self.log.history(
-                item.machine, item.bearing, before=item.timestamp,
-                limit=max(settings.alarm_n, settings.rul_trend_recordings) - 1,
-            )  # fmt: skip
-            times = [p.recorded_at for p in past] + [item.timestamp]
-            hours = np.array([(t - times[0]).total_seconds() / 3600 for t in times])
+        records: list[PredictionRecord | None] = [None] * len(inputs)
+        answers: list[BearingPrediction | None] = [None] * len(inputs)
+        for j in order:
+            item = inputs[j]
+            ctx = contexts[(item.machine, item.bearing)]
+            ctx.recent.append((item.timestamp, float(wear[j])))
+            recent = ctx.recent[-(window + 1) :]
+            hours = np.array([(t - recent[0][0]).total_seconds() / 3600 for t, _ in recent])
             status = bearing_status(
-                hours, np.array([p.wear for p in past] + [float(w)]),
-                threshold=settings.alarm_threshold, k=settings.alarm_k, n=settings.alarm_n,
-                recent=settings.rul_trend_recordings,
+                hours, np.array([w for _, w in recent]), threshold=settings.alarm_threshold,
+                k=settings.alarm_k, n=settings.alarm_n, recent=settings.rul_trend_recordings,
             )  # fmt: skip
-            digest = hashlib.blake2b(
-                np.asarray([item.features[f] for f in needed], dtype=np.float64).tobytes(), digest_size=16
-            ).hexdigest()
-            records.append(
-                PredictionRecord(
-                    request_id, item.machine, item.bearing, item.timestamp, digest, float(w),
-                    status.rul_h, status.alarm, model.name, model.version,
-                )  # fmt: skip
+            digest = hashlib.blake2b(values[j].tobytes(), digest_size=16).hexdigest()
+            records[j] = PredictionRecord(
+                request_id, item.machine, item.bearing, item.timestamp, digest, float(wear[j]),
+                status.rul_h, status.alarm, model.name, model.version,
+            )  # fmt: skip
+            answers[j] = BearingPrediction(
+                bearing=item.bearing,
+                bearing_id=f"{item.machine}:{item.bearing}",
+                wear=float(wear[j]),
+                alarm=status.alarm,
+                alarm_state="alarm" if status.alarm else "ok",
+                rul_h=status.rul_h,
+                rul_method=status.rul_method,
+                baseline_recordings=counts[j],
             )
-            answers.append(
-                BearingPrediction(
-                    bearing=item.bearing,
-                    bearing_id=f"{item.machine}:{item.bearing}",
-                    wear=float(w),
-                    alarm=status.alarm,
-                    alarm_state="alarm" if status.alarm else "ok",
-                    rul_h=status.rul_h,
-                    rul_method=status.rul_method,
-                    baseline_recordings=count,
-                )
-            )
-        self.log.record(records)
+        self.log.commit(new_samples, records)
         return request_id, answers
 
 
