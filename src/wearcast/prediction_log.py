@@ -137,19 +137,28 @@ class PredictionLog:
             return session.scalar(query.limit(1)) is not None
 
     def contexts(
-        self, keys: list[tuple[str, int]], recordings: int, window: int, before: datetime
+        self,
+        keys: list[tuple[str, int]],
+        recordings: int,
+        window: int,
+        before: datetime,
+        *,
+        samples_for: set[tuple[str, int]] | None = None,
     ) -> dict[tuple[str, int], BearingContext]:
-        """For each (machine, bearing): its first ``recordings`` baseline samples and its last
-        ``window`` predictions before ``before``, read in one session."""
+        """For each (machine, bearing): its first ``recordings`` baseline samples (only for the
+        keys in ``samples_for``, default all) and its last ``window`` predictions before
+        ``before``, read in one session."""
         out = {}
         with self._session() as session:
             for machine, bearing in keys:
-                samples = session.execute(
-                    select(_BaselineSample.recorded_at, _BaselineSample.features)
-                    .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
-                    .order_by(_BaselineSample.recorded_at)
-                    .limit(recordings)
-                ).all()
+                samples = []
+                if samples_for is None or (machine, bearing) in samples_for:
+                    samples = session.execute(
+                        select(_BaselineSample.recorded_at, _BaselineSample.features)
+                        .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
+                        .order_by(_BaselineSample.recorded_at)
+                        .limit(recordings)
+                    ).all()
                 recent = session.scalars(
                     select(_Prediction)
                     .where(

@@ -11,6 +11,7 @@ import hashlib
 import math
 import uuid
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,9 @@ from wearcast.rig import bearing_channels
 from wearcast.train import BASELINE_PREFIX
 
 __all__ = ["BearingInput", "Scorer", "UnknownFeatures"]
+
+
+_BASELINE_CACHE = 100_000  # bearings
 
 
 class UnknownFeatures(ValueError):
@@ -51,6 +55,13 @@ class Scorer:
         self.settings = settings
         self.log = log
         self.spec = FeatureSpec.from_settings(settings)
+        # Complete baselines never change again: keep them instead of re-reading the samples.
+        self._baselines: OrderedDict[tuple[str, int], dict[str, float | None]] = OrderedDict()
+
+    def _remember(self, key: tuple[str, int], baseline: dict[str, float | None]) -> None:
+        self._baselines[key] = baseline
+        if len(self._baselines) > _BASELINE_CACHE:
+            self._baselines.popitem(last=False)
 
     def recording_inputs(self, data: np.ndarray, machine: str, timestamp: datetime) -> list[BearingInput]:
         """Per-bearing features of one validated recording."""
@@ -72,7 +83,11 @@ class Scorer:
         k = settings.baseline_recordings
         window = max(settings.alarm_n, settings.rul_trend_recordings) - 1
         keys = sorted({(i.machine, i.bearing) for i in inputs})
-        contexts = self.log.contexts(keys, k, window, before=min(i.timestamp for i in inputs))
+        cached = {key: self._baselines[key] for key in keys if key in self._baselines}
+        contexts = self.log.contexts(
+            keys, k, window, before=min(i.timestamp for i in inputs),
+            samples_for={key for key in keys if key not in cached},
+        )  # fmt: skip
         values = np.array([[item.features[f] for f in needed] for item in inputs], dtype=np.float64)
         order = sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp)
         baselines = np.full_like(values, np.nan)
@@ -83,7 +98,12 @@ class Scorer:
             if item.baseline is not None:
                 baselines[j] = [_nan(item.baseline.get(f)) for f in needed]
                 continue
-            ctx = contexts[(item.machine, item.bearing)]
+            key = (item.machine, item.bearing)
+            if key in cached:
+                baselines[j] = [_nan(cached[key].get(f)) for f in needed]
+                counts[j] = k
+                continue
+            ctx = contexts[key]
             if len(ctx.samples) < k and all(t != item.timestamp for t, _ in ctx.samples):
                 sample = _clean(dict(zip(needed, values[j].tolist(), strict=True)))
                 ctx.samples.append((item.timestamp, sample))
@@ -93,6 +113,8 @@ class Scorer:
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
                 baselines[j] = np.nanmedian(matrix, axis=0)
             counts[j] = len(ctx.samples)
+            if counts[j] == k:
+                cached[key] = _clean(dict(zip(needed, baselines[j].tolist(), strict=True)))
         X = pd.DataFrame(np.hstack([values, baselines]), columns=needed + [BASELINE_PREFIX + f for f in needed])
         wear = model.predict(X)
         request_id = uuid.uuid4().hex
@@ -124,6 +146,8 @@ class Scorer:
                 baseline_recordings=counts[j],
             )
         self.log.commit(new_samples, records)
+        for key, baseline in cached.items():  # only once stored: a failed commit caches nothing
+            self._remember(key, baseline)
         return request_id, answers
 
 
