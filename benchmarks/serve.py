@@ -5,7 +5,8 @@
 In one run: trains and registers a model in a temporary WEARCAST_HOME, starts `wearcast serve`
 (1 uvicorn worker) and `mlflow models serve` (its default, 1 worker) on loopback, then drives
 both with the same asyncio httpx client, one scenario at a time:
-(a) a raw 4-channel recording upload (wearcast only: mlflow cannot take raw signals),
+(a) a raw 4-channel recording upload (wearcast only: mlflow cannot take raw signals), for four
+    machines in turn, so after their first 20 recordings their baselines are complete,
 (b) one feature row, (c) a batch of 100 feature rows;
 each with 1 client (latency) and with --clients concurrent clients (throughput).
 wearcast's /v1/predict also logs every prediction and computes alarms and remaining life from
@@ -135,7 +136,7 @@ def main() -> None:
 
     scenarios = {
         "(a) raw recording, wearcast /v1/recordings": lambda h, i: h.post(
-            f"{ours}/v1/recordings", params={"machine": f"m{i % 50}", "timestamp": f"2004-01-{1 + i // 1440 % 28:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00"},
+            f"{ours}/v1/recordings", params={"machine": f"m{i % 4}", "timestamp": f"2004-01-{1 + i // 1440 % 28:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00"},
             content=body, headers={"content-type": "text/plain"}),  # fmt: skip
         "(b) 1 feature row, wearcast /v1/predict": lambda h, i: h.post(f"{ours}/v1/predict", json=rows_json(1, i)),
         "(b) 1 feature row, wearcast /v2 infer": lambda h, i: h.post(

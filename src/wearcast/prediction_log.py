@@ -22,6 +22,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -182,14 +183,19 @@ class PredictionLog:
     ) -> None:
         """Store new baseline samples and predictions in one transaction."""
         now = datetime.now(timezone.utc)
-        rows = [
-            _BaselineSample(machine=m, bearing=b, recorded_at=t, features=f) for m, b, t, f in samples
+        predictions = [{"created_at": now, **vars(r)} for r in records]
+        sample_rows = [
+            {"machine": m, "bearing": b, "recorded_at": t, "features": f} for m, b, t, f in samples
         ]
+        # Core executemany inserts: the ORM's per-object bookkeeping would dominate a batch.
         try:
             with self._session.begin() as session:
-                session.add_all(rows)
-                session.add_all(_Prediction(created_at=now, **vars(r)) for r in records)
+                if sample_rows:
+                    session.execute(insert(_BaselineSample), sample_rows)
+                if predictions:
+                    session.execute(insert(_Prediction), predictions)
         except IntegrityError:
             # A concurrent request stored the same baseline recording first: keep its sample.
             with self._session.begin() as session:
-                session.add_all(_Prediction(created_at=now, **vars(r)) for r in records)
+                if predictions:
+                    session.execute(insert(_Prediction), predictions)

@@ -113,9 +113,12 @@ def test_unknown_and_malformed_bearings(client):
     assert response.status_code == 422 and "MACHINE:BEARING" in response.json()["detail"]
 
 
-def test_malformed_json_is_a_4xx(client):
+def test_malformed_json_and_infinite_numbers_are_4xx(client):
     response = client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
+    row = b'{"rows": [{"machine": "m", "bearing": 1, "timestamp": "2004-01-01T00:00:00", "features": {"rms": 1e999}}]}'
+    response = client.post("/v1/predict", content=row, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "finite" in str(response.json()["detail"])
 
 
 def test_auth_rules(model_home, tmp_path):

@@ -99,7 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(422, "invalid request", exc.errors())
+        # Say where and what, without echoing the input (it may be huge, or not valid JSON).
+        problems = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        return error(422, "invalid request", problems)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

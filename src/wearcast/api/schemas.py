@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,13 +46,16 @@ class PredictionResponse(BaseModel):
     bearings: list[BearingPrediction]
 
 
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class FeatureRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     machine: str = Field(min_length=1, max_length=200)
     bearing: int = Field(ge=1, le=64)
     timestamp: datetime
-    features: dict[str, float] = Field(description="every feature the model uses, by name")
-    baseline: dict[str, float] | None = Field(
+    features: dict[str, FiniteFloat] = Field(description="every feature the model uses, by name")
+    baseline: dict[str, FiniteFloat] | None = Field(
         None, description="the bearing's healthy baseline; default: from its history here"
     )
 

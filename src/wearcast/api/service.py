@@ -93,6 +93,7 @@ class Scorer:
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
         new_samples = []
+        matrices: dict[tuple[str, int], list[list[float]]] = {}
         for j in order:  # in time order, so a bearing's first recordings become its baseline
             item = inputs[j]
             if item.baseline is not None:
@@ -104,14 +105,14 @@ class Scorer:
                 counts[j] = k
                 continue
             ctx = contexts[key]
+            if key not in matrices:  # the stored samples, as rows of a matrix
+                matrices[key] = [[_nan(s.get(f)) for f in needed] for _, s in ctx.samples]
             if len(ctx.samples) < k and all(t != item.timestamp for t, _ in ctx.samples):
                 sample = _clean(dict(zip(needed, values[j].tolist(), strict=True)))
                 ctx.samples.append((item.timestamp, sample))
+                matrices[key].append(values[j].tolist())
                 new_samples.append((item.machine, item.bearing, item.timestamp, sample))
-            matrix = np.array([[_nan(s.get(f)) for f in needed] for _, s in ctx.samples], dtype=np.float64)
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
-                baselines[j] = np.nanmedian(matrix, axis=0)
+            baselines[j] = _median(np.asarray(matrices[key], dtype=np.float64))
             counts[j] = len(ctx.samples)
             if counts[j] == k:
                 cached[key] = _clean(dict(zip(needed, baselines[j].tolist(), strict=True)))
@@ -149,6 +150,15 @@ class Scorer:
         for key, baseline in cached.items():  # only once stored: a failed commit caches nothing
             self._remember(key, baseline)
         return request_id, answers
+
+
+def _median(samples: np.ndarray) -> np.ndarray:
+    """Column medians, ignoring missing values (NaN); all-missing columns stay NaN."""
+    if not np.isnan(samples).any():
+        return np.median(samples, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(samples, axis=0)
 
 
 def _nan(value: float | None) -> float:
