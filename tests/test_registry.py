@@ -44,9 +44,7 @@ def _register(settings, data, config, root):
         client, settings, model=outcome.model, config=config, evaluation=outcome.evaluation,
         cv_mae=0.0, example=data.X.head(3), report_dir=report.parent, params={"label_strategy": "piecewise"},
     )  # fmt: skip
-    decision = registry.gate(
-        client, settings, version, outcome.evaluation, lambda c: evaluate_config(c, data, settings)[0]
-    )
+    decision = registry.gate(client, settings, version, lambda c: evaluate_config(c, data, settings)[0])
     return outcome, version, decision
 
 

@@ -254,89 +254,19 @@ def featurize(
     )
 
 
-def _train_and_gate(
-    settings: Settings,
-    table: Path,
-    *,
-    runs_meta: Path | None = None,
-    indicator: str | None = None,
-    label_strategy: str | None = None,
-    holdout: str = "run",
-    features_mode: str | None = None,
-    max_trials: int | None = None,
-    register: bool = True,
-) -> dict:
+def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, **options) -> dict:
     """Train, evaluate, report, register and gate: what `train` and the main job do."""
-    from datetime import datetime
+    from wearcast.retrain import gate_challenger, train_challenger
 
-    from wearcast import registry
-    from wearcast.dataset import load_training_table, table_digest
-    from wearcast.evaluate import write_report
-    from wearcast.train import evaluate_config, fit_and_evaluate, prepare
-
-    frame = load_training_table(table, settings, runs_meta=runs_meta, indicator=indicator)
-    data = prepare(frame, settings, label_strategy)
     with err.status("training") as status:
-        outcome = fit_and_evaluate(
-            data,
-            settings,
-            holdout=holdout,
-            features_mode=features_mode,
-            max_trials=max_trials,
-            progress=lambda msg: status.update(f"training: {msg}"),
-        )
-    source = table / "table.parquet" if table.is_dir() else table
-    params = {
-        "table": str(table),
-        "table_digest": table_digest(source),
-        "label_strategy": data.label_strategy,
-        "holdout": holdout,
-        "rows": len(data.frame),
-        "bearings": len(set(data.groups)),
-        "search_budget_s": settings.search_budget_s,
-        "search_trials": outcome.search.trials,
-    }
-    report_dir = settings.reports_dir / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    report = write_report(
-        report_dir,
-        title=f"wearcast training report ({data.label_strategy} labels)",
-        evaluation=outcome.evaluation,
-        preds=outcome.predictions,
-        settings=settings,
-        leaderboard=outcome.search.leaderboard if len(outcome.search.leaderboard) else None,
-        importances=outcome.importances,
-        context={**params, "chosen model": outcome.config},
-    )
-    summary = {
-        "report": str(report),
-        "config": outcome.config,
-        "cv_wear_mae": outcome.search.best_mae,
-        "metrics": outcome.evaluation.metrics(),
-        "bearings": [vars(b) for b in outcome.evaluation.bearings],
-    }
+        summary = train_challenger(
+            settings, table, register=register, progress=lambda msg: status.update(f"training: {msg}"),
+            **options,
+        )  # fmt: skip
     if register:
-        client = registry.connect(settings)
-        version = registry.log_training(
-            client,
-            settings,
-            model=outcome.model,
-            config=outcome.config,
-            evaluation=outcome.evaluation,
-            cv_mae=outcome.search.best_mae,
-            example=data.X.head(5),
-            report_dir=report_dir,
-            params=params,
-        )
-        decision = registry.gate(
-            client,
-            settings,
-            version,
-            outcome.evaluation,
-            lambda config: evaluate_config(config, data, settings, holdout=holdout)[0],
-        )
+        decision = gate_challenger(settings, table, summary["version"], runs_meta=options.get("runs_meta"))
         summary.update(
             model=settings.model_name,
-            version=version,
             promoted=decision.promoted,
             gate_reason=decision.reason,
             tracking_uri=settings.resolved_tracking_uri,

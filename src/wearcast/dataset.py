@@ -28,9 +28,10 @@ import json
 import multiprocessing
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -50,7 +51,10 @@ __all__ = [
     "KEY_COLUMNS",
     "LABEL_COLUMNS",
     "FeaturizeResult",
+    "build_table",
     "featurize",
+    "featurize_files",
+    "pending_files",
     "process_files",
     "run_tasks",
     "label_table",
@@ -66,7 +70,7 @@ LABEL_COLUMNS = [
     "elapsed_h", "life_fraction", "failed", "onset", "wear_linear", "wear_piecewise", "wear",
     "rul_h", "rul_censored_h", "health_indicator",
 ]  # fmt: skip
-_PART = re.compile(r"part-(\d{6})\.(parquet|json)$")
+_PART = re.compile(r"part-(\d+)\.(parquet|json)$")
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def _process(task: Task) -> dict:
     assert _worker is not None
     settings, spec = _worker
     path, key, run, n_channels, channel_map = task
+    if channel_map is not None:  # JSON (Airflow's XCom) turns the bearing numbers into strings
+        channel_map = {int(b): list(chs) for b, chs in channel_map.items()}
     st = os.stat(path)
     entry = {"file": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "run": run, "path": path}
     try:
@@ -143,25 +149,33 @@ def process_files(tasks: list[Task], settings: Settings) -> Iterator[dict]:
         yield from pool.imap_unordered(_process, tasks, chunksize=16)
 
 
-def _load_manifests(parts_dir: Path) -> tuple[dict[str, dict], int]:
-    """Latest entry per file over all whole batches, and the last batch number."""
+def _batch_id() -> str:
+    """Sortable by time and unique across processes (parallel featurize tasks)."""
+    return f"{time.time_ns():020d}{os.getpid():08d}"
+
+
+def _load_manifests(parts_dir: Path, *, cleanup: bool = False) -> dict[str, dict]:
+    """Latest entry per file over all whole batches.
+
+    ``cleanup`` removes what interrupted batches left (a part without its manifest, temporary
+    files); only a single writer may do that, never while parallel batches are being written.
+    """
     latest: dict[str, dict] = {}
-    last = 0
     for path in sorted(parts_dir.glob("part-*.json")):
-        batch = int(_PART.search(path.name).group(1))
-        last = max(last, batch)
+        batch = _PART.search(path.name).group(1)
         for entry in json.loads(path.read_text()):
             latest[entry["file"]] = {**entry, "batch": batch}
-    # A parquet part without its manifest is a batch a crash interrupted: it never counted.
-    for path in parts_dir.glob("part-*.parquet"):
-        if not path.with_suffix(".json").exists():
+    if cleanup:
+        for path in parts_dir.glob("part-*.parquet"):
+            if not path.with_suffix(".json").exists():
+                path.unlink()
+        for path in parts_dir.glob(".*.tmp"):
             path.unlink()
-    for path in parts_dir.glob(".*.tmp"):
-        path.unlink()
-    return latest, last
+    return latest
 
 
-def _write_batch(parts_dir: Path, batch: int, results: list[dict], spec: FeatureSpec) -> None:
+def _write_batch(parts_dir: Path, results: list[dict], spec: FeatureSpec) -> None:
+    batch = _batch_id()
     ingested = [r for r in results if r["status"] == "ingested"]
     if ingested:
         tables = []
@@ -184,20 +198,21 @@ def _write_batch(parts_dir: Path, batch: int, results: list[dict], spec: Feature
                 cols[name] = pa.array(values[:, j])
             tables.append(pa.table(cols))
         table = pa.concat_tables(tables, promote_options="default")
-        tmp = parts_dir / f".part-{batch:06d}.parquet.tmp"
+        tmp = parts_dir / f".part-{batch}.parquet.tmp"
         pq.write_table(table, tmp)
-        os.replace(tmp, parts_dir / f"part-{batch:06d}.parquet")
+        os.replace(tmp, parts_dir / f"part-{batch}.parquet")
     manifest = [
         {k: v for k, v in r.items() if k not in ("rows", "width", "bearings", "timestamp", "path")}
         for r in results
     ]
-    write_atomic(parts_dir / f"part-{batch:06d}.json", json.dumps(manifest))
+    # The manifest is the commit point: a batch counts only once it is there.
+    write_atomic(parts_dir / f"part-{batch}.json", json.dumps(manifest))
 
 
 def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
     frames = []
     for path in sorted(parts_dir.glob("part-*.parquet")):
-        batch = int(_PART.search(path.name).group(1))
+        batch = _PART.search(path.name).group(1)
         frame = pd.read_parquet(path)
         current = frame["file"].map(lambda f: latest.get(f, {}).get("batch") == batch)
         frames.append(frame[current.to_numpy(dtype=bool)])
@@ -207,65 +222,71 @@ def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
     return merged.sort_values(["run", "bearing", "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def featurize(
-    data_dir: Path,
-    table_dir: Path,
-    settings: Settings,
-    *,
-    batch_size: int = 256,
-    progress: Callable[[int, int], None] | None = None,
-) -> FeaturizeResult:
-    """Bring ``table_dir`` up to date with the recordings under ``data_dir``.
-
-    ``progress(done, total)`` is called as files are processed.
-    """
+def pending_files(data_dir: Path, table_dir: Path) -> list[Task]:
+    """The input files that are new or changed (size or mtime) since the table last saw them."""
     data_dir, table_dir = Path(data_dir), Path(table_dir)
-    runs = discover_runs(data_dir)
     parts_dir = table_dir / "parts"
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    latest, last_batch = _load_manifests(parts_dir)
-
+    latest = _load_manifests(parts_dir) if parts_dir.exists() else {}
     tasks = []
-    for run in runs:
+    for run in discover_runs(data_dir):
         for task in run_tasks(run, data_dir):
             st = os.stat(task[0])
             known = latest.get(task[1])
             if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
                 continue
             tasks.append(task)
+    return tasks
 
-    processed = 0
+
+def featurize_files(
+    tasks: list[Task],
+    table_dir: Path,
+    settings: Settings,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Validate and featurize ``tasks`` into committed batches; several may run at once."""
+    parts_dir = Path(table_dir) / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
     spec = FeatureSpec.from_settings(settings)
-    if tasks:
-        pending: list[dict] = []
-        for result in process_files(tasks, settings):
-            pending.append(result)
-            processed += 1
-            if progress:
-                progress(processed, len(tasks))
-            if len(pending) >= batch_size:
-                last_batch += 1
-                _write_batch(parts_dir, last_batch, pending, spec)
-                pending = []
-        if pending:
-            last_batch += 1
-            _write_batch(parts_dir, last_batch, pending, spec)
-        latest, last_batch = _load_manifests(parts_dir)
+    pending: list[dict] = []
+    done = 0
+    for result in process_files(tasks, settings):
+        pending.append(result)
+        done += 1
+        if progress:
+            progress(done, len(tasks))
+        if len(pending) >= batch_size:
+            _write_batch(parts_dir, pending, spec)
+            pending = []
+    if pending:
+        _write_batch(parts_dir, pending, spec)
+    return done
 
+
+def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> FeaturizeResult:
+    """Merge the committed batches into ``table.parquet`` with labels (only if they changed)."""
+    data_dir, table_dir = Path(data_dir), Path(table_dir)
+    parts_dir = table_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    latest = _load_manifests(parts_dir, cleanup=True)
+    manifests = sorted(p.name for p in parts_dir.glob("part-*.json"))
     table_path = table_dir / "table.parquet"
     state_path = table_dir / "state.json"
-    state = {"last_batch": last_batch, "label_strategy": settings.label_strategy}
+    state = {
+        "manifests": hashlib.blake2b("\n".join(manifests).encode(), digest_size=16).hexdigest(),
+        "label_strategy": settings.label_strategy,
+    }
     up_to_date = (
-        table_path.exists()
-        and state_path.exists()
-        and json.loads(state_path.read_text()) == state
+        table_path.exists() and state_path.exists() and json.loads(state_path.read_text()) == state
     )
     quarantined = sorted(
         (e for e in latest.values() if e["status"] == "quarantined"), key=lambda e: e["file"]
     )
     if not up_to_date:
         frame = _merge_parts(parts_dir, latest)
-        infos = {run.info.name: run.info for run in runs}
+        infos = {run.info.name: run.info for run in discover_runs(data_dir)}
         frame = label_table(frame, infos, settings)
         tmp = table_dir / ".table.parquet.tmp"
         frame.to_parquet(tmp, index=False)
@@ -283,12 +304,29 @@ def featurize(
         rows = pq.ParquetFile(table_path).metadata.num_rows
     return FeaturizeResult(
         table=table_path,
-        processed=processed,
+        processed=0,
         ingested=sum(e["status"] == "ingested" for e in latest.values()),
         quarantined=len(quarantined),
         rows=rows,
         rebuilt=not up_to_date,
     )
+
+
+def featurize(
+    data_dir: Path,
+    table_dir: Path,
+    settings: Settings,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeaturizeResult:
+    """Bring ``table_dir`` up to date with the recordings under ``data_dir``.
+
+    ``progress(done, total)`` is called as files are processed.
+    """
+    tasks = pending_files(data_dir, table_dir)
+    processed = featurize_files(tasks, table_dir, settings, batch_size=batch_size, progress=progress)
+    return replace(build_table(data_dir, table_dir, settings), processed=processed)
 
 
 # --- labels ------------------------------------------------------------------------------

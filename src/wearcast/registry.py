@@ -36,6 +36,7 @@ __all__ = [
     "promote",
     "rollback",
     "champion_version",
+    "find_version",
     "load_model",
 ]
 
@@ -95,6 +96,7 @@ def log_training(
         )
     version = int(info.registered_model_version)
     tags = {
+        "holdout": params.get("holdout", ""),
         "config": json.dumps(config),
         "wear_mae": f"{evaluation.wear_mae:.6f}",
         "label_strategy": params.get("label_strategy", ""),
@@ -104,6 +106,13 @@ def log_training(
     for key, value in tags.items():
         client.set_model_version_tag(settings.model_name, str(version), key, value)
     return version
+
+
+def find_version(client: MlflowClient, settings: Settings, **tags: str) -> int | None:
+    """The newest registered version whose tags include all of ``tags``."""
+    versions = client.search_model_versions(f"name='{settings.model_name}'")
+    matching = [int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in tags.items())]
+    return max(matching, default=None)
 
 
 def champion_version(client: MlflowClient, settings: Settings) -> int | None:
@@ -150,10 +159,20 @@ def gate(
     client: MlflowClient,
     settings: Settings,
     version: int,
-    challenger: Evaluation,
     evaluate_config: Callable[[dict], Evaluation],
 ) -> GateDecision:
-    """Promote ``version`` if it beats the champion on the same held-out evaluation."""
+    """Promote ``version`` if it beats the champion on the same held-out evaluation.
+
+    The challenger's held-out metrics are the ones logged with it; the champion's
+    configuration is evaluated again on the same data. A version already gated keeps its
+    decision, so running the gate twice changes nothing.
+    """
+    tags = client.get_model_version(settings.model_name, str(version)).tags
+    if "gate_decision" in tags:
+        return GateDecision(
+            version, tags["gate_decision"] == "promoted", tags.get("gate_reason", ""), champion_version(client, settings)
+        )
+    challenger = json.loads(tags["metrics"])
     current = champion_version(client, settings)
     if current is None:
         promote(client, settings, version, "first model: no champion to beat")
@@ -164,18 +183,18 @@ def gate(
     champion = evaluate_config(champion_config)
     margin = settings.promotion_margin
     problems = []
-    if not challenger.wear_mae < champion.wear_mae - margin:
+    if not challenger["wear_mae"] < champion.wear_mae - margin:
         problems.append(
-            f"wear MAE {challenger.wear_mae:.4f} does not beat the champion's "
+            f"wear MAE {challenger['wear_mae']:.4f} does not beat the champion's "
             f"{champion.wear_mae:.4f} by the margin {margin:g}"
         )
-    if challenger.missed_failures > champion.missed_failures:
+    if challenger["missed_failures"] > champion.missed_failures:
         problems.append(
-            f"misses {challenger.missed_failures} failures, the champion {champion.missed_failures}"
+            f"misses {challenger['missed_failures']:.0f} failures, the champion {champion.missed_failures}"
         )
-    if challenger.false_alarms_per_1000h > champion.false_alarms_per_1000h + 1e-9:
+    if challenger["false_alarms_per_1000h"] > champion.false_alarms_per_1000h + 1e-9:
         problems.append(
-            f"{challenger.false_alarms_per_1000h:.2f} false alarms per 1000 h, the champion "
+            f"{challenger['false_alarms_per_1000h']:.2f} false alarms per 1000 h, the champion "
             f"{champion.false_alarms_per_1000h:.2f}"
         )
     client.set_model_version_tag(
@@ -187,7 +206,7 @@ def gate(
         client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
         return GateDecision(version, False, reason, current)
     reason = (
-        f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < {champion.wear_mae:.4f}"
+        f"beats version {current}: wear MAE {challenger['wear_mae']:.4f} < {champion.wear_mae:.4f}"
     )
     promote(client, settings, version, reason)
     return GateDecision(version, True, reason, current)

@@ -1,0 +1,162 @@
+"""The retraining cycle, one function per step, shared by the CLI and the Airflow DAG.
+
+    pending_files -> featurize_files (in parallel batches) -> build_table
+      -> train_challenger -> gate_challenger -> reload_api, publish_report
+
+Every step is idempotent: training skips a table it has already trained on (same content
+hash, label strategy and held-out unit), the gate keeps a decision once taken, and reloading
+an API that already serves the champion changes nothing. A failure anywhere leaves the
+champion as it was: only the gate moves the alias, and only after a complete evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from wearcast import registry
+from wearcast.config import Settings
+from wearcast.dataset import load_training_table, table_digest
+from wearcast.evaluate import write_report
+from wearcast.train import evaluate_config, fit_and_evaluate, prepare
+
+__all__ = ["train_challenger", "gate_challenger", "reload_api", "publish_report"]
+
+
+def _source(table: Path) -> Path:
+    table = Path(table)
+    source = table / "table.parquet" if table.is_dir() else table
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file (a table folder or a CSV/Parquet table)")
+    return source
+
+
+def train_challenger(
+    settings: Settings,
+    table: Path,
+    *,
+    runs_meta: Path | None = None,
+    indicator: str | None = None,
+    label_strategy: str | None = None,
+    holdout: str = "run",
+    features_mode: str | None = None,
+    max_trials: int | None = None,
+    register: bool = True,
+    reuse: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Search, evaluate held out, write the report, and register the model (not promoted).
+
+    ``reuse``: if a version was already trained on this very table (content hash, label
+    strategy, held-out unit), return it instead of training again.
+    """
+    table = Path(table)
+    digest = table_digest(_source(table))
+    strategy = label_strategy or settings.label_strategy
+    if register and reuse:
+        client = registry.connect(settings)
+        known = registry.find_version(
+            client, settings, table_digest=digest, label_strategy=strategy, holdout=holdout
+        )
+        if known is not None:
+            return {"version": known, "reused": True, "table_digest": digest}
+    frame = load_training_table(table, settings, runs_meta=runs_meta, indicator=indicator)
+    data = prepare(frame, settings, strategy)
+    outcome = fit_and_evaluate(
+        data, settings, holdout=holdout, features_mode=features_mode, max_trials=max_trials,
+        progress=progress,
+    )  # fmt: skip
+    params = {
+        "table": str(table),
+        "table_digest": digest,
+        "label_strategy": data.label_strategy,
+        "holdout": holdout,
+        "rows": len(data.frame),
+        "bearings": len(set(data.groups)),
+        "search_budget_s": settings.search_budget_s,
+        "search_trials": outcome.search.trials,
+    }
+    report_dir = settings.reports_dir / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    report = write_report(
+        report_dir,
+        title=f"wearcast training report ({data.label_strategy} labels)",
+        evaluation=outcome.evaluation,
+        preds=outcome.predictions,
+        settings=settings,
+        leaderboard=outcome.search.leaderboard if len(outcome.search.leaderboard) else None,
+        importances=outcome.importances,
+        context={**params, "chosen model": outcome.config},
+    )
+    summary = {
+        "report": str(report),
+        "config": outcome.config,
+        "cv_wear_mae": outcome.search.best_mae,
+        "metrics": outcome.evaluation.metrics(),
+        "bearings": [vars(b) for b in outcome.evaluation.bearings],
+        "table_digest": digest,
+        "reused": False,
+    }
+    if register:
+        client = registry.connect(settings)
+        summary["version"] = registry.log_training(
+            client,
+            settings,
+            model=outcome.model,
+            config=outcome.config,
+            evaluation=outcome.evaluation,
+            cv_mae=outcome.search.best_mae,
+            example=data.X.head(5),
+            report_dir=report_dir,
+            params=params,
+        )
+        client.set_model_version_tag(settings.model_name, str(summary["version"]), "report", str(report))
+    return summary
+
+
+def gate_challenger(
+    settings: Settings, table: Path, version: int, *, runs_meta: Path | None = None
+) -> registry.GateDecision:
+    """Promote ``version`` if it beats the champion on the same held-out evaluation of ``table``."""
+    client = registry.connect(settings)
+    tags = client.get_model_version(settings.model_name, str(version)).tags
+    holdout = tags.get("holdout") or "run"
+
+    def champion_on_same_data(config: dict):
+        frame = load_training_table(table, settings, runs_meta=runs_meta)
+        data = prepare(frame, settings, tags.get("label_strategy") or None)
+        return evaluate_config(config, data, settings, holdout=holdout)[0]
+
+    return registry.gate(client, settings, version, champion_on_same_data)
+
+
+def reload_api(url: str | None, admin_key: str | None, *, timeout: float = 120.0) -> dict:
+    """Ask a running wearcast API to serve the current champion (its admin reload)."""
+    if not url:
+        return {"skipped": "no API URL configured"}
+    headers = {"X-API-Key": admin_key} if admin_key else {}
+    response = httpx.post(f"{url.rstrip('/')}/v1/admin/reload", headers=headers, timeout=timeout)
+    if response.status_code != 200:
+        raise RuntimeError(f"API reload at {url} answered {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def publish_report(settings: Settings, version: int) -> Path:
+    """Copy the version's training report to ``reports/published/v<version>`` and return it."""
+    client = registry.connect(settings)
+    tags = client.get_model_version(settings.model_name, str(version)).tags
+    source = Path(tags["report"]).parent
+    target = settings.reports_dir / "published" / f"v{version}"
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        (tmp / "gate.json").write_text(
+            json.dumps({k: tags.get(k) for k in ("gate_decision", "gate_reason", "metrics")}, indent=1)
+        )
+        tmp.rename(target)
+    return target / "report.md"
