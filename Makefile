@@ -2,9 +2,12 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Airflow caps web libraries the API pins, so the DAG runs (and is tested) in its own venv.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_BIN := $(AIRFLOW_VENV)/bin
 DATA ?=
 
-.PHONY: run test lint bench-featurize calibrate experiments clean
+.PHONY: run test lint bench-featurize bench-serve calibrate experiments airflow clean
 
 $(BIN)/wearcast: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,11 +15,18 @@ $(BIN)/wearcast: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[api,dev]"
 	touch $@
 
+$(AIRFLOW_BIN)/airflow: pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_BIN)/pip install --quiet --upgrade pip
+	$(AIRFLOW_BIN)/pip install --quiet -e ".[airflow]"
+	touch $@
+
 run: $(BIN)/wearcast  ## the main job, on the simulator's data unless DATA=folder is given
 	$(BIN)/wearcast pipeline $(DATA)
 
-test: $(BIN)/wearcast  ## the whole test suite
+test: $(BIN)/wearcast $(AIRFLOW_BIN)/airflow  ## the whole test suite, DAG tests included
 	$(BIN)/pytest
+	WEARCAST_API_PYTHON=$(abspath $(BIN)/python) $(AIRFLOW_BIN)/pytest tests/dags -p no:cacheprovider
 
 lint: $(BIN)/wearcast
 	$(BIN)/ruff check src tests benchmarks scripts dags
@@ -31,5 +41,12 @@ experiments: $(BIN)/wearcast  ## rerun the model experiments behind docs/model.m
 bench-featurize: $(BIN)/wearcast
 	$(BIN)/python benchmarks/featurize.py
 
+bench-serve: $(BIN)/wearcast
+	$(BIN)/python benchmarks/serve.py
+
+airflow: $(AIRFLOW_BIN)/airflow  ## Airflow standalone (web UI on :8080) with the wearcast DAG
+	AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__PARALLELISM=4 $(AIRFLOW_BIN)/airflow standalone
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) .pytest_cache .ruff_cache

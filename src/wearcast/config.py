@@ -96,6 +96,19 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the prediction log; default: SQLite under home"
     )
 
+    # Orchestration (dags/wearcast_retrain.py).
+    retrain_schedule: str = Field("0 */6 * * *", description="cron schedule of the retraining DAG")
+    retrain_data_dir: Path | None = Field(
+        None, description="recordings the DAG watches; default: HOME/data"
+    )
+    featurize_batch_files: int = Field(
+        500, gt=0, description="files per mapped featurize task (the unit spread over workers)"
+    )
+    api_url: str | None = Field(
+        None, description="the API the DAG tells to reload (the admin key comes from the "
+        "Airflow connection wearcast_api)"
+    )
+
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
 
     @field_validator("home")
@@ -119,6 +132,10 @@ class Settings(BaseSettings):
     @cached_property
     def data_dir(self) -> Path:
         return self.home / "data"
+
+    @property
+    def watched_data_dir(self) -> Path:
+        return self.retrain_data_dir or self.data_dir
 
     @cached_property
     def tables_dir(self) -> Path:
