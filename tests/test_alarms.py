@@ -27,3 +27,13 @@ def test_rul_by_trend_extrapolates_a_line_to_one():
 def test_bearing_status_needs_history_for_a_trend():
     status = bearing_status(np.array([0.0]), np.array([0.9]), threshold=0.3, k=1, n=1, recent=5)
     assert status.alarm and status.rul_h is None and "history" in status.rul_method
+
+
+def test_no_remaining_life_is_invented_for_a_healthy_bearing():
+    hours = np.arange(12.0)
+    noisy = 0.02 + 0.001 * hours  # rising, but inside the healthy band
+    status = bearing_status(hours, noisy, threshold=0.3, k=3, n=5, recent=12)
+    assert status.rul_h is None and "below half the alarm threshold" in status.rul_method
+    worn = 0.4 + 0.05 * hours
+    status = bearing_status(hours, worn, threshold=0.3, k=3, n=5, recent=12)
+    assert status.alarm and status.rul_h == pytest.approx((1 - worn[-1]) / 0.05)

@@ -51,18 +51,28 @@ def test_baseline_relative_follows_the_sklearn_contract():
     t = BaselineRelative(mode="relative")
     assert clone(t).get_params() == {"mode": "relative"}
     assert t.fit(X) is t
-    out = t.transform(X)
-    assert np.allclose(out["rel_a"], np.log([1, 2, 4]))  # positive: log-ratio
-    assert np.allclose(out["rel_s"], [-1, 0, 1])  # signed: difference
-    missing = X.assign(baseline_a=np.nan)
-    assert np.allclose(t.transform(missing)["rel_a"], np.log([1, 2, 4]))  # fleet baseline
     assert list(t.get_feature_names_out()) == ["rel_a", "rel_s"]
+    out = t.transform(X)
+    assert np.allclose(out[:, 0], np.log([1, 2, 4]))  # positive: log-ratio
+    assert np.allclose(out[:, 1], [-1, 0, 1])  # signed: difference
+    missing = X.assign(baseline_a=np.nan)
+    assert np.allclose(t.transform(missing)[:, 0], np.log([1, 2, 4]))  # fleet baseline
 
 
 def test_predictions_are_clipped_to_the_wear_range():
     X, y = np.arange(10.0)[:, None], np.linspace(-1, 2, 10)
     pred = ClippedRegressor().fit(X, y).predict(np.array([[-100.0], [100.0]]))
     assert pred.min() == 0.0 and pred.max() == 1.0
+
+
+def test_forests_predict_as_scikit_learn_does():
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 8)), rng.uniform(size=300)
+    for forest in (RandomForestRegressor(n_estimators=30, random_state=0), ExtraTreesRegressor(n_estimators=30, random_state=0)):
+        model = ClippedRegressor(forest).fit(X, y)
+        assert np.allclose(model.predict(X[:40]), np.clip(model.estimator_.predict(X[:40]), 0, 1))
 
 
 def test_search_tries_every_family_within_its_trials(sim_table, sim_settings):

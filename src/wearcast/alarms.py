@@ -72,8 +72,13 @@ def bearing_status(
     rul, slope = rul_by_trend(np.asarray(hours, float)[-recent:], wear[-recent:])
     if len(wear) < 3:
         method = f"none: {len(wear)} recording(s) of history, at least 3 needed for a trend"
+        rul = None
+    elif wear[-1] < threshold / 2:
+        # Extrapolating the noise of a healthy bearing would invent a remaining life.
+        method = f"none: wear {wear[-1]:.2f} is below half the alarm threshold, no degradation to extrapolate"
+        rul = None
     elif rul is None:
         method = f"trend of the last {min(recent, len(wear))} predictions: wear not rising"
     else:
         method = f"linear trend of the last {min(recent, len(wear))} predictions extrapolated to wear 1"
-    return BearingStatus(alarm=alarm, rul_h=rul if len(wear) >= 3 else None, wear_slope_per_h=slope, rul_method=method)
+    return BearingStatus(alarm=alarm, rul_h=rul, wear_slope_per_h=slope, rul_method=method)
