@@ -65,7 +65,9 @@ def _tree_rss(pid: int) -> int:
         p = stack.pop()
         try:
             with open(f"/proc/{p}/status") as fh:
-                total += next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) * 1024
+                total += (
+                    next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) * 1024
+                )
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     stack += [int(c) for c in fh.read().split()]
@@ -144,10 +146,15 @@ def main() -> None:
 
     rows = [
         ("(a) parse only", len(files) / parse_s, megabytes / parse_s, None),
-        ("(b) wearcast featurize", len(files) / featurize_s, megabytes / featurize_s, featurize_rss),
+        (
+            "(b) wearcast featurize",
+            len(files) / featurize_s,
+            megabytes / featurize_s,
+            featurize_rss,
+        ),
         (f"(c) naive baseline ({len(sample)} files, 1 process)", naive_rate, None, None),
     ]
-    print(f"\n| step | files/s | MB/s | peak memory |\n|---|---:|---:|---:|")
+    print("\n| step | files/s | MB/s | peak memory |\n|---|---:|---:|---:|")
     for name, rate, mbs, rss in rows:
         print(
             f"| {name} | {rate:.0f} | {'' if mbs is None else f'{mbs:.0f}'} | "

@@ -38,25 +38,47 @@ from wearcast.train import fit_and_evaluate, prepare
 
 
 def train_model(settings: Settings, work: Path, family: str) -> tuple[list[str], np.ndarray, Path]:
-    simulate(plan_simulation(settings, runs=2, recordings=80, seed=3), work / "data", workers=settings.workers)
+    simulate(
+        plan_simulation(settings, runs=2, recordings=80, seed=3),
+        work / "data",
+        workers=settings.workers,
+    )
     featurize(work / "data", work / "table", settings)
     data = prepare(read_table(work / "table"), settings)
     config = {"family": family, "pca_components": 0, "features": "both"}
     outcome = fit_and_evaluate(data, settings, config=config)
-    report = write_report(work / "report", title="bench", evaluation=outcome.evaluation,
-                          preds=outcome.predictions, settings=settings)  # fmt: skip
+    report = write_report(
+        work / "report",
+        title="bench",
+        evaluation=outcome.evaluation,
+        preds=outcome.predictions,
+        settings=settings,
+    )
     client = registry.connect(settings)
     version = registry.log_training(
-        client, settings, model=outcome.model, config=config, evaluation=outcome.evaluation,
-        cv_mae=0.0, example=data.X.head(3), report_dir=report.parent, params={},
-    )  # fmt: skip
+        client,
+        settings,
+        model=outcome.model,
+        config=config,
+        evaluation=outcome.evaluation,
+        cv_mae=0.0,
+        example=data.X.head(3),
+        report_dir=report.parent,
+        params={},
+    )
     registry.promote(client, settings, version, "benchmark")
     columns = list(data.X.columns)
-    return columns, data.X.to_numpy(dtype=float), sorted((work / "data" / "sim_run_01").glob("2004.*"))[-1]
+    return (
+        columns,
+        data.X.to_numpy(dtype=float),
+        sorted((work / "data" / "sim_run_01").glob("2004.*"))[-1],
+    )
 
 
 def start(cmd: list[str], env: dict, ready_url: str, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -99,9 +121,13 @@ async def drive(make_request, clients: int, seconds: float) -> dict:
         elapsed = time.perf_counter() - start_t
     ms = np.array(latencies) * 1000
     return {
-        "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95), "p99": np.percentile(ms, 99),
-        "rps": len(ms) / elapsed, "n": len(ms), "errors": errors,
-    }  # fmt: skip
+        "p50": np.percentile(ms, 50),
+        "p95": np.percentile(ms, 95),
+        "p99": np.percentile(ms, 99),
+        "rps": len(ms) / elapsed,
+        "n": len(ms),
+        "errors": errors,
+    }
 
 
 def main() -> None:
@@ -115,39 +141,103 @@ def main() -> None:
     print(f"training a {args.family} model in {work}")
     columns, X, recording = train_model(settings, work, args.family)
     features = [c for c in columns if not c.startswith("baseline_")]
-    env = {**os.environ, "WEARCAST_HOME": str(settings.home), "WEARCAST_RELOAD_INTERVAL_S": "0",
-           "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}  # fmt: skip
+    env = {
+        **os.environ,
+        "WEARCAST_HOME": str(settings.home),
+        "WEARCAST_RELOAD_INTERVAL_S": "0",
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+    }
     ours = "http://127.0.0.1:18080"
     theirs = "http://127.0.0.1:18081"
     servers = [
-        start([sys.executable, "-m", "wearcast", "serve", "--port", "18080"], env, f"{ours}/readyz"),
-        start(["mlflow", "models", "serve", "-m", f"models:/{settings.model_name}@champion",
-               "--env-manager", "local", "-p", "18081", "-h", "127.0.0.1"], env, f"{theirs}/ping"),  # fmt: skip
+        start(
+            [sys.executable, "-m", "wearcast", "serve", "--port", "18080"], env, f"{ours}/readyz"
+        ),
+        start(
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.model_name}@champion",
+                "--env-manager",
+                "local",
+                "-p",
+                "18081",
+                "-h",
+                "127.0.0.1",
+            ],
+            env,
+            f"{theirs}/ping",
+        ),
     ]
     body = recording.read_bytes()
     row = dict(zip(features, X[0, : len(features)].tolist(), strict=True))
 
     def rows_json(n: int, i: int) -> dict:
-        return {"rows": [{"machine": f"bench-{i}", "bearing": 1 + k % 4, "timestamp": f"2004-01-01T{k // 240 % 24:02d}:{k // 4 % 60:02d}:00",
-                          "features": row} for k in range(n)]}  # fmt: skip
+        return {
+            "rows": [
+                {
+                    "machine": f"bench-{i}",
+                    "bearing": 1 + k % 4,
+                    "timestamp": f"2004-01-01T{k // 240 % 24:02d}:{k // 4 % 60:02d}:00",
+                    "features": row,
+                }
+                for k in range(n)
+            ]
+        }
 
     def split_json(n: int) -> dict:
         return {"dataframe_split": {"columns": columns, "data": X[:n].tolist()}}
 
     scenarios = {
         "(a) raw recording, wearcast /v1/recordings": lambda h, i: h.post(
-            f"{ours}/v1/recordings", params={"machine": f"m{i % 4}", "timestamp": f"2004-01-{1 + i // 1440 % 28:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00"},
-            content=body, headers={"content-type": "text/plain"}),  # fmt: skip
-        "(b) 1 feature row, wearcast /v1/predict": lambda h, i: h.post(f"{ours}/v1/predict", json=rows_json(1, i)),
+            f"{ours}/v1/recordings",
+            params={
+                "machine": f"m{i % 4}",
+                "timestamp": f"2004-01-{1 + i // 1440 % 28:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00",
+            },
+            content=body,
+            headers={"content-type": "text/plain"},
+        ),
+        "(b) 1 feature row, wearcast /v1/predict": lambda h, i: h.post(
+            f"{ours}/v1/predict", json=rows_json(1, i)
+        ),
         "(b) 1 feature row, wearcast /v2 infer": lambda h, i: h.post(
             f"{ours}/v2/models/{settings.model_name}/infer",
-            json={"inputs": [{"name": "input-0", "shape": [1, len(columns)], "datatype": "FP64", "data": X[:1].tolist()}]}),  # fmt: skip
-        "(b) 1 feature row, mlflow /invocations": lambda h, i: h.post(f"{theirs}/invocations", json=split_json(1)),
-        "(c) 100 feature rows, wearcast /v1/predict": lambda h, i: h.post(f"{ours}/v1/predict", json=rows_json(100, i)),
+            json={
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": [1, len(columns)],
+                        "datatype": "FP64",
+                        "data": X[:1].tolist(),
+                    }
+                ]
+            },
+        ),
+        "(b) 1 feature row, mlflow /invocations": lambda h, i: h.post(
+            f"{theirs}/invocations", json=split_json(1)
+        ),
+        "(c) 100 feature rows, wearcast /v1/predict": lambda h, i: h.post(
+            f"{ours}/v1/predict", json=rows_json(100, i)
+        ),
         "(c) 100 feature rows, wearcast /v2 infer": lambda h, i: h.post(
             f"{ours}/v2/models/{settings.model_name}/infer",
-            json={"inputs": [{"name": "input-0", "shape": [100, len(columns)], "datatype": "FP64", "data": X[:100].tolist()}]}),  # fmt: skip
-        "(c) 100 feature rows, mlflow /invocations": lambda h, i: h.post(f"{theirs}/invocations", json=split_json(100)),
+            json={
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": [100, len(columns)],
+                        "datatype": "FP64",
+                        "data": X[:100].tolist(),
+                    }
+                ]
+            },
+        ),
+        "(c) 100 feature rows, mlflow /invocations": lambda h, i: h.post(
+            f"{theirs}/invocations", json=split_json(100)
+        ),
     }
     results = {}
     try:
@@ -155,20 +245,33 @@ def main() -> None:
             for clients in (1, args.clients):
                 results[(name, clients)] = asyncio.run(drive(request, clients, args.seconds))
                 r = results[(name, clients)]
-                print(f"{name}, {clients} client(s): p50 {r['p50']:.1f} ms, {r['rps']:.0f} req/s, errors {r['errors']}", flush=True)
+                print(
+                    f"{name}, {clients} client(s): p50 {r['p50']:.1f} ms, "
+                    f"{r['rps']:.0f} req/s, errors {r['errors']}",
+                    flush=True,
+                )
     finally:
         for proc in servers:
             stop(proc)
     print(f"\nmodel: {args.family}; {os.cpu_count()} cores; {args.seconds:g} s per scenario\n")
-    print("| scenario | clients | p50 ms | p95 ms | p99 ms | requests/s | errors |\n|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| scenario | clients | p50 ms | p95 ms | p99 ms | requests/s | errors |\n"
+        "|---|---:|---:|---:|---:|---:|---:|"
+    )
     for (name, clients), r in results.items():
-        print(f"| {name} | {clients} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.0f} | {r['errors']} |")
+        print(
+            f"| {name} | {clients} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
+            f"| {r['rps']:.0f} | {r['errors']} |"
+        )
     for label in ("(b) 1 feature row", "(c) 100 feature rows"):
         for clients in (1, args.clients):
             mlflow_rps = results[(f"{label}, mlflow /invocations", clients)]["rps"]
             for route in ("/v1/predict", "/v2 infer"):
                 ours_rps = results[(f"{label}, wearcast {route}", clients)]["rps"]
-                print(f"{label}, {clients} client(s): wearcast {route} / mlflow = {ours_rps / mlflow_rps:.2f}x")
+                print(
+                    f"{label}, {clients} client(s): "
+                    f"wearcast {route} / mlflow = {ours_rps / mlflow_rps:.2f}x"
+                )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def reference_envelope_bpfo(x: np.ndarray, fs: float, bpfo: float) -> float:
 def band_shares(x: np.ndarray, fs: float) -> np.ndarray:
     f, p = signal.welch(x - x.mean(axis=0), fs, nperseg=4096, axis=0)
     edges = np.arange(0, fs / 2 + 1, 1000)
-    shares = np.array([p[(f >= lo) & (f < hi)].sum(axis=0) for lo, hi in zip(edges[:-1], edges[1:])])
+    shares = np.array(
+        [p[(f >= lo) & (f < hi)].sum(axis=0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    )
     return shares / shares.sum(axis=0)
 
 
@@ -56,7 +58,17 @@ def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return std, (d**4).mean(axis=0) / std**4
 
 
-def healthy_comparison(ims: Path, settings: Settings) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _peak_to_std(x: np.ndarray) -> np.ndarray:
+    return np.abs(x - x.mean(axis=0)).max(axis=0) / x.std(axis=0)
+
+
+def _spread(values: np.ndarray, fmt: str) -> str:
+    return " - ".join(format(v, fmt) for v in (values.min(), np.median(values), values.max()))
+
+
+def healthy_comparison(
+    ims: Path, settings: Settings
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     real = [parse_recording(p.read_bytes()) for p in sorted((ims / "raw" / "1st_test").iterdir())]
     plan = plan_simulation(
         settings, runs=1, recordings=25, channels_per_bearing=2, failures={}, seed=1
@@ -69,9 +81,9 @@ def healthy_comparison(ims: Path, settings: Settings) -> tuple[pd.DataFrame, np.
         rows.append(
             {
                 "data": name,
-                "std g (min-median-max)": f"{std.min():.3f} - {np.median(std):.3f} - {std.max():.3f}",
-                "kurtosis (min-median-max)": f"{kurt.min():.2f} - {np.median(kurt):.2f} - {kurt.max():.2f}",
-                "peak-to-std": f"{np.median([np.abs(x - x.mean(0)).max(0) / x.std(0) for x in recs]):.2f}",
+                "std g (min-median-max)": _spread(std, ".3f"),
+                "kurtosis (min-median-max)": _spread(kurt, ".2f"),
+                "peak-to-std": f"{np.median([_peak_to_std(x) for x in recs]):.2f}",
             }
         )
     real_shares = np.mean([band_shares(x, settings.sampling_rate_hz) for x in real], axis=(0, 2))
@@ -79,7 +91,9 @@ def healthy_comparison(ims: Path, settings: Settings) -> tuple[pd.DataFrame, np.
     return pd.DataFrame(rows), real_shares, sim_shares
 
 
-def trajectory_comparison(ims: Path, settings: Settings, step: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def trajectory_comparison(
+    ims: Path, settings: Settings, step: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     time = pd.read_csv(ims / "reference" / "test2_time_features.csv")
     spec = pd.read_csv(ims / "reference" / "test2_spectral_features.csv")
     # The last two recordings of test 2 are flat (the rig had stopped): not part of the trajectory.
@@ -112,7 +126,9 @@ def trajectory_comparison(ims: Path, settings: Settings, step: int) -> tuple[pd.
 
 def by_stage(real: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
     out = []
-    base = {k: d[d.life < 0.5][["rms", "env_bpfo"]].median() for k, d in (("real", real), ("sim", sim))}
+    base = {
+        k: d[d.life < 0.5][["rms", "env_bpfo"]].median() for k, d in (("real", real), ("sim", sim))
+    }
     for lo, hi in STAGES:
         row = {"life": f"{lo:.0%}-{hi:.0%}"}
         for key, d in (("real", real), ("sim", sim)):
@@ -126,7 +142,9 @@ def by_stage(real: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
 
 def plot(real, sim, real_shares, sim_shares, path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    base = {k: d[d.life < 0.5][["rms", "env_bpfo"]].median() for k, d in (("real", real), ("sim", sim))}
+    base = {
+        k: d[d.life < 0.5][["rms", "env_bpfo"]].median() for k, d in (("real", real), ("sim", sim))
+    }
     for ax, col, label, log in (
         (axes[0, 0], "rms", "RMS / healthy median", False),
         (axes[0, 1], "kurtosis", "kurtosis (Pearson)", True),
@@ -168,7 +186,11 @@ def main() -> None:
     image = args.out.parent / "img" / "simulator_calibration.png"
     plot(real, sim, real_shares, sim_shares, image)
     shares = pd.DataFrame(
-        {"kHz": [f"{k}-{k + 1}" for k in range(len(real_shares))], "real": real_shares, "simulated": sim_shares}
+        {
+            "kHz": [f"{k}-{k + 1}" for k in range(len(real_shares))],
+            "real": real_shares,
+            "simulated": sim_shares,
+        }
     )
     text = TEMPLATE.format(
         healthy=healthy.to_markdown(index=False),

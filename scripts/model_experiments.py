@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def simulated(settings: Settings, work: Path) -> pd.DataFrame:
     data, table = work / "sim", work / "sim-table"
-    simulate(plan_simulation(settings, runs=3, recordings=300, seed=21), data, workers=settings.workers)
+    simulate(
+        plan_simulation(settings, runs=3, recordings=300, seed=21), data, workers=settings.workers
+    )
     featurize(data, table, settings)
     frame = read_table(table)
     rows = []
@@ -52,7 +54,9 @@ def simulated(settings: Settings, work: Path) -> pd.DataFrame:
                 "model": outcome.config["family"],
                 "wear MAE": e.wear_mae,
                 "wear MAE, failing bearings": e.wear_mae_failed,
-                "MAE before onset (failing)": (before_onset.wear_pred - before_onset.wear_true).abs().mean(),
+                "MAE before onset (failing)": (before_onset.wear_pred - before_onset.wear_true)
+                .abs()
+                .mean(),
                 "missed failures": f"{e.missed_failures} of {e.failures}",
                 "false alarms / 1000 h": e.false_alarms_per_1000h,
                 "median lead time h": e.median_lead_time_h,
@@ -69,7 +73,10 @@ def indicator_alarms(ims: Path, settings: Settings) -> pd.DataFrame:
     base_n = 100  # about 17 h of healthy running at 10 min
     rows = []
     for bearing in (1, 2, 3, 4):
-        for name, column, z in (("RMS", f"Bearing{bearing}_ch1_rms", 6.0), ("kurtosis", f"Bearing{bearing}_ch1_kurt", 6.0)):
+        for name, column, z in (
+            ("RMS", f"Bearing{bearing}_ch1_rms", 6.0),
+            ("kurtosis", f"Bearing{bearing}_ch1_kurt", 6.0),
+        ):
             x = time[column].to_numpy()
             base = x[:base_n]
             median = np.median(base)
@@ -82,16 +89,22 @@ def indicator_alarms(ims: Path, settings: Settings) -> pd.DataFrame:
                     "indicator": name,
                     "threshold": f"{threshold:.4g}",
                     "first persistent alarm": "-" if i is None else str(time.timestamp.iloc[i]),
-                    "hours before the end": "-" if i is None else f"{(end - time.timestamp.iloc[i]).total_seconds() / 3600:.1f}",
+                    "hours before the end": "-"
+                    if i is None
+                    else f"{(end - time.timestamp.iloc[i]).total_seconds() / 3600:.1f}",
                 }
             )
     return pd.DataFrame(rows)
 
 
 def _original(estimator) -> dict:
-    return {"make": lambda: make_pipeline(
-        FunctionTransformer(lambda x: np.log(np.clip(x, 1e-9, None))), StandardScaler(), ClippedRegressor(estimator)
-    )}  # fmt: skip
+    return {
+        "make": lambda: make_pipeline(
+            FunctionTransformer(lambda x: np.log(np.clip(x, 1e-9, None))),
+            StandardScaler(),
+            ClippedRegressor(estimator),
+        )
+    }
 
 
 def real_spectra(ims: Path, settings: Settings) -> pd.DataFrame:
@@ -110,8 +123,14 @@ def real_spectra(ims: Path, settings: Settings) -> pd.DataFrame:
                     "labels": labels,
                     "held-out bearing": f"test {o.run[0]} bearing {o.bearing}",
                     "wear MAE (own labels)": o.wear_mae,
-                    "wear MAE vs linear": (p.wear_pred - data.frame.loc[p.index, "wear_linear"]).abs().mean(),
-                    "wear MAE vs piecewise": (p.wear_pred - data.frame.loc[p.index, "wear_piecewise"]).abs().mean(),
+                    "wear MAE vs linear": (p.wear_pred - data.frame.loc[p.index, "wear_linear"])
+                    .abs()
+                    .mean(),
+                    "wear MAE vs piecewise": (
+                        p.wear_pred - data.frame.loc[p.index, "wear_piecewise"]
+                    )
+                    .abs()
+                    .mean(),
                     "lead time h": o.lead_time_h,
                     "alarmed before the onset": "yes" if o.alarm_before_onset else "no",
                 }
@@ -120,14 +139,24 @@ def real_spectra(ims: Path, settings: Settings) -> pd.DataFrame:
     for strategy in ("linear", "piecewise"):
         data = prepare(frame, settings, strategy)
         X = data.frame[bands].to_numpy()
-        for name, est in (("original: ridge", Ridge(alpha=1.0)), ("original: HGB", HistGradientBoostingRegressor(random_state=0))):
-            preds = held_out_predictions(data.frame, pd.DataFrame(X), data.y, _original(est)["make"], holdout="bearing")
+        for name, est in (
+            ("original: ridge", Ridge(alpha=1.0)),
+            ("original: HGB", HistGradientBoostingRegressor(random_state=0)),
+        ):
+            preds = held_out_predictions(
+                data.frame, pd.DataFrame(X), data.y, _original(est)["make"], holdout="bearing"
+            )
             report(name, strategy, preds, data)
         outcome = fit_and_evaluate(data, settings, holdout="bearing")
         report(f"wearcast ({outcome.config['family']})", strategy, outcome.predictions, data)
         for mode in ("absolute",):
             outcome = fit_and_evaluate(data, settings, holdout="bearing", features_mode=mode)
-            report(f"wearcast search, no baseline ({outcome.config['family']})", strategy, outcome.predictions, data)
+            report(
+                f"wearcast search, no baseline ({outcome.config['family']})",
+                strategy,
+                outcome.predictions,
+                data,
+            )
     return pd.DataFrame(rows)
 
 
@@ -136,8 +165,12 @@ def summarise(spectra: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "wear MAE (own labels)": groups["wear MAE (own labels)"].mean(),
-            "alarms before the onset": groups["alarmed before the onset"].apply(lambda s: f"{(s == 'yes').sum()} of {len(s)}"),
-            "missed failures": groups["lead time h"].apply(lambda s: f"{s.isna().sum()} of {len(s)}"),
+            "alarms before the onset": groups["alarmed before the onset"].apply(
+                lambda s: f"{(s == 'yes').sum()} of {len(s)}"
+            ),
+            "missed failures": groups["lead time h"].apply(
+                lambda s: f"{s.isna().sum()} of {len(s)}"
+            ),
             "median lead time h": groups["lead time h"].median(),
         }
     ).reset_index()
@@ -227,8 +260,9 @@ Per approach (mean over the three held-out bearings):
 - **The per-bearing baseline.** With piecewise labels, comparing each bearing with its own
   first recordings gives the lowest mean wear error and catches all three failures; the same
   search without the baseline, and the original's log-band models, have larger errors and
-  miss or alarm early on some bearings (see the tables). Band levels differ between bearings and runs by as much as they
-  change with wear, so a model on absolute levels has to guess which bearing it is looking at.
+  miss or alarm early on some bearings (see the tables). Band levels differ between bearings
+  and runs by as much as they change with wear, so a model on absolute levels has to guess
+  which bearing it is looking at.
 - **The features.** On wearcast's own recordings the envelope lines at the defect frequencies
   and the scale-free statistics carry the early signal (see the importances in each training
   report); these 20 external bands have no envelope information, which bounds what any model

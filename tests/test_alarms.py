@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from wearcast.alarms import alarm_states, bearing_status, first_alarm, persistent_alarm, rul_by_trend
+from wearcast.alarms import (
+    alarm_states,
+    bearing_status,
+    first_alarm,
+    persistent_alarm,
+    rul_by_trend,
+)
 
 
 def test_k_of_n_rule_ignores_isolated_spikes():

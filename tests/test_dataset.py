@@ -39,7 +39,16 @@ def test_table_has_one_row_per_run_bearing_recording(sim_data, tmp_path, setting
     assert result.ingested == 2 * 58 and result.quarantined == 4
     assert len(table) == 2 * 58 * 4 == result.rows
     assert not table.duplicated(["run", "bearing", "timestamp"]).any()
-    assert {"run", "bearing", "timestamp", "elapsed_h", "wear", "rul_h", "std", "env_bpfo_snr"} <= set(table.columns)
+    assert {
+        "run",
+        "bearing",
+        "timestamp",
+        "elapsed_h",
+        "wear",
+        "rul_h",
+        "std",
+        "env_bpfo_snr",
+    } <= set(table.columns)
     quarantine = json.loads((tmp_path / "t" / "quarantine.json").read_text())
     assert len(quarantine) == 4 and all(q["reason"] for q in quarantine)
 
@@ -69,8 +78,12 @@ def test_rerun_reads_only_new_or_changed_files(sim_data, tmp_path, settings):
 def test_killed_midway_then_rerun_gives_the_uninterrupted_table(sim_data, tmp_path):
     env = {**os.environ, "WEARCAST_HOME": str(tmp_path / "home"), "WEARCAST_WORKERS": "2"}
     cmd = [sys.executable, "-m", "wearcast", "featurize", str(sim_data), "--batch-size", "8"]
-    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], env=env, start_new_session=True)
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "killed")], env=env, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while len(list((tmp_path / "killed" / "parts").glob("part-*.json"))) < 3:
         assert time.monotonic() < deadline and proc.poll() is None, "featurize finished too early"
@@ -78,7 +91,9 @@ def test_killed_midway_then_rerun_gives_the_uninterrupted_table(sim_data, tmp_pa
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "table.parquet").exists()
-    subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "killed")], env=env, check=True, capture_output=True
+    )
     whole, resumed = (_sorted(read_table(tmp_path / d)) for d in ("whole", "killed"))
     pd.testing.assert_frame_equal(whole, resumed)
 

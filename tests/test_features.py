@@ -89,14 +89,18 @@ def test_two_channel_bearings_keep_both_channels_and_their_mean(spec):
     x = rng.normal(0, [0.1, 0.2, 0.1, 0.1], (N, 4))
     cols, rows = recording_features(x, {1: [0, 1], 2: [2, 3]}, spec)
     std, ch1, ch2 = cols.index("std"), cols.index("ch1_std"), cols.index("ch2_std")
-    assert rows[0, ch1] == pytest.approx(0.1, rel=0.05) and rows[0, ch2] == pytest.approx(0.2, rel=0.05)
+    assert rows[0, ch1] == pytest.approx(0.1, rel=0.05) and rows[0, ch2] == pytest.approx(
+        0.2, rel=0.05
+    )
     assert rows[0, std] == pytest.approx((rows[0, ch1] + rows[0, ch2]) / 2)
     cols1, rows1 = recording_features(x, {b: [b - 1] for b in range(1, 5)}, spec)
     assert "ch2_std" not in cols1 and rows1.shape == (4, 2 * len(spec.names))
 
 
 @pytest.mark.real_data
-def test_features_of_the_real_recordings_match_the_reference_tables(ims_dir: Path, real_test1_dir: Path, spec):
+def test_features_of_the_real_recordings_match_the_reference_tables(
+    ims_dir: Path, real_test1_dir: Path, spec
+):
     from wearcast.ingest import parse_recording
 
     time_ref = pd.read_csv(ims_dir / "reference" / "test1_first25_time_features.csv")
@@ -107,7 +111,11 @@ def test_features_of_the_real_recordings_match_the_reference_tables(ims_dir: Pat
         for ch in range(8):
             prefix = f"Bearing{ch // 2 + 1}_ch{ch % 2 + 1}_"
             assert _value(spec, f, "rms", ch) == pytest.approx(row[prefix + "rms"], rel=1e-4)
-            assert _value(spec, f, "kurtosis", ch) == pytest.approx(row[prefix + "kurt"] + 3, rel=1e-4)
+            assert _value(spec, f, "kurtosis", ch) == pytest.approx(
+                row[prefix + "kurt"] + 3, rel=1e-4
+            )
             for ours, theirs in pairs.items():
                 # The spectral reference table is rounded to 6 significant digits.
-                assert _value(spec, f, ours, ch) == pytest.approx(spec_ref.loc[i, prefix + theirs], rel=1e-4)
+                assert _value(spec, f, ours, ch) == pytest.approx(
+                    spec_ref.loc[i, prefix + theirs], rel=1e-4
+                )

@@ -20,11 +20,17 @@ CORRUPTIONS = {
     "2003.10.23.00.00.01": (lambda t: t[: len(t) // 2], "values, expected 8"),
     "2003.10.23.00.00.02": (lambda t: _cell(t, 7, 3, "abc"), "'abc' is not a number"),
     "2003.10.23.00.00.03": (lambda t: _cell(t, 100, 2, "NaN"), "NaN is not a finite number"),
-    "2003.10.23.00.00.04": (lambda t: _drop_column(t), "7 channels, but this run's recordings have 8"),
+    "2003.10.23.00.00.04": (
+        lambda t: _drop_column(t),
+        "7 channels, but this run's recordings have 8",
+    ),
     "2003.10.23.00.00.05": (lambda t: "", "empty file"),
     "2003.10.23.00.00.06": (lambda t: None, "binary content"),
     "2003.10.23.00.00.07": (lambda t: _dead(t, 5), "channel 5 is dead"),
-    "2003.10.23.00.00.08": (lambda t: "\n".join(t.splitlines()[:20000]) + "\n", "20000 rows, expected 20480"),
+    "2003.10.23.00.00.08": (
+        lambda t: "\n".join(t.splitlines()[:20000]) + "\n",
+        "20000 rows, expected 20480",
+    ),
     "2003.10.23.00.00.09": (lambda t: _clip(t, 2), "channel 2 is clipped"),
 }
 

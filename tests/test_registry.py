@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,7 +19,12 @@ from wearcast.train import evaluate_config, fit_and_evaluate, prepare
 
 pytestmark = pytest.mark.slow
 
-GOOD = {"family": "random_forest", "params": {"n_estimators": 60}, "pca_components": 0, "features": "both"}
+GOOD = {
+    "family": "random_forest",
+    "params": {"n_estimators": 60},
+    "pca_components": 0,
+    "features": "both",
+}
 BAD = {"family": "ridge", "params": {"alpha": 1e6}, "pca_components": 0, "features": "absolute"}
 
 
@@ -37,14 +41,27 @@ def world(tmp_path_factory):
 def _register(settings, data, config, root):
     outcome = fit_and_evaluate(data, settings, config=config)
     report = write_report(
-        root / "report", title="t", evaluation=outcome.evaluation, preds=outcome.predictions, settings=settings
+        root / "report",
+        title="t",
+        evaluation=outcome.evaluation,
+        preds=outcome.predictions,
+        settings=settings,
     )
     client = registry.connect(settings)
     version = registry.log_training(
-        client, settings, model=outcome.model, config=config, evaluation=outcome.evaluation,
-        cv_mae=0.0, example=data.X.head(3), report_dir=report.parent, params={"label_strategy": "piecewise"},
-    )  # fmt: skip
-    decision = registry.gate(client, settings, version, lambda c: evaluate_config(c, data, settings)[0])
+        client,
+        settings,
+        model=outcome.model,
+        config=config,
+        evaluation=outcome.evaluation,
+        cv_mae=0.0,
+        example=data.X.head(3),
+        report_dir=report.parent,
+        params={"label_strategy": "piecewise"},
+    )
+    decision = registry.gate(
+        client, settings, version, lambda c: evaluate_config(c, data, settings)[0]
+    )
     return outcome, version, decision
 
 
@@ -57,7 +74,9 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
     assert d2.promoted and registry.champion_version(client, settings) == v2
     _, v3, d3 = _register(settings, data, BAD, root)
     assert not d3.promoted and "does not beat" in d3.reason
-    assert client.get_model_version(settings.model_name, str(v3)).tags["gate_decision"] == "challenger"
+    assert (
+        client.get_model_version(settings.model_name, str(v3)).tags["gate_decision"] == "challenger"
+    )
     assert registry.champion_version(client, settings) == v2
     # models:/<name>@champion is the promoted model.
     loaded = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
@@ -84,14 +103,33 @@ def test_promote_and_predict_commands(world, monkeypatch):
 
 def test_external_feature_table_with_run_metadata(tmp_path, world):
     settings, data, _ = world
-    frame = read_table(world[2] / "table")[["run", "bearing", "timestamp", "std", "kurtosis", "env_bpfo_snr"]]
+    frame = read_table(world[2] / "table")[
+        ["run", "bearing", "timestamp", "std", "kurtosis", "env_bpfo_snr"]
+    ]
     csv = tmp_path / "mine.csv"
     frame.to_csv(csv, index=False)
     meta = tmp_path / "runs.json"
     ends = frame.groupby("run").timestamp.max()
-    meta.write_text(json.dumps({r: {"failures": {"1" if r.endswith("1") else "2": "outer"}, "end": str(t)} for r, t in ends.items()}))
+    meta.write_text(
+        json.dumps(
+            {
+                r: {"failures": {"1" if r.endswith("1") else "2": "outer"}, "end": str(t)}
+                for r, t in ends.items()
+            }
+        )
+    )
     result = CliRunner().invoke(
-        app, ["train", str(csv), "--runs-meta", str(meta), "--max-trials", "2", "--no-register", "--json"]
+        app,
+        [
+            "train",
+            str(csv),
+            "--runs-meta",
+            str(meta),
+            "--max-trials",
+            "2",
+            "--no-register",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

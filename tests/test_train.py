@@ -43,11 +43,20 @@ def sim_table(sim_settings, tmp_path_factory) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def outcome(sim_table, sim_settings):
-    return fit_and_evaluate(prepare(sim_table, sim_settings), sim_settings, max_trials=len(FAMILIES) + 2)
+    return fit_and_evaluate(
+        prepare(sim_table, sim_settings), sim_settings, max_trials=len(FAMILIES) + 2
+    )
 
 
 def test_baseline_relative_follows_the_sklearn_contract():
-    X = pd.DataFrame({"a": [1.0, 2.0, 4.0], "baseline_a": [1.0, 1.0, 1.0], "s": [-1.0, 0.0, 1.0], "baseline_s": [0.0] * 3})
+    X = pd.DataFrame(
+        {
+            "a": [1.0, 2.0, 4.0],
+            "baseline_a": [1.0, 1.0, 1.0],
+            "s": [-1.0, 0.0, 1.0],
+            "baseline_s": [0.0] * 3,
+        }
+    )
     t = BaselineRelative(mode="relative")
     assert clone(t).get_params() == {"mode": "relative"}
     assert t.fit(X) is t
@@ -70,7 +79,10 @@ def test_forests_predict_as_scikit_learn_does():
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(300, 8)), rng.uniform(size=300)
-    for forest in (RandomForestRegressor(n_estimators=30, random_state=0), ExtraTreesRegressor(n_estimators=30, random_state=0)):
+    for forest in (
+        RandomForestRegressor(n_estimators=30, random_state=0),
+        ExtraTreesRegressor(n_estimators=30, random_state=0),
+    ):
         model = ClippedRegressor(forest).fit(X, y)
         assert np.allclose(model.predict(X[:40]), np.clip(model.estimator_.predict(X[:40]), 0, 1))
 
@@ -86,7 +98,7 @@ def test_every_family_builds_and_fits(sim_table, sim_settings):
     data = prepare(sim_table, sim_settings)
     for family in FAMILIES:
         model = build_pipeline({"family": family, "pca_components": 0.95}).fit(data.X, data.y)
-        assert ((0 <= model.predict(data.X)) & (model.predict(data.X) <= 1)).all()
+        assert ((model.predict(data.X) >= 0) & (model.predict(data.X) <= 1)).all()
 
 
 def test_held_out_quality_on_simulated_runs(outcome):
@@ -122,12 +134,18 @@ def test_one_channel_model_scores_two_channel_recordings_and_back(outcome, sim_s
     simulate(two, tmp_path / "two")
     results, _ = score_path(tmp_path / "two", outcome.model, 0, sim_settings)
     failing = next(iter(two.runs[0].info.failures))
-    last = {r["bearing"]: r["wear"] for r in results if r["timestamp"] == two.runs[0].timestamps[-1].isoformat()}
+    last = {
+        r["bearing"]: r["wear"]
+        for r in results
+        if r["timestamp"] == two.runs[0].timestamps[-1].isoformat()
+    }
     assert last[failing] > 0.5
     assert max(w for b, w in last.items() if b != failing) < last[failing]
     # The reverse: a model trained on two-channel runs scores one-channel recordings.
     featurize(tmp_path / "two", tmp_path / "t2", sim_settings)
-    model = build_pipeline(outcome.config).fit(*(lambda d: (d.X, d.y))(prepare(read_table(tmp_path / "t2"), sim_settings)))
+    model = build_pipeline(outcome.config).fit(
+        *(lambda d: (d.X, d.y))(prepare(read_table(tmp_path / "t2"), sim_settings))
+    )
     one = plan_simulation(sim_settings, runs=1, recordings=40, channels_per_bearing=1, seed=9)
     simulate(one, tmp_path / "one")
     results, _ = score_path(tmp_path / "one", model, 0, sim_settings)

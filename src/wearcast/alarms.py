@@ -14,7 +14,14 @@ import numpy as np
 # Wear rising slower than this (a million hours from new to failed) is not rising.
 _FLAT_PER_HOUR = 1e-6
 
-__all__ = ["BearingStatus", "alarm_states", "bearing_status", "first_alarm", "persistent_alarm", "rul_by_trend"]
+__all__ = [
+    "BearingStatus",
+    "alarm_states",
+    "bearing_status",
+    "first_alarm",
+    "persistent_alarm",
+    "rul_by_trend",
+]
 
 
 def alarm_states(above: np.ndarray, k: int, n: int) -> np.ndarray:
@@ -75,10 +82,15 @@ def bearing_status(
         rul = None
     elif wear[-1] < threshold / 2:
         # Extrapolating the noise of a healthy bearing would invent a remaining life.
-        method = f"none: wear {wear[-1]:.2f} is below half the alarm threshold, no degradation to extrapolate"
+        method = (
+            f"none: wear {wear[-1]:.2f} is below half the alarm threshold, "
+            "no degradation to extrapolate"
+        )
         rul = None
     elif rul is None:
         method = f"trend of the last {min(recent, len(wear))} predictions: wear not rising"
     else:
-        method = f"linear trend of the last {min(recent, len(wear))} predictions extrapolated to wear 1"
+        method = (
+            f"linear trend of the last {min(recent, len(wear))} predictions extrapolated to wear 1"
+        )
     return BearingStatus(alarm=alarm, rul_h=rul, wear_slope_per_h=slope, rul_method=method)

@@ -51,7 +51,9 @@ def main(
     ctx: typer.Context,
     home: Annotated[
         Path | None,
-        typer.Option(help="where wearcast keeps its files (default: $WEARCAST_HOME or ~/.wearcast)"),
+        typer.Option(
+            help="where wearcast keeps its files (default: $WEARCAST_HOME or ~/.wearcast)"
+        ),
     ] = None,
 ) -> None:
     try:
@@ -68,7 +70,9 @@ def _parse_failures(values: list[str]) -> dict[int, Defect] | None:
             failures[int(bearing)] = Defect(defect)
         except ValueError:
             choices = ", ".join(d.value for d in Defect)
-            raise fail(f"--failure {value!r}: expected BEARING:DEFECT, defect one of {choices}") from None
+            raise fail(
+                f"--failure {value!r}: expected BEARING:DEFECT, defect one of {choices}"
+            ) from None
     return failures or None
 
 
@@ -83,7 +87,9 @@ def simulate(
     cadence_min: Annotated[float, typer.Option(min=0.1, help="minutes between recordings")] = 10.0,
     failure: Annotated[
         list[str],
-        typer.Option(help="BEARING:DEFECT (outer, inner, rolling) failing in every run; repeatable"),
+        typer.Option(
+            help="BEARING:DEFECT (outer, inner, rolling) failing in every run; repeatable"
+        ),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
     faults: Annotated[int, typer.Option(min=0, help="faulty recordings per run")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -115,7 +121,8 @@ def simulate(
     for run in plan.runs:
         failed = ", ".join(f"bearing {b} ({d.value})" for b, d in run.info.failures.items())
         console.print(
-            f"{out_dir / run.info.name}: {recordings} recordings, fails at {run.info.end} ({failed})"
+            f"{out_dir / run.info.name}: {recordings} recordings, "
+            f"fails at {run.info.end} ({failed})"
         )
 
 
@@ -197,7 +204,15 @@ def inspect(
         print(json.dumps(result, indent=2, default=_json_default))
         return
     table = Table(title=f"{file.name}: {data.shape[0]} samples x {data.shape[1]} channels")
-    for header in ("ch", "rms g", "peak g", "crest", "kurt", "skew", *(f"env {d}" for d in DEFECTS)):
+    for header in (
+        "ch",
+        "rms g",
+        "peak g",
+        "crest",
+        "kurt",
+        "skew",
+        *(f"env {d}" for d in DEFECTS),
+    ):
         table.add_column(header, justify="right")
     for c in channels:
         table.add_row(
@@ -208,7 +223,9 @@ def inspect(
     console.print(table)
     freqs = ", ".join(f"{k.upper()} {v:.1f} Hz" for k, v in spec.defects.as_dict().items())
     console.print(f"defect frequencies at {settings.shaft_rpm:g} rpm: {freqs}")
-    console.print("kurtosis is Pearson's (3 for Gaussian noise); env = envelope line-to-background ratio")
+    console.print(
+        "kurtosis is Pearson's (3 for Gaussian noise); env = envelope line-to-background ratio"
+    )
 
 
 def _json_default(value: object) -> object:
@@ -245,7 +262,9 @@ def featurize(
         except (OSError, ValueError) as exc:
             raise fail(str(exc)) from None
     if as_json:
-        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}))
+        print(
+            json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()})
+        )
         return
     console.print(
         f"{result.table}: {result.rows} rows; {result.processed} new or changed files read, "
@@ -260,11 +279,16 @@ def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, *
 
     with err.status("training") as status:
         summary = train_challenger(
-            settings, table, register=register, progress=lambda msg: status.update(f"training: {msg}"),
+            settings,
+            table,
+            register=register,
+            progress=lambda msg: status.update(f"training: {msg}"),
             **options,
-        )  # fmt: skip
+        )
     if register:
-        decision = gate_challenger(settings, table, summary["version"], runs_meta=options.get("runs_meta"))
+        decision = gate_challenger(
+            settings, table, summary["version"], runs_meta=options.get("runs_meta")
+        )
         summary.update(
             model=settings.model_name,
             promoted=decision.promoted,
@@ -284,8 +308,14 @@ def _print_training(summary: dict) -> None:
     console.print(table)
     console.print(f"chosen model: {summary['config']}")
     if "version" in summary:
-        verdict = "[green]promoted to champion[/green]" if summary["promoted"] else "[yellow]kept as challenger[/yellow]"
-        console.print(f"{summary['model']} version {summary['version']}: {verdict} ({summary['gate_reason']})")
+        verdict = (
+            "[green]promoted to champion[/green]"
+            if summary["promoted"]
+            else "[yellow]kept as challenger[/yellow]"
+        )
+        console.print(
+            f"{summary['model']} version {summary['version']}: {verdict} ({summary['gate_reason']})"
+        )
         console.print(f"tracking: mlflow ui --backend-store-uri {summary['tracking_uri']}")
     console.print(f"report: {summary['report']}")
 
@@ -293,12 +323,21 @@ def _print_training(summary: dict) -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    table: Annotated[Path, typer.Argument(help="a wearcast table folder, or a CSV/Parquet feature table")],
+    table: Annotated[
+        Path, typer.Argument(help="a wearcast table folder, or a CSV/Parquet feature table")
+    ],
     runs_meta: Annotated[
-        Path | None, typer.Option(help="JSON {run: {failures: {bearing: defect}, start, end}} for tables made elsewhere")
+        Path | None,
+        typer.Option(
+            help="JSON {run: {failures: {bearing: defect}, start, end}} for tables made elsewhere"
+        ),
     ] = None,
-    indicator: Annotated[str | None, typer.Option(help="health indicator column for the onset")] = None,
-    label_strategy: Annotated[str | None, typer.Option(help="piecewise or linear (default: setting)")] = None,
+    indicator: Annotated[
+        str | None, typer.Option(help="health indicator column for the onset")
+    ] = None,
+    label_strategy: Annotated[
+        str | None, typer.Option(help="piecewise or linear (default: setting)")
+    ] = None,
     holdout: Annotated[str, typer.Option(help="held-out unit: run, or bearing")] = "run",
     features: Annotated[
         str | None, typer.Option(help="both, relative or absolute (default: searched)")
@@ -320,10 +359,16 @@ def train(
         raise fail("--features must be both, relative or absolute")
     try:
         summary = _train_and_gate(
-            settings, table, runs_meta=runs_meta, indicator=indicator,
-            label_strategy=label_strategy, holdout=holdout, features_mode=features,
-            max_trials=max_trials, register=register,
-        )  # fmt: skip
+            settings,
+            table,
+            runs_meta=runs_meta,
+            indicator=indicator,
+            label_strategy=label_strategy,
+            holdout=holdout,
+            features_mode=features,
+            max_trials=max_trials,
+            register=register,
+        )
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -335,7 +380,9 @@ def train(
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    table: Annotated[Path, typer.Argument(help="a wearcast table folder, or a CSV/Parquet feature table")],
+    table: Annotated[
+        Path, typer.Argument(help="a wearcast table folder, or a CSV/Parquet feature table")
+    ],
     model_version: Annotated[int | None, typer.Option(help="default: the champion")] = None,
     runs_meta: Annotated[Path | None, typer.Option()] = None,
     holdout: Annotated[str, typer.Option(help="run, or bearing")] = "run",
@@ -358,7 +405,9 @@ def evaluate(
         tags = client.get_model_version(settings.model_name, str(version)).tags
         config = json.loads(tags["config"])
         data = prepare(
-            load_training_table(table, settings, runs_meta=runs_meta), settings, tags.get("label_strategy") or None
+            load_training_table(table, settings, runs_meta=runs_meta),
+            settings,
+            tags.get("label_strategy") or None,
         )
         evaluation, preds = evaluate_config(config, data, settings, holdout=holdout)
     except (OSError, ValueError, LookupError) as exc:
@@ -372,7 +421,12 @@ def evaluate(
         context={"table": str(table), "configuration": config},
     )
     if as_json:
-        print(json.dumps({"version": version, "report": str(report), **evaluation.as_dict()}, default=_json_default))
+        print(
+            json.dumps(
+                {"version": version, "report": str(report), **evaluation.as_dict()},
+                default=_json_default,
+            )
+        )
     else:
         _print_training({"metrics": evaluation.metrics(), "config": config, "report": str(report)})
 
@@ -404,9 +458,12 @@ def predict(
         table.add_column(header, justify="right" if header != "file" else "left")
     for r in results:
         table.add_row(
-            r["file"], str(r["bearing"]), f"{r['wear']:.3f}", "[red]ALARM[/red]" if r["alarm"] else "ok",
+            r["file"],
+            str(r["bearing"]),
+            f"{r['wear']:.3f}",
+            "[red]ALARM[/red]" if r["alarm"] else "ok",
             "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}",
-        )  # fmt: skip
+        )
     console.print(table)
 
 
@@ -463,14 +520,21 @@ def serve(
         raise fail(str(exc)) from None
     os.environ["WEARCAST_HOME"] = str(settings.home)  # worker processes build the same settings
     uvicorn.run(
-        "wearcast.api.main:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level="info", access_log=False,
-    )  # fmt: skip
+        "wearcast.api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @app.command("api-key")
 def api_key(
-    role: Annotated[str, typer.Argument(help="reader (predict, read) or admin (also reload, promote)")],
+    role: Annotated[
+        str, typer.Argument(help="reader (predict, read) or admin (also reload, promote)")
+    ],
 ) -> None:
     """Make a new API key: give the key to the client, the hashed entry to the server."""
     from wearcast.api.security import Role, hash_key, new_key

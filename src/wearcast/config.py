@@ -105,8 +105,9 @@ class Settings(BaseSettings):
         500, gt=0, description="files per mapped featurize task (the unit spread over workers)"
     )
     api_url: str | None = Field(
-        None, description="the API the DAG tells to reload (the admin key comes from the "
-        "Airflow connection wearcast_api)"
+        None,
+        description="the API the DAG tells to reload (the admin key comes from the "
+        "Airflow connection wearcast_api)",
     )
 
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)

@@ -67,9 +67,17 @@ __all__ = [
 
 KEY_COLUMNS = ["run", "bearing", "timestamp", "file"]
 LABEL_COLUMNS = [
-    "elapsed_h", "life_fraction", "failed", "onset", "wear_linear", "wear_piecewise", "wear",
-    "rul_h", "rul_censored_h", "health_indicator",
-]  # fmt: skip
+    "elapsed_h",
+    "life_fraction",
+    "failed",
+    "onset",
+    "wear_linear",
+    "wear_piecewise",
+    "wear",
+    "rul_h",
+    "rul_censored_h",
+    "health_indicator",
+]
 _PART = re.compile(r"part-(\d+)\.(parquet|json)$")
 
 
@@ -129,6 +137,7 @@ def _process(task: Task) -> dict:
 
 
 # --- parent side -------------------------------------------------------------------------
+
 
 def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
     """One task per file of the run: (path, key, run name, channels, channel map)."""
@@ -214,8 +223,8 @@ def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
     for path in sorted(parts_dir.glob("part-*.parquet")):
         batch = _PART.search(path.name).group(1)
         frame = pd.read_parquet(path)
-        current = frame["file"].map(lambda f: latest.get(f, {}).get("batch") == batch)
-        frames.append(frame[current.to_numpy(dtype=bool)])
+        current = [latest.get(f, {}).get("batch") == batch for f in frame["file"]]
+        frames.append(frame[np.asarray(current, dtype=bool)])
     if not frames:
         return pd.DataFrame(columns=KEY_COLUMNS)
     merged = pd.concat(frames, ignore_index=True)
@@ -325,14 +334,18 @@ def featurize(
     ``progress(done, total)`` is called as files are processed.
     """
     tasks = pending_files(data_dir, table_dir)
-    processed = featurize_files(tasks, table_dir, settings, batch_size=batch_size, progress=progress)
+    processed = featurize_files(
+        tasks, table_dir, settings, batch_size=batch_size, progress=progress
+    )
     return replace(build_table(data_dir, table_dir, settings), processed=processed)
 
 
 # --- labels ------------------------------------------------------------------------------
 
 
-def _degradation_onset(times: pd.Series, indicator: np.ndarray, settings: Settings) -> datetime | None:
+def _degradation_onset(
+    times: pd.Series, indicator: np.ndarray, settings: Settings
+) -> datetime | None:
     """First recording of the first persistent rise of the health indicator above baseline."""
     base_n = min(settings.baseline_recordings, max(len(indicator) // 4, 1))
     baseline = indicator[:base_n]
@@ -380,7 +393,9 @@ def label_table(
         frame.loc[rows.index, "rul_h"] = to_end
         linear = (elapsed / total).clip(0.0, 1.0)
         frame.loc[rows.index, "wear_linear"] = linear
-        onset = _degradation_onset(times, frame.loc[rows.index, "health_indicator"].to_numpy(), settings)
+        onset = _degradation_onset(
+            times, frame.loc[rows.index, "health_indicator"].to_numpy(), settings
+        )
         if onset is None:  # never rose: the failure came without warning on this indicator
             onset = end
         frame.loc[rows.index, "onset"] = onset

@@ -28,7 +28,14 @@ import pandas as pd  # noqa: E402
 from wearcast.alarms import alarm_states, first_alarm, rul_by_trend  # noqa: E402
 from wearcast.config import Settings  # noqa: E402
 
-__all__ = ["BearingOutcome", "Evaluation", "held_out_predictions", "evaluate_predictions", "alarm_outcomes", "write_report"]
+__all__ = [
+    "BearingOutcome",
+    "Evaluation",
+    "held_out_predictions",
+    "evaluate_predictions",
+    "alarm_outcomes",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,11 @@ class Evaluation:
         return out
 
     def as_dict(self) -> dict:
-        return {**self.metrics(), "failures": self.failures, "bearings": [asdict(b) for b in self.bearings]}
+        return {
+            **self.metrics(),
+            "failures": self.failures,
+            "bearings": [asdict(b) for b in self.bearings],
+        }
 
 
 def held_out_predictions(
@@ -104,12 +115,21 @@ def held_out_predictions(
 
 
 def alarm_outcomes(
-    series: pd.DataFrame, end: pd.Timestamp | None, failed: bool, onset, settings: Settings, *, value: str = "wear_pred", threshold: float | None = None
+    series: pd.DataFrame,
+    end: pd.Timestamp | None,
+    failed: bool,
+    onset,
+    settings: Settings,
+    *,
+    value: str = "wear_pred",
+    threshold: float | None = None,
 ) -> BearingOutcome:
     """Alarm lead time and false alarms of one bearing's time-ordered series."""
     series = series.sort_values("timestamp")
     times = series["timestamp"].reset_index(drop=True)
-    above = (series[value] > (settings.alarm_threshold if threshold is None else threshold)).to_numpy()
+    above = (
+        series[value] > (settings.alarm_threshold if threshold is None else threshold)
+    ).to_numpy()
     states = alarm_states(above, settings.alarm_k, settings.alarm_n)
     raised = np.flatnonzero(states & ~np.r_[False, states[:-1]])  # alarm events (rising edges)
     first = first_alarm(above, settings.alarm_k, settings.alarm_n)
@@ -117,7 +137,9 @@ def alarm_outcomes(
     healthy_until = onset if failed and pd.notna(onset) else (None if failed else times.iloc[-1])
     if healthy_until is None:
         healthy_until = end if end is not None else times.iloc[-1]
-    healthy_hours = max((min(healthy_until, times.iloc[-1]) - times.iloc[0]).total_seconds() / 3600, 0.0)
+    healthy_hours = max(
+        (min(healthy_until, times.iloc[-1]) - times.iloc[0]).total_seconds() / 3600, 0.0
+    )
     false = int(sum(times.iloc[i] < healthy_until for i in raised)) if failed else len(raised)
     lead = None
     if failed and first is not None and end is not None:
@@ -135,18 +157,26 @@ def alarm_outcomes(
     )
 
 
-def evaluate_predictions(preds: pd.DataFrame, settings: Settings, ends: dict[str, pd.Timestamp | None]) -> Evaluation:
+def evaluate_predictions(
+    preds: pd.DataFrame, settings: Settings, ends: dict[str, pd.Timestamp | None]
+) -> Evaluation:
     err = preds["wear_pred"] - preds["wear_true"]
     failed_rows = preds["failed"].to_numpy(dtype=bool)
     outcomes, rul_errors = [], []
-    for (run, bearing), rows in preds.groupby(["run", "bearing"], sort=True):
+    for (run, _bearing), rows in preds.groupby(["run", "bearing"], sort=True):
         rows = rows.sort_values("timestamp")
         failed = bool(rows["failed"].iloc[0])
         outcome = alarm_outcomes(rows, ends.get(run), failed, rows["onset"].iloc[0], settings)
         errors = []
         if failed and outcome.alarm_at is not None:
-            start = int(np.searchsorted(rows["timestamp"].to_numpy(), np.datetime64(pd.Timestamp(outcome.alarm_at))))
-            hours, wear, true_rul = (rows[c].to_numpy(dtype=float) for c in ("elapsed_h", "wear_pred", "rul_h"))
+            start = int(
+                np.searchsorted(
+                    rows["timestamp"].to_numpy(), np.datetime64(pd.Timestamp(outcome.alarm_at))
+                )
+            )
+            hours, wear, true_rul = (
+                rows[c].to_numpy(dtype=float) for c in ("elapsed_h", "wear_pred", "rul_h")
+            )
             m = settings.rul_trend_recordings
             for i in range(max(start, m - 1), len(rows)):
                 estimate, _ = rul_by_trend(hours[i - m + 1 : i + 1], wear[i - m + 1 : i + 1])
@@ -155,18 +185,25 @@ def evaluate_predictions(preds: pd.DataFrame, settings: Settings, ends: dict[str
         rul_errors += errors
         outcomes.append(
             BearingOutcome(
-                **{**asdict(outcome), "wear_mae": float((rows["wear_pred"] - rows["wear_true"]).abs().mean()),
-                   "rul_mae_h": float(np.mean(errors)) if errors else None}
+                **{
+                    **asdict(outcome),
+                    "wear_mae": float((rows["wear_pred"] - rows["wear_true"]).abs().mean()),
+                    "rul_mae_h": float(np.mean(errors)) if errors else None,
+                }
             )
-        )  # fmt: skip
+        )
     failures = [o for o in outcomes if o.failed]
     healthy_hours = sum(o.healthy_hours for o in outcomes)
-    leads = [o.lead_time_h for o in failures if o.lead_time_h is not None and not o.alarm_before_onset]
+    leads = [
+        o.lead_time_h for o in failures if o.lead_time_h is not None and not o.alarm_before_onset
+    ]
     return Evaluation(
         wear_mae=float(err.abs().mean()),
         wear_rmse=float(np.sqrt((err**2).mean())),
         wear_mae_failed=float(err[failed_rows].abs().mean()) if failed_rows.any() else float("nan"),
-        false_alarms_per_1000h=1000 * sum(o.false_alarms for o in outcomes) / max(healthy_hours, 1e-9),
+        false_alarms_per_1000h=1000
+        * sum(o.false_alarms for o in outcomes)
+        / max(healthy_hours, 1e-9),
         missed_failures=sum(o.lead_time_h is None for o in failures),
         failures=len(failures),
         median_lead_time_h=float(np.median(leads)) if leads else None,
@@ -175,19 +212,27 @@ def evaluate_predictions(preds: pd.DataFrame, settings: Settings, ends: dict[str
     )
 
 
-def _plot_run(preds: pd.DataFrame, run: str, evaluation: Evaluation, settings: Settings, path: Path) -> None:
+def _plot_run(
+    preds: pd.DataFrame, run: str, evaluation: Evaluation, settings: Settings, path: Path
+) -> None:
     rows = preds[preds["run"] == run]
     bearings = sorted(rows["bearing"].unique())
-    fig, axes = plt.subplots(len(bearings), 1, figsize=(10, 2.2 * len(bearings)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(bearings), 1, figsize=(10, 2.2 * len(bearings)), sharex=True, squeeze=False
+    )
     outcome = {(o.run, o.bearing): o for o in evaluation.bearings}
     for ax, bearing in zip(axes[:, 0], bearings, strict=True):
         b = rows[rows["bearing"] == bearing].sort_values("timestamp")
         ax.plot(b["elapsed_h"], b["wear_true"], color="black", lw=1, label="label")
         ax.plot(b["elapsed_h"], b["wear_pred"], color="tab:blue", lw=0.8, label="predicted")
-        ax.axhline(settings.alarm_threshold, color="tab:orange", ls=":", lw=0.8, label="alarm threshold")
+        ax.axhline(
+            settings.alarm_threshold, color="tab:orange", ls=":", lw=0.8, label="alarm threshold"
+        )
         o = outcome[(run, bearing)]
         if o.alarm_at is not None:
-            t = (pd.Timestamp(o.alarm_at) - b["timestamp"].iloc[0]).total_seconds() / 3600 + b["elapsed_h"].iloc[0]
+            t = (pd.Timestamp(o.alarm_at) - b["timestamp"].iloc[0]).total_seconds() / 3600 + b[
+                "elapsed_h"
+            ].iloc[0]
             ax.axvline(t, color="tab:red", lw=1, label="first persistent alarm")
         title = f"bearing {bearing}" + (" (failed)" if o.failed else " (did not fail)")
         if o.lead_time_h is not None:
@@ -214,6 +259,14 @@ def _plot_importances(importances: pd.Series, path: Path) -> None:
     plt.close(fig)
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def write_report(
     out_dir: Path,
     *,
@@ -233,16 +286,21 @@ def write_report(
     lines += ["", "## Held-out metrics", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in evaluation.metrics().items()]
     lines += [
-        "", f"Alarm rule: predicted wear above {settings.alarm_threshold} for {settings.alarm_k} of the last "
-        f"{settings.alarm_n} recordings.", "", "## Bearings", "",
-        "| run | bearing | failed | wear MAE | first alarm | lead time h | alarm before onset | false alarms | RUL MAE h |",
+        "",
+        f"Alarm rule: predicted wear above {settings.alarm_threshold} for {settings.alarm_k} "
+        f"of the last {settings.alarm_n} recordings.",
+        "",
+        "## Bearings",
+        "",
+        "| run | bearing | failed | wear MAE | first alarm | lead time h | alarm before onset "
+        "| false alarms | RUL MAE h |",
         "|---|---:|---|---:|---|---:|---|---:|---:|",
-    ]  # fmt: skip
+    ]
     for o in evaluation.bearings:
         lines.append(
-            f"| {o.run} | {o.bearing} | {'yes' if o.failed else 'no'} | {o.wear_mae:.3f} | {o.alarm_at or '-'} | "
-            f"{'-' if o.lead_time_h is None else f'{o.lead_time_h:.1f}'} | {'yes' if o.alarm_before_onset else 'no'} | "
-            f"{o.false_alarms} | {'-' if o.rul_mae_h is None else f'{o.rul_mae_h:.1f}'} |"
+            f"| {o.run} | {o.bearing} | {_yes(o.failed)} | {o.wear_mae:.3f} | {o.alarm_at or '-'} "
+            f"| {_num(o.lead_time_h)} | {_yes(o.alarm_before_onset)} | {o.false_alarms} "
+            f"| {_num(o.rul_mae_h)} |"
         )
     lines += ["", "## Predicted against true wear", ""]
     for run in sorted(preds["run"].unique()):
@@ -253,9 +311,17 @@ def write_report(
         _plot_importances(importances, out_dir / "importances.png")
         lines += ["", "## Feature importances", "", "![importances](importances.png)"]
     if leaderboard is not None:
-        lines += ["", "## Search leaderboard", "", "| rank | family | CV wear MAE | configuration |", "|---:|---|---:|---|"]
+        lines += [
+            "",
+            "## Search leaderboard",
+            "",
+            "| rank | family | CV wear MAE | configuration |",
+            "|---:|---|---:|---|",
+        ]
         for i, row in leaderboard.head(15).iterrows():
-            lines.append(f"| {i + 1} | {row['family']} | {row['cv_wear_mae']:.4f} | `{row['config']}` |")
+            lines.append(
+                f"| {i + 1} | {row['family']} | {row['cv_wear_mae']:.4f} | `{row['config']}` |"
+            )
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

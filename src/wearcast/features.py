@@ -33,8 +33,17 @@ from wearcast.rig import ZA_2115, BearingGeometry, DefectFrequencies
 __all__ = ["FeatureSpec", "channel_features", "recording_features", "TIME_FEATURES"]
 
 TIME_FEATURES = (
-    "rms", "mean", "std", "peak", "crest", "kurtosis", "skewness", "shape", "impulse", "clearance",
-)  # fmt: skip
+    "rms",
+    "mean",
+    "std",
+    "peak",
+    "crest",
+    "kurtosis",
+    "skewness",
+    "shape",
+    "impulse",
+    "clearance",
+)
 DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 HARMONICS = (1, 2, 3)
 _ENV_BACKGROUND_HZ = (5.0, 1000.0)

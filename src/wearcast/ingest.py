@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from wearcast.config import Settings
-from wearcast.rig import RUN_METADATA_FILE, RunInfo, bearing_channels, load_run_info, parse_timestamp
+from wearcast.rig import (
+    RUN_METADATA_FILE,
+    RunInfo,
+    bearing_channels,
+    load_run_info,
+    parse_timestamp,
+)
 
 __all__ = [
     "Recording",
@@ -182,9 +188,13 @@ def _diagnose(text: str) -> RecordingError:
             try:
                 value = float(cell)
             except ValueError:
-                return RecordingError(f"{cell.strip()[:40]!r} is not a number", line=number, column=col)
+                return RecordingError(
+                    f"{cell.strip()[:40]!r} is not a number", line=number, column=col
+                )
             if not math.isfinite(value):
-                return RecordingError(f"{cell.strip()} is not a finite number", line=number, column=col)
+                return RecordingError(
+                    f"{cell.strip()} is not a finite number", line=number, column=col
+                )
     return RecordingError("unreadable table of numbers")
 
 

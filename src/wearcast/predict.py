@@ -39,7 +39,9 @@ def score_path(
     rows, bad = [], []
     for entry in process_files(tasks, settings):
         if entry["status"] != "ingested":
-            bad.append(Quarantined(entry["file"], entry["reason"], entry.get("line"), entry.get("column")))
+            bad.append(
+                Quarantined(entry["file"], entry["reason"], entry.get("line"), entry.get("column"))
+            )
             continue
         columns = spec.columns(entry["width"])
         frame = pd.DataFrame(entry["rows"], columns=columns)
@@ -55,7 +57,9 @@ def score_path(
     columns = model_columns(table.drop(columns=["file"]))
     single = path.is_file()
     if single:
-        missing = pd.DataFrame(np.nan, index=table.index, columns=[BASELINE_PREFIX + c for c in columns])
+        missing = pd.DataFrame(
+            np.nan, index=table.index, columns=[BASELINE_PREFIX + c for c in columns]
+        )
         table = pd.concat([table, missing], axis=1)
     else:
         table = add_baselines(table, columns, settings.baseline_recordings)
@@ -83,7 +87,8 @@ def score_path(
                     "alarm": status.alarm,
                     "rul_h": status.rul_h,
                     "rul_method": status.rul_method,
-                    "baseline": "training fleet (no history)" if single
+                    "baseline": "training fleet (no history)"
+                    if single
                     else f"this bearing's first {history} recordings",
                     "model_version": version,
                 }

@@ -9,7 +9,7 @@ instead of failing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +26,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 __all__ = ["BearingContext", "PredictionLog", "PredictionRecord"]
 
@@ -105,7 +105,12 @@ class PredictionLog:
         self.engine.dispose()
 
     def history(
-        self, machine: str, bearing: int, *, before: datetime | None = None, limit: int | None = None
+        self,
+        machine: str,
+        bearing: int,
+        *,
+        before: datetime | None = None,
+        limit: int | None = None,
     ) -> list[PredictionRecord]:
         """Predictions of a bearing in recording order (the latest ``limit`` if given)."""
         query = select(_Prediction).where(
@@ -120,9 +125,17 @@ class PredictionLog:
             rows = session.scalars(query).all()
         return [
             PredictionRecord(
-                r.request_id, r.machine, r.bearing, r.recorded_at, r.features_digest, r.wear,
-                r.rul_h, r.alarm, r.model_name, r.model_version,
-            )  # fmt: skip
+                r.request_id,
+                r.machine,
+                r.bearing,
+                r.recorded_at,
+                r.features_digest,
+                r.wear,
+                r.rul_h,
+                r.alarm,
+                r.model_name,
+                r.model_version,
+            )
             for r in reversed(rows)
         ]
 
@@ -156,7 +169,9 @@ class PredictionLog:
                 if samples_for is None or (machine, bearing) in samples_for:
                     samples = session.execute(
                         select(_BaselineSample.recorded_at, _BaselineSample.features)
-                        .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
+                        .where(
+                            _BaselineSample.machine == machine, _BaselineSample.bearing == bearing
+                        )
                         .order_by(_BaselineSample.recorded_at)
                         .limit(recordings)
                     ).all()
@@ -182,7 +197,7 @@ class PredictionLog:
         records: list[PredictionRecord],
     ) -> None:
         """Store new baseline samples and predictions in one transaction."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         predictions = [{"created_at": now, **vars(r)} for r in records]
         sample_rows = [
             {"machine": m, "bearing": b, "recorded_at": t, "features": f} for m, b, t, f in samples

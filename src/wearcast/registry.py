@@ -111,7 +111,9 @@ def log_training(
 def find_version(client: MlflowClient, settings: Settings, **tags: str) -> int | None:
     """The newest registered version whose tags include all of ``tags``."""
     versions = client.search_model_versions(f"name='{settings.model_name}'")
-    matching = [int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in tags.items())]
+    matching = [
+        int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in tags.items())
+    ]
     return max(matching, default=None)
 
 
@@ -170,7 +172,10 @@ def gate(
     tags = client.get_model_version(settings.model_name, str(version)).tags
     if "gate_decision" in tags:
         return GateDecision(
-            version, tags["gate_decision"] == "promoted", tags.get("gate_reason", ""), champion_version(client, settings)
+            version,
+            tags["gate_decision"] == "promoted",
+            tags.get("gate_reason", ""),
+            champion_version(client, settings),
         )
     challenger = json.loads(tags["metrics"])
     current = champion_version(client, settings)
@@ -190,7 +195,8 @@ def gate(
         )
     if challenger["missed_failures"] > champion.missed_failures:
         problems.append(
-            f"misses {challenger['missed_failures']:.0f} failures, the champion {champion.missed_failures}"
+            f"misses {challenger['missed_failures']:.0f} failures, "
+            f"the champion {champion.missed_failures}"
         )
     if challenger["false_alarms_per_1000h"] > champion.false_alarms_per_1000h + 1e-9:
         problems.append(
@@ -202,7 +208,9 @@ def gate(
     )
     if problems:
         reason = f"kept version {current}: " + "; ".join(problems)
-        client.set_model_version_tag(settings.model_name, str(version), "gate_decision", "challenger")
+        client.set_model_version_tag(
+            settings.model_name, str(version), "gate_decision", "challenger"
+        )
         client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
         return GateDecision(version, False, reason, current)
     reason = (

@@ -68,9 +68,13 @@ def train_challenger(
     frame = load_training_table(table, settings, runs_meta=runs_meta, indicator=indicator)
     data = prepare(frame, settings, strategy)
     outcome = fit_and_evaluate(
-        data, settings, holdout=holdout, features_mode=features_mode, max_trials=max_trials,
+        data,
+        settings,
+        holdout=holdout,
+        features_mode=features_mode,
+        max_trials=max_trials,
         progress=progress,
-    )  # fmt: skip
+    )
     params = {
         "table": str(table),
         "table_digest": digest,
@@ -114,7 +118,9 @@ def train_challenger(
             report_dir=report_dir,
             params=params,
         )
-        client.set_model_version_tag(settings.model_name, str(summary["version"]), "report", str(report))
+        client.set_model_version_tag(
+            settings.model_name, str(summary["version"]), "report", str(report)
+        )
     return summary
 
 
@@ -141,7 +147,9 @@ def reload_api(url: str | None, admin_key: str | None, *, timeout: float = 120.0
     headers = {"X-API-Key": admin_key} if admin_key else {}
     response = httpx.post(f"{url.rstrip('/')}/v1/admin/reload", headers=headers, timeout=timeout)
     if response.status_code != 200:
-        raise RuntimeError(f"API reload at {url} answered {response.status_code}: {response.text[:300]}")
+        raise RuntimeError(
+            f"API reload at {url} answered {response.status_code}: {response.text[:300]}"
+        )
     return response.json()
 
 
@@ -156,7 +164,9 @@ def publish_report(settings: Settings, version: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
         (tmp / "gate.json").write_text(
-            json.dumps({k: tags.get(k) for k in ("gate_decision", "gate_reason", "metrics")}, indent=1)
+            json.dumps(
+                {k: tags.get(k) for k in ("gate_decision", "gate_reason", "metrics")}, indent=1
+            )
         )
         tmp.rename(target)
     return target / "report.md"

@@ -57,8 +57,10 @@ class BearingGeometry:
     contact_angle_deg: float
 
     def defect_frequencies(self, shaft_hz: float) -> DefectFrequencies:
-        ratio = self.roller_diameter / self.pitch_diameter * math.cos(
-            math.radians(self.contact_angle_deg)
+        ratio = (
+            self.roller_diameter
+            / self.pitch_diameter
+            * math.cos(math.radians(self.contact_angle_deg))
         )
         return DefectFrequencies(
             bpfo=self.rollers * shaft_hz / 2 * (1 - ratio),

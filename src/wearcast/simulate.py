@@ -140,7 +140,9 @@ def plan_simulation(
     plans = []
     for r in range(runs):
         run_failures = (
-            {r % bearings + 1: defect_cycle[r % len(defect_cycle)]} if failures is None else failures
+            {r % bearings + 1: defect_cycle[r % len(defect_cycle)]}
+            if failures is None
+            else failures
         )
         run_start = start + timedelta(days=40 * r)
         stamps = [run_start + timedelta(minutes=cadence_min * i) for i in range(recordings)]
@@ -352,7 +354,9 @@ def simulate(
         run_dirs.append(run_dir)
     tasks = [(r, i) for r, run in enumerate(plan.runs) for i in range(len(run.timestamps))]
     if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(plan, out_dir)) as pool:
+        with ProcessPoolExecutor(
+            workers, initializer=_init_worker, initargs=(plan, out_dir)
+        ) as pool:
             for _ in pool.map(_write_one, tasks, chunksize=8):
                 if progress:
                     progress(1)

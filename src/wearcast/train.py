@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -29,7 +28,11 @@ import optuna
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.decomposition import PCA
-from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
 from sklearn.ensemble._forest import ForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
@@ -116,14 +119,20 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
         out = x - base
         pos = self.positive_
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[:, pos] = np.log(np.clip(x[:, pos], 1e-12, None) / np.clip(base[:, pos], 1e-12, None))
+            out[:, pos] = np.log(
+                np.clip(x[:, pos], 1e-12, None) / np.clip(base[:, pos], 1e-12, None)
+            )
         if self.mode == "both":
             index = [self.features_.index(c) for c in self.absolute_]
             out = np.hstack([out, x[:, index]])
         return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        names = list(self.features_) if self.mode == "absolute" else [f"rel_{c}" for c in self.features_]
+        names = (
+            list(self.features_)
+            if self.mode == "absolute"
+            else [f"rel_{c}" for c in self.features_]
+        )
         if self.mode == "both":
             names += self.absolute_
         return np.asarray(names, dtype=object)
@@ -145,7 +154,9 @@ class ClippedRegressor(RegressorMixin, BaseEstimator):
             # A forest predicts the mean of its trees. Asking each tree directly skips the
             # per-tree dispatch of ForestRegressor.predict, which dominates for a few rows.
             rows = np.ascontiguousarray(X, dtype=np.float32)
-            wear = np.mean([tree.tree_.predict(rows)[:, 0] for tree in estimator.estimators_], axis=0)
+            wear = np.mean(
+                [tree.tree_.predict(rows)[:, 0] for tree in estimator.estimators_], axis=0
+            )
         else:
             wear = estimator.predict(X)
         return np.clip(wear, 0.0, 1.0)
@@ -188,7 +199,10 @@ def build_pipeline(config: dict, seed: int = 0) -> Pipeline:
             ("impute", SimpleImputer(strategy="median")),
             ("scale", StandardScaler()),
             ("reduce", reduce),
-            ("model", ClippedRegressor(_estimator(config["family"], config.get("params", {}), seed))),
+            (
+                "model",
+                ClippedRegressor(_estimator(config["family"], config.get("params", {}), seed)),
+            ),
         ]
     )
 
@@ -245,7 +259,9 @@ def search(
     sampler = optuna.samplers.TPESampler(seed=settings.random_state)
     study = optuna.create_study(direction="minimize", sampler=sampler)
     for family in FAMILIES:
-        study.enqueue_trial({"family": family, "pca_components": 0, "features": features_mode or "both"})
+        study.enqueue_trial(
+            {"family": family, "pca_components": 0, "features": features_mode or "both"}
+        )
     configs: dict[int, dict] = {}
 
     def objective(trial: optuna.Trial) -> float:
@@ -267,16 +283,23 @@ def search(
         objective,
         n_trials=max_trials,
         timeout=settings.search_budget_s,
-        callbacks=[lambda s, t: progress(len(s.trials), time.monotonic() - start)] if progress else None,
+        callbacks=[lambda s, t: progress(len(s.trials), time.monotonic() - start)]
+        if progress
+        else None,
     )
     done = [t for t in study.trials if t.value is not None]
     if not done:
         raise RuntimeError("the model search finished no trial within its budget")
     rows = [
-        {"trial": t.number, "cv_wear_mae": t.value, "family": configs[t.number]["family"],
-         "config": configs[t.number], "seconds": t.duration.total_seconds()}
+        {
+            "trial": t.number,
+            "cv_wear_mae": t.value,
+            "family": configs[t.number]["family"],
+            "config": configs[t.number],
+            "seconds": t.duration.total_seconds(),
+        }
         for t in done
-    ]  # fmt: skip
+    ]
     board = pd.DataFrame(rows).sort_values("cv_wear_mae").reset_index(drop=True)
     return SearchResult(
         best=board.loc[0, "config"],
@@ -300,10 +323,15 @@ class TrainingData:
         """Failure (or last known healthy) time of each run, from the labels."""
         hours = self.frame["rul_h"].fillna(self.frame["rul_censored_h"])
         ends = self.frame["timestamp"] + pd.to_timedelta(hours, unit="h")
-        return {run: (None if pd.isna(t) else t) for run, t in ends.groupby(self.frame["run"]).max().items()}
+        return {
+            run: (None if pd.isna(t) else t)
+            for run, t in ends.groupby(self.frame["run"]).max().items()
+        }
 
 
-def prepare(frame: pd.DataFrame, settings: Settings, label_strategy: str | None = None) -> TrainingData:
+def prepare(
+    frame: pd.DataFrame, settings: Settings, label_strategy: str | None = None
+) -> TrainingData:
     """Model inputs and target from a labelled table (see :func:`wearcast.dataset.label_table`)."""
     strategy = label_strategy or settings.label_strategy
     frame = frame.sort_values(["run", "bearing", "timestamp"], kind="stable").reset_index(drop=True)
@@ -362,7 +390,12 @@ def _importances(model: Pipeline, data: TrainingData, seed: int) -> pd.Series:
     if model.named_steps["reduce"] != "passthrough":
         names = np.asarray([f"pc{i + 1}" for i in range(transformed.shape[1])], dtype=object)
     result = permutation_importance(
-        estimator, transformed, ys, n_repeats=2, random_state=seed, scoring="neg_mean_absolute_error"
+        estimator,
+        transformed,
+        ys,
+        n_repeats=2,
+        random_state=seed,
+        scoring="neg_mean_absolute_error",
     )
     return pd.Series(result.importances_mean, index=names).sort_values(ascending=False)
 
@@ -381,9 +414,14 @@ def fit_and_evaluate(
     say = progress or (lambda _msg: None)
     if config is None:
         result = search(
-            data.X, data.y, data.groups, settings, features_mode=features_mode, max_trials=max_trials,
+            data.X,
+            data.y,
+            data.groups,
+            settings,
+            features_mode=features_mode,
+            max_trials=max_trials,
             progress=lambda n, s: say(f"search: {n} trials, {s:.0f} s"),
-        )  # fmt: skip
+        )
     else:
         result = SearchResult(config, float("nan"), pd.DataFrame(), 0.0, 0)
     evaluation, preds = evaluate_config(

@@ -11,7 +11,6 @@ import pytest
 import uvicorn
 
 from wearcast import registry
-from wearcast.api.main import create_app
 from wearcast.api.security import hash_key
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
@@ -20,8 +19,18 @@ from wearcast.simulate import plan_simulation, simulate
 from wearcast.train import fit_and_evaluate, prepare
 
 READER, ADMIN = "reader-key-for-tests", "admin-key-for-tests"
-CONFIG_V1 = {"family": "random_forest", "params": {"n_estimators": 40}, "pca_components": 0, "features": "both"}
-CONFIG_V2 = {"family": "extra_trees", "params": {"n_estimators": 40}, "pca_components": 0, "features": "both"}
+CONFIG_V1 = {
+    "family": "random_forest",
+    "params": {"n_estimators": 40},
+    "pca_components": 0,
+    "features": "both",
+}
+CONFIG_V2 = {
+    "family": "extra_trees",
+    "params": {"n_estimators": 40},
+    "pca_components": 0,
+    "features": "both",
+}
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +44,24 @@ def model_home(tmp_path_factory) -> tuple[Settings, Path]:
     client = registry.connect(settings)
     for config in (CONFIG_V1, CONFIG_V2):
         outcome = fit_and_evaluate(data, settings, config=config)
-        report = write_report(root / f"r-{config['family']}", title="t", evaluation=outcome.evaluation,
-                              preds=outcome.predictions, settings=settings)  # fmt: skip
+        report = write_report(
+            root / f"r-{config['family']}",
+            title="t",
+            evaluation=outcome.evaluation,
+            preds=outcome.predictions,
+            settings=settings,
+        )
         registry.log_training(
-            client, settings, model=outcome.model, config=config, evaluation=outcome.evaluation,
-            cv_mae=0.0, example=data.X.head(3), report_dir=report.parent, params={},
-        )  # fmt: skip
+            client,
+            settings,
+            model=outcome.model,
+            config=config,
+            evaluation=outcome.evaluation,
+            cv_mae=0.0,
+            example=data.X.head(3),
+            report_dir=report.parent,
+            params={},
+        )
     registry.promote(client, settings, 1, "test fixture")
     return settings, root / "data"
 
@@ -68,7 +89,9 @@ class LiveServer:
 
     def __init__(self, app):
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -33,9 +33,11 @@ def recordings(model_home) -> list[Path]:
 
 def _upload(client, path: Path, machine: str = "press-1", **params):
     return client.post(
-        "/v1/recordings", params={"machine": machine, "filename": path.name, **params},
-        content=path.read_bytes(), headers={"content-type": "text/plain"},
-    )  # fmt: skip
+        "/v1/recordings",
+        params={"machine": machine, "filename": path.name, **params},
+        content=path.read_bytes(),
+        headers={"content-type": "text/plain"},
+    )
 
 
 def test_a_raw_recording_gets_every_bearing_scored_and_logged(client, recordings):
@@ -46,38 +48,75 @@ def test_a_raw_recording_gets_every_bearing_scored_and_logged(client, recordings
     assert body["model_version"] == 1 and body["model_name"] == "wearcast-wear"
     assert [b["bearing"] for b in body["bearings"]] == [1, 2, 3, 4]
     b1 = body["bearings"][0]
-    assert 0 <= b1["wear"] <= 1 and b1["alarm_state"] in ("ok", "alarm") and b1["baseline_recordings"] == 5
+    assert (
+        0 <= b1["wear"] <= 1
+        and b1["alarm_state"] in ("ok", "alarm")
+        and b1["baseline_recordings"] == 5
+    )
     assert b1["rul_method"]
     history = client.get("/v1/bearings/press-1:1").json()
     assert len(history["predictions"]) == 5
-    assert [p["timestamp"] for p in history["predictions"]] == sorted(p["timestamp"] for p in history["predictions"])
+    assert [p["timestamp"] for p in history["predictions"]] == sorted(
+        p["timestamp"] for p in history["predictions"]
+    )
 
 
 def test_multipart_upload_takes_the_timestamp_from_the_file_name(client, recordings):
     path = recordings[0]
-    response = client.post("/v1/recordings", params={"machine": "m2"}, files={"file": (path.name, path.read_bytes())})
+    response = client.post(
+        "/v1/recordings", params={"machine": "m2"}, files={"file": (path.name, path.read_bytes())}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["timestamp"] == "2004-01-05T09:00:00"
 
 
 def test_feature_rows_and_open_inference_protocol(client, recordings):
     features = {f"f{i}": 0.0 for i in range(3)}
-    response = client.post("/v1/predict", json={"rows": [{"machine": "x", "bearing": 1, "timestamp": "2004-01-01T00:00:00", "features": features}]})
+    response = client.post(
+        "/v1/predict",
+        json={
+            "rows": [
+                {
+                    "machine": "x",
+                    "bearing": 1,
+                    "timestamp": "2004-01-01T00:00:00",
+                    "features": features,
+                }
+            ]
+        },
+    )
     assert response.status_code == 422 and "missing" in response.json()["detail"]
     meta = client.get("/v2/models/wearcast-wear").json()
     columns = meta["parameters"]["columns"]
     n = len(columns)
     half = n // 2
     row = [1.0] * n
-    rows = {"rows": [{"machine": "x", "bearing": 2, "timestamp": "2004-01-01T00:00:00",
-                      "features": dict(zip(columns[:half], row[:half])), "baseline": dict(zip(columns[:half], row[:half]))}]}  # fmt: skip
+    rows = {
+        "rows": [
+            {
+                "machine": "x",
+                "bearing": 2,
+                "timestamp": "2004-01-01T00:00:00",
+                "features": dict(zip(columns[:half], row[:half], strict=True)),
+                "baseline": dict(zip(columns[:half], row[:half], strict=True)),
+            }
+        ]
+    }
     response = client.post("/v1/predict", json=rows)
     assert response.status_code == 200, response.text
     assert response.json()[0]["bearings"][0]["bearing_id"] == "x:2"
-    infer = client.post("/v2/models/wearcast-wear/infer", json={"inputs": [{"name": "input-0", "shape": [2, n], "datatype": "FP64", "data": [row, row]}]})
+    infer = client.post(
+        "/v2/models/wearcast-wear/infer",
+        json={
+            "inputs": [{"name": "input-0", "shape": [2, n], "datatype": "FP64", "data": [row, row]}]
+        },
+    )
     assert infer.status_code == 200, infer.text
     assert infer.json()["outputs"][0]["shape"] == [2]
-    bad = client.post("/v2/models/wearcast-wear/infer", json={"inputs": [{"name": "i", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
+    bad = client.post(
+        "/v2/models/wearcast-wear/infer",
+        json={"inputs": [{"name": "i", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+    )
     assert bad.status_code == 422 and f"[rows, {n}]" in bad.json()["detail"]
     assert client.get("/v2/models/other").status_code == 404
 
@@ -85,12 +124,22 @@ def test_feature_rows_and_open_inference_protocol(client, recordings):
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        (lambda t: "\n".join("\t".join(line.split("\t")[:3]) for line in t.splitlines()), 422, "3 channels cannot be split"),
+        (
+            lambda t: "\n".join("\t".join(line.split("\t")[:3]) for line in t.splitlines()),
+            422,
+            "3 channels cannot be split",
+        ),
         (lambda t: "\n".join(t.splitlines()[:1000]), 422, "1000 rows, expected 20480"),
         (lambda t: t.replace("\n", "\nabc\t", 1), 422, "values, expected 4"),
         (lambda t: "0.1\tx\t0.2\t0.3\n" + t, 422, "line 1, column 2: 'x' is not a number"),
         (lambda t: t.replace("\n", "\nNaN\t0\t0\t0\n", 1), 422, "NaN is not a finite number"),
-        (lambda t: "\n".join("0.0\t" + "\t".join(line.split("\t")[1:]) for line in t.splitlines()), 422, "channel 1 is dead"),
+        (
+            lambda t: "\n".join(
+                "0.0\t" + "\t".join(line.split("\t")[1:]) for line in t.splitlines()
+            ),
+            422,
+            "channel 1 is dead",
+        ),
         (lambda t: t * 8, 413, "over the limit"),
         (lambda t: "", 422, "empty file"),
     ],
@@ -99,9 +148,11 @@ def test_feature_rows_and_open_inference_protocol(client, recordings):
 def test_bad_recordings_get_a_4xx_that_says_what(client, recordings, body, status, words):
     text = recordings[0].read_text()
     response = client.post(
-        "/v1/recordings", params={"machine": "m", "filename": recordings[0].name},
-        content=body(text).encode(), headers={"content-type": "text/plain"},
-    )  # fmt: skip
+        "/v1/recordings",
+        params={"machine": "m", "filename": recordings[0].name},
+        content=body(text).encode(),
+        headers={"content-type": "text/plain"},
+    )
     assert response.status_code == status, response.text
     assert words in str(response.json()["detail"])
     assert "Traceback" not in response.text
@@ -114,9 +165,14 @@ def test_unknown_and_malformed_bearings(client):
 
 
 def test_malformed_json_and_infinite_numbers_are_4xx(client):
-    response = client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
-    row = b'{"rows": [{"machine": "m", "bearing": 1, "timestamp": "2004-01-01T00:00:00", "features": {"rms": 1e999}}]}'
+    row = (
+        b'{"rows": [{"machine": "m", "bearing": 1, "timestamp": "2004-01-01T00:00:00", '
+        b'"features": {"rms": 1e999}}]}'
+    )
     response = client.post("/v1/predict", content=row, headers={"content-type": "application/json"})
     assert response.status_code == 422 and "finite" in str(response.json()["detail"])
 
@@ -164,8 +220,15 @@ def test_champion_swap_under_load_loses_no_request(model_home, tmp_path, recordi
             k = 0
             while not stop.is_set():
                 k += 1
-                r = http.post("/v1/recordings", params={"machine": f"load{i}", "timestamp": f"2004-01-01T00:{k // 60 % 60:02d}:{k % 60:02d}"},
-                              content=payload, headers={"content-type": "text/plain"})  # fmt: skip
+                r = http.post(
+                    "/v1/recordings",
+                    params={
+                        "machine": f"load{i}",
+                        "timestamp": f"2004-01-01T00:{k // 60 % 60:02d}:{k % 60:02d}",
+                    },
+                    content=payload,
+                    headers={"content-type": "text/plain"},
+                )
                 if r.status_code != 200:
                     failures.append(f"{r.status_code}: {r.text[:200]}")
                 else:
@@ -179,7 +242,9 @@ def test_champion_swap_under_load_loses_no_request(model_home, tmp_path, recordi
             while min(len(s) for s in seen) < 5:
                 threading.Event().wait(0.05)
             registry.promote(client, settings, 2, "swap test")
-            swap = httpx.post(f"{server.url}/v1/admin/reload", headers={"X-API-Key": ADMIN}, timeout=60)
+            swap = httpx.post(
+                f"{server.url}/v1/admin/reload", headers={"X-API-Key": ADMIN}, timeout=60
+            )
             assert swap.status_code == 200 and swap.json()["version"] == 2
             count = [len(s) for s in seen]
             while any(len(s) < c + 5 for s, c in zip(seen, count, strict=True)):
@@ -217,5 +282,17 @@ def test_not_ready_without_a_model(tmp_path):
     with TestClient(create_app(settings)) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 503
-        response = c.post("/v1/predict", json={"rows": [{"machine": "a", "bearing": 1, "timestamp": "2004-01-01T00:00:00", "features": {}}]})
+        response = c.post(
+            "/v1/predict",
+            json={
+                "rows": [
+                    {
+                        "machine": "a",
+                        "bearing": 1,
+                        "timestamp": "2004-01-01T00:00:00",
+                        "features": {},
+                    }
+                ]
+            },
+        )
         assert response.status_code == 503 and "no model" in response.json()["detail"]

@@ -26,11 +26,17 @@ def test_no_operation_answers_a_server_error(model_home, tmp_path):
                 continue  # changes the shared registry; the admin tests cover it
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=30,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def no_5xx(case) -> None:
                 response = case.call(headers={"X-API-Key": ADMIN})
                 assert response.status_code < 500, (
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                    f"{response.text[:300]}"
                 )
 
             no_5xx()

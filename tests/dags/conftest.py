@@ -18,7 +18,9 @@ pytestmark = pytest.mark.airflow
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory) -> Path:
     if shutil.which("airflow", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("Apache Airflow is not installed here (`make test` runs these in .venv-airflow)")
+        pytest.skip(
+            "Apache Airflow is not installed here (`make test` runs these in .venv-airflow)"
+        )
     home = tmp_path_factory.mktemp("airflow")
     os.environ.update(
         AIRFLOW_HOME=str(home),
@@ -28,8 +30,10 @@ def airflow_home(tmp_path_factory) -> Path:
     )
     subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        check=True, capture_output=True, env=os.environ,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        env=os.environ,
+    )
     return home
 
 

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -46,7 +45,10 @@ def world(airflow_home, tmp_path_factory, request):
     }
     os.environ.update(env)
     settings = Settings()
-    simulate(plan_simulation(settings, runs=2, recordings=60, faults_per_run=1, seed=12), settings.watched_data_dir)
+    simulate(
+        plan_simulation(settings, runs=2, recordings=60, faults_per_run=1, seed=12),
+        settings.watched_data_dir,
+    )
     server = None
     api_python = os.environ.get("WEARCAST_API_PYTHON")
     if api_python:
@@ -55,13 +57,18 @@ def world(airflow_home, tmp_path_factory, request):
             {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "password": ADMIN_KEY}
         )
         server_env = {
-            **os.environ, "WEARCAST_RELOAD_INTERVAL_S": "0",
-            "WEARCAST_API_KEYS": json.dumps([f"admin:{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"]),
-        }  # fmt: skip
+            **os.environ,
+            "WEARCAST_RELOAD_INTERVAL_S": "0",
+            "WEARCAST_API_KEYS": json.dumps(
+                [f"admin:{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"]
+            ),
+        }
         server = subprocess.Popen(
-            [api_python, "-m", "wearcast", "serve", "--port", str(port)], env=server_env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [api_python, "-m", "wearcast", "serve", "--port", str(port)],
+            env=server_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(200):
             try:
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -88,7 +95,9 @@ def _run_dag(prepare=None):
 
 
 def _mapped(tis: dict, task_id: str) -> list:
-    return sorted((ti for (t, m), ti in tis.items() if t == task_id and m >= 0), key=lambda ti: ti.map_index)
+    return sorted(
+        (ti for (t, m), ti in tis.items() if t == task_id and m >= 0), key=lambda ti: ti.map_index
+    )
 
 
 def test_dag_integrity(airflow_home):
@@ -98,9 +107,14 @@ def test_dag_integrity(airflow_home):
     assert bag.import_errors == {}
     dag = bag.get_dag("wearcast_retrain")
     assert set(dag.task_ids) == {
-        "find_new_recordings", "featurize_batch", "merge_table", "train_challenger", "gate",
-        "reload_api", "publish_report",
-    }  # fmt: skip
+        "find_new_recordings",
+        "featurize_batch",
+        "merge_table",
+        "train_challenger",
+        "gate",
+        "reload_api",
+        "publish_report",
+    }
     for t in dag.tasks:
         assert t.retries >= 1 and t.retry_exponential_backoff, t.task_id
     assert dag.schedule == Settings().retrain_schedule
@@ -118,7 +132,10 @@ def test_two_runs_then_a_forced_failure(world, monkeypatch):
     assert run.state == "success"
     batches = _mapped(tis, "featurize_batch")
     assert len(batches) == 3 and all(ti.state == "success" for ti in batches)
-    assert sum(ti.xcom_pull(task_ids="featurize_batch", map_indexes=ti.map_index) for ti in batches) == 120
+    assert (
+        sum(ti.xcom_pull(task_ids="featurize_batch", map_indexes=ti.map_index) for ti in batches)
+        == 120
+    )
     table = read_table(settings.tables_dir / "default")
     assert len(table) == (120 - 2) * 4  # two faulty recordings quarantined
     assert registry.champion_version(client, settings) == 1
@@ -128,11 +145,17 @@ def test_two_runs_then_a_forced_failure(world, monkeypatch):
         assert httpx.get(f"{api}/readyz").json()["version"] == 1
 
     # New recordings arrive: only those are featurized, a challenger is trained and gated.
-    simulate(plan_simulation(settings, runs=1, recordings=40, seed=13, run_prefix="late"), settings.watched_data_dir)
+    simulate(
+        plan_simulation(settings, runs=1, recordings=40, seed=13, run_prefix="late"),
+        settings.watched_data_dir,
+    )
     run, tis = _run_dag()
     assert run.state == "success"
     batches = _mapped(tis, "featurize_batch")
-    assert sum(ti.xcom_pull(task_ids="featurize_batch", map_indexes=ti.map_index) for ti in batches) == 40
+    assert (
+        sum(ti.xcom_pull(task_ids="featurize_batch", map_indexes=ti.map_index) for ti in batches)
+        == 40
+    )
     assert len(read_table(settings.tables_dir / "default")) == (160 - 2) * 4
     v2 = client.get_model_version(settings.model_name, "2")
     decision = v2.tags["gate_decision"]
@@ -149,12 +172,17 @@ def test_two_runs_then_a_forced_failure(world, monkeypatch):
     assert registry.champion_version(client, settings) == champion
 
     # More data, but training fails: the champion stays.
-    simulate(plan_simulation(settings, runs=1, recordings=20, seed=14, run_prefix="later"), settings.watched_data_dir)
+    simulate(
+        plan_simulation(settings, runs=1, recordings=20, seed=14, run_prefix="later"),
+        settings.watched_data_dir,
+    )
 
     def out_of_memory(*_args, **_kwargs):
         raise MemoryError("training ran out of memory (forced by the test)")
 
-    monkeypatch.setattr("wearcast.retrain.train_challenger", out_of_memory)  # dag.test runs in-process
+    monkeypatch.setattr(
+        "wearcast.retrain.train_challenger", out_of_memory
+    )  # dag.test runs in-process
 
     def no_retries(dag):
         for t in dag.tasks:

@@ -15,8 +15,15 @@ from wearcast.config import Settings
 from wearcast.prediction_log import PredictionLog
 
 __all__ = [
-    "SettingsDep", "StoreDep", "ModelDep", "ScorerDep", "LogDep", "MetricsDep", "ReaderDep", "AdminDep",
-]  # fmt: skip
+    "SettingsDep",
+    "StoreDep",
+    "ModelDep",
+    "ScorerDep",
+    "LogDep",
+    "MetricsDep",
+    "ReaderDep",
+    "AdminDep",
+]
 
 _api_key = APIKeyHeader(name=HEADER, auto_error=False, description="an API key (reader or admin)")
 
@@ -32,7 +39,9 @@ def _store(request: Request) -> ModelStore:
 def _model(request: Request) -> LoadedModel:
     model = request.app.state.store.current
     if model is None:
-        raise HTTPException(503, detail="no model loaded yet: train and promote one (wearcast train)")
+        raise HTTPException(
+            503, detail="no model loaded yet: train and promote one (wearcast train)"
+        )
     return model
 
 
@@ -44,11 +53,14 @@ def _require(role: Role):
         found = keys.role_of(key)
         if found is None:
             raise HTTPException(
-                401, detail=f"missing or unknown API key (send it in the {HEADER} header)",
+                401,
+                detail=f"missing or unknown API key (send it in the {HEADER} header)",
                 headers={"WWW-Authenticate": "APIKey"},
-            )  # fmt: skip
+            )
         if found < role:
-            raise HTTPException(403, detail=f"this needs the {role.name} role; the key has {found.name}")
+            raise HTTPException(
+                403, detail=f"this needs the {role.name} role; the key has {found.name}"
+            )
         return found
 
     return check

@@ -119,6 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 _KINDS = {
-    400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found",
-    409: "conflict", 413: "payload too large", 422: "invalid request", 503: "unavailable",
-}  # fmt: skip
+    400: "bad request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not found",
+    409: "conflict",
+    413: "payload too large",
+    422: "invalid request",
+    503: "unavailable",
+}

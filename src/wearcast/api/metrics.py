@@ -14,7 +14,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "wearcast_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry
+            "wearcast_requests_total",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "wearcast_request_seconds",
@@ -24,9 +27,14 @@ class Metrics:
             registry=self.registry,
         )
         self.predictions = Counter(
-            "wearcast_predictions_total", "bearing predictions", ["alarm_state"], registry=self.registry
+            "wearcast_predictions_total",
+            "bearing predictions",
+            ["alarm_state"],
+            registry=self.registry,
         )
-        self.model_version = Gauge("wearcast_model_version", "served model version", registry=self.registry)
+        self.model_version = Gauge(
+            "wearcast_model_version", "served model version", registry=self.registry
+        )
         self.reloads = Counter(
             "wearcast_model_reloads_total", "model swaps", ["outcome"], registry=self.registry
         )

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ class LoadedModel:
     name: str
     version: int
     metrics: dict[str, float]
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def features(self) -> list[str]:
@@ -100,4 +100,7 @@ class ModelStore:
             try:
                 await asyncio.to_thread(self.reload)
             except Exception:  # noqa: BLE001 - a bad new version must not stop the server
-                log.exception("reload failed; still serving version %s", getattr(self.current, "version", None))
+                log.exception(
+                    "reload failed; still serving version %s",
+                    getattr(self.current, "version", None),
+                )

@@ -63,21 +63,32 @@ class Scorer:
         if len(self._baselines) > _BASELINE_CACHE:
             self._baselines.popitem(last=False)
 
-    def recording_inputs(self, data: np.ndarray, machine: str, timestamp: datetime) -> list[BearingInput]:
+    def recording_inputs(
+        self, data: np.ndarray, machine: str, timestamp: datetime
+    ) -> list[BearingInput]:
         """Per-bearing features of one validated recording."""
         channel_map = bearing_channels(data.shape[1], self.settings.bearings_per_machine)
         columns, rows = recording_features(data, channel_map, self.spec)
         width = len(self.spec.names)  # the bearing-level features come first
         return [
-            BearingInput(machine, bearing, timestamp, dict(zip(columns[:width], row[:width].tolist(), strict=True)))
+            BearingInput(
+                machine,
+                bearing,
+                timestamp,
+                dict(zip(columns[:width], row[:width].tolist(), strict=True)),
+            )
             for bearing, row in zip(channel_map, rows, strict=True)
         ]
 
-    def score(self, inputs: list[BearingInput], model: LoadedModel) -> tuple[str, list[BearingPrediction]]:
+    def score(
+        self, inputs: list[BearingInput], model: LoadedModel
+    ) -> tuple[str, list[BearingPrediction]]:
         needed = model.features
         missing = sorted({f for i in inputs for f in needed if f not in i.features})
         if missing:
-            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            shown = ", ".join(missing[:10]) + (
+                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            )
             raise UnknownFeatures(f"the model needs features that are missing: {shown}")
         settings = self.settings
         k = settings.baseline_recordings
@@ -85,9 +96,12 @@ class Scorer:
         keys = sorted({(i.machine, i.bearing) for i in inputs})
         cached = {key: self._baselines[key] for key in keys if key in self._baselines}
         contexts = self.log.contexts(
-            keys, k, window, before=min(i.timestamp for i in inputs),
+            keys,
+            k,
+            window,
+            before=min(i.timestamp for i in inputs),
             samples_for={key for key in keys if key not in cached},
-        )  # fmt: skip
+        )
         values = np.array([[item.features[f] for f in needed] for item in inputs], dtype=np.float64)
         order = sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp)
         baselines = np.full_like(values, np.nan)
@@ -116,7 +130,9 @@ class Scorer:
             counts[j] = len(ctx.samples)
             if counts[j] == k:
                 cached[key] = _clean(dict(zip(needed, baselines[j].tolist(), strict=True)))
-        X = pd.DataFrame(np.hstack([values, baselines]), columns=needed + [BASELINE_PREFIX + f for f in needed])
+        X = pd.DataFrame(
+            np.hstack([values, baselines]), columns=needed + [BASELINE_PREFIX + f for f in needed]
+        )
         wear = model.predict(X)
         request_id = uuid.uuid4().hex
         records: list[PredictionRecord | None] = [None] * len(inputs)
@@ -128,14 +144,26 @@ class Scorer:
             recent = ctx.recent[-(window + 1) :]
             hours = np.array([(t - recent[0][0]).total_seconds() / 3600 for t, _ in recent])
             status = bearing_status(
-                hours, np.array([w for _, w in recent]), threshold=settings.alarm_threshold,
-                k=settings.alarm_k, n=settings.alarm_n, recent=settings.rul_trend_recordings,
-            )  # fmt: skip
+                hours,
+                np.array([w for _, w in recent]),
+                threshold=settings.alarm_threshold,
+                k=settings.alarm_k,
+                n=settings.alarm_n,
+                recent=settings.rul_trend_recordings,
+            )
             digest = hashlib.blake2b(values[j].tobytes(), digest_size=16).hexdigest()
             records[j] = PredictionRecord(
-                request_id, item.machine, item.bearing, item.timestamp, digest, float(wear[j]),
-                status.rul_h, status.alarm, model.name, model.version,
-            )  # fmt: skip
+                request_id,
+                item.machine,
+                item.bearing,
+                item.timestamp,
+                digest,
+                float(wear[j]),
+                status.rul_h,
+                status.alarm,
+                model.name,
+                model.version,
+            )
             answers[j] = BearingPrediction(
                 bearing=item.bearing,
                 bearing_id=f"{item.machine}:{item.bearing}",

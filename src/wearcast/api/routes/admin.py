@@ -19,12 +19,21 @@ async def _reload(store, metrics) -> ReloadResponse:
         changed, detail = await run_in_threadpool(store.reload)
     except Exception as exc:  # noqa: BLE001 - the old model keeps serving; say why
         metrics.reloads.labels("failed").inc()
-        raise HTTPException(409, detail=f"reload failed, still serving the previous model: {exc}") from None
+        raise HTTPException(
+            409, detail=f"reload failed, still serving the previous model: {exc}"
+        ) from None
     metrics.reloads.labels("swapped" if changed else "unchanged").inc()
-    return ReloadResponse(changed=changed, version=store.current.version if store.current else None, detail=detail)
+    return ReloadResponse(
+        changed=changed, version=store.current.version if store.current else None, detail=detail
+    )
 
 
-@router.post("/reload", summary="serve the current champion", response_model=ReloadResponse, responses=_ERRORS)
+@router.post(
+    "/reload",
+    summary="serve the current champion",
+    response_model=ReloadResponse,
+    responses=_ERRORS,
+)
 async def reload(store: StoreDep, metrics: MetricsDep, _role: AdminDep) -> ReloadResponse:
     return await _reload(store, metrics)
 
@@ -35,12 +44,18 @@ async def reload(store: StoreDep, metrics: MetricsDep, _role: AdminDep) -> Reloa
     response_model=ReloadResponse,
     responses={**_ERRORS, 404: {"description": "no such version"}},
 )
-async def promote(version: int, store: StoreDep, settings: SettingsDep, metrics: MetricsDep, _role: AdminDep) -> ReloadResponse:
+async def promote(
+    version: int, store: StoreDep, settings: SettingsDep, metrics: MetricsDep, _role: AdminDep
+) -> ReloadResponse:
     def work() -> None:
-        registry.promote(registry.connect(settings), settings, version, "promoted through the API by an admin")
+        registry.promote(
+            registry.connect(settings), settings, version, "promoted through the API by an admin"
+        )
 
     try:
         await run_in_threadpool(work)
     except MlflowException:
-        raise HTTPException(404, detail=f"model {settings.model_name!r} has no version {version}") from None
+        raise HTTPException(
+            404, detail=f"model {settings.model_name!r} has no version {version}"
+        ) from None
     return await _reload(store, metrics)

@@ -15,7 +15,12 @@ from wearcast.api.schemas import ModelInfo, ModelsResponse
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models", summary="served model and registry versions", response_model=ModelsResponse, responses=_ERRORS)
+@router.get(
+    "/models",
+    summary="served model and registry versions",
+    response_model=ModelsResponse,
+    responses=_ERRORS,
+)
 async def list_models(store: StoreDep, settings: SettingsDep, _role: ReaderDep) -> ModelsResponse:
     def versions() -> list[ModelInfo]:
         client = registry.connect(settings)
@@ -28,9 +33,11 @@ async def list_models(store: StoreDep, settings: SettingsDep, _role: ReaderDep) 
         return sorted(
             (
                 ModelInfo(
-                    name=v.name, version=int(v.version), aliases=aliases.get(int(v.version), []),
+                    name=v.name,
+                    version=int(v.version),
+                    aliases=aliases.get(int(v.version), []),
                     metrics=json.loads(v.tags.get("metrics", "{}")),
-                )  # fmt: skip
+                )
                 for v in found
             ),
             key=lambda m: m.version,
@@ -39,7 +46,12 @@ async def list_models(store: StoreDep, settings: SettingsDep, _role: ReaderDep) 
     current = store.current
     loaded = None
     if current is not None:
-        loaded = ModelInfo(name=current.name, version=current.version, metrics=current.metrics, loaded_at=current.loaded_at)
+        loaded = ModelInfo(
+            name=current.name,
+            version=current.version,
+            metrics=current.metrics,
+            loaded_at=current.loaded_at,
+        )
     all_versions = await run_in_threadpool(versions)
     if loaded is not None:
         loaded.aliases = next((v.aliases for v in all_versions if v.version == loaded.version), [])

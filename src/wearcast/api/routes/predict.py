@@ -22,7 +22,11 @@ router = APIRouter(prefix="/v1", tags=["predictions"])
     responses=_ERRORS,
 )
 def predict_rows(
-    body: FeatureRowsRequest, model: ModelDep, scorer: ScorerDep, metrics: MetricsDep, _role: ReaderDep
+    body: FeatureRowsRequest,
+    model: ModelDep,
+    scorer: ScorerDep,
+    metrics: MetricsDep,
+    _role: ReaderDep,
 ) -> list[PredictionResponse]:
     groups: dict[tuple, list[BearingInput]] = {}
     for row in body.rows:
@@ -37,8 +41,12 @@ def predict_rows(
             metrics.predictions.labels(b.alarm_state).inc()
         answers.append(
             PredictionResponse(
-                request_id=request_id, machine=machine, timestamp=stamp,
-                model_name=model.name, model_version=model.version, bearings=bearings,
-            )  # fmt: skip
+                request_id=request_id,
+                machine=machine,
+                timestamp=stamp,
+                model_name=model.name,
+                model_version=model.version,
+                bearings=bearings,
+            )
         )
     return answers

@@ -27,7 +27,10 @@ _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "text/plain": {"schema": {"type": "string"}, "example": "0.012\t-0.031\t0.004\t0.020\n..."},
+            "text/plain": {
+                "schema": {"type": "string"},
+                "example": "0.012\t-0.031\t0.004\t0.020\n...",
+            },
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -91,13 +94,17 @@ async def post_recording(
     _role: ReaderDep,
     machine: Annotated[str, Query(min_length=1, max_length=200, description="machine or run id")],
     timestamp: Annotated[str | None, Query(description="ISO 8601 or YYYY.MM.DD.hh.mm.ss")] = None,
-    filename: Annotated[str | None, Query(description="IMS file name, read as the timestamp")] = None,
+    filename: Annotated[
+        str | None, Query(description="IMS file name, read as the timestamp")
+    ] = None,
 ) -> PredictionResponse:
     limit = settings.max_upload_bytes
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise HTTPException(413, detail=f"body of {declared} bytes is over the limit of {limit}")
+            raise HTTPException(
+                413, detail=f"body of {declared} bytes is over the limit of {limit}"
+            )
         form = await request.form(max_files=1, max_fields=5, max_part_size=limit)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -123,8 +130,12 @@ async def post_recording(
         for b in bearings:
             metrics.predictions.labels(b.alarm_state).inc()
         return PredictionResponse(
-            request_id=request_id, machine=machine, timestamp=when,
-            model_name=model.name, model_version=model.version, bearings=bearings,
-        )  # fmt: skip
+            request_id=request_id,
+            machine=machine,
+            timestamp=when,
+            model_name=model.name,
+            model_version=model.version,
+            bearings=bearings,
+        )
 
     return await run_in_threadpool(work)

@@ -44,7 +44,9 @@ def ready(store: StoreDep, response: Response) -> dict:
 
 def _check_name(name: str, model) -> None:
     if name != model.name:
-        raise HTTPException(404, detail=f"unknown model {name!r}; this server serves {model.name!r}")
+        raise HTTPException(
+            404, detail=f"unknown model {name!r}; this server serves {model.name!r}"
+        )
 
 
 @router.get("/models/{name}", responses=_ERRORS | {404: {"description": "unknown model"}})
@@ -54,7 +56,9 @@ def metadata(name: str, model: ModelDep, _role: ReaderDep) -> dict:
         "name": model.name,
         "versions": [str(model.version)],
         "platform": "scikit-learn",
-        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, len(model.input_columns)]}],
+        "inputs": [
+            {"name": "input-0", "datatype": "FP64", "shape": [-1, len(model.input_columns)]}
+        ],
         "outputs": [{"name": "wear", "datatype": "FP64", "shape": [-1]}],
         "parameters": {"columns": model.input_columns},
     }
@@ -79,7 +83,9 @@ def infer(name: str, body: InferRequest, model: ModelDep, _role: ReaderDep) -> d
     try:
         values = np.asarray(tensor.data, dtype=np.float64).reshape(rows, len(columns))
     except (ValueError, TypeError):
-        raise HTTPException(422, detail=f"data does not hold {rows} x {len(columns)} numbers") from None
+        raise HTTPException(
+            422, detail=f"data does not hold {rows} x {len(columns)} numbers"
+        ) from None
     if not np.isfinite(values).all():
         raise HTTPException(422, detail="data holds NaN or infinite values")
     wear = model.predict(pd.DataFrame(values, columns=columns))
