@@ -32,9 +32,9 @@ import numpy as np
 from wearcast import registry
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
-from wearcast.evaluate import write_report
+from wearcast.retrain import train_challenger
 from wearcast.simulate import plan_simulation, simulate
-from wearcast.train import fit_and_evaluate, prepare
+from wearcast.train import prepare
 
 
 def train_model(settings: Settings, work: Path, family: str) -> tuple[list[str], np.ndarray, Path]:
@@ -46,26 +46,8 @@ def train_model(settings: Settings, work: Path, family: str) -> tuple[list[str],
     featurize(work / "data", work / "table", settings)
     data = prepare(read_table(work / "table"), settings)
     config = {"family": family, "pca_components": 0, "features": "both"}
-    outcome = fit_and_evaluate(data, settings, config=config)
-    report = write_report(
-        work / "report",
-        title="bench",
-        evaluation=outcome.evaluation,
-        preds=outcome.predictions,
-        settings=settings,
-    )
+    version = train_challenger(settings, work / "table", config=config)["version"]
     client = registry.connect(settings)
-    version = registry.log_training(
-        client,
-        settings,
-        model=outcome.model,
-        config=config,
-        evaluation=outcome.evaluation,
-        cv_mae=0.0,
-        example=data.X.head(3),
-        report_dir=report.parent,
-        params={},
-    )
     registry.promote(client, settings, version, "benchmark")
     columns = list(data.X.columns)
     return (

@@ -13,9 +13,9 @@ from wearcast import registry
 from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
-from wearcast.evaluate import write_report
+from wearcast.retrain import gate_challenger, train_challenger
 from wearcast.simulate import plan_simulation, simulate
-from wearcast.train import evaluate_config, fit_and_evaluate, prepare
+from wearcast.train import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -38,41 +38,19 @@ def world(tmp_path_factory):
     return settings, data, root
 
 
-def _register(settings, data, config, root):
-    outcome = fit_and_evaluate(data, settings, config=config)
-    report = write_report(
-        root / "report",
-        title="t",
-        evaluation=outcome.evaluation,
-        preds=outcome.predictions,
-        settings=settings,
-    )
-    client = registry.connect(settings)
-    version = registry.log_training(
-        client,
-        settings,
-        model=outcome.model,
-        config=config,
-        evaluation=outcome.evaluation,
-        cv_mae=0.0,
-        example=data.X.head(3),
-        report_dir=report.parent,
-        params={"label_strategy": "piecewise"},
-    )
-    decision = registry.gate(
-        client, settings, version, lambda c: evaluate_config(c, data, settings)[0]
-    )
-    return outcome, version, decision
+def _register(settings, config, root):
+    version = train_challenger(settings, root / "table", config=config)["version"]
+    return version, gate_challenger(settings, root / "table", version)
 
 
 def test_gate_promotes_only_better_models_and_rollback_restores(world):
     settings, data, root = world
     client = registry.connect(settings)
-    _, v1, d1 = _register(settings, data, BAD, root)
+    v1, d1 = _register(settings, BAD, root)
     assert d1.promoted and "first model" in d1.reason
-    good, v2, d2 = _register(settings, data, GOOD, root)
+    v2, d2 = _register(settings, GOOD, root)
     assert d2.promoted and registry.champion_version(client, settings) == v2
-    _, v3, d3 = _register(settings, data, BAD, root)
+    v3, d3 = _register(settings, BAD, root)
     assert not d3.promoted and "does not beat" in d3.reason
     assert (
         client.get_model_version(settings.model_name, str(v3)).tags["gate_decision"] == "challenger"
@@ -80,7 +58,8 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
     assert registry.champion_version(client, settings) == v2
     # models:/<name>@champion is the promoted model.
     loaded = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
-    assert np.allclose(loaded.predict(data.X.head(50)), good.model.predict(data.X.head(50)))
+    good = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{v2}")
+    assert np.allclose(loaded.predict(data.X.head(50)), good.predict(data.X.head(50)))
     assert registry.rollback(client, settings) == v1
     assert registry.champion_version(client, settings) == v1
     with pytest.raises(ValueError, match="no previous champion"):

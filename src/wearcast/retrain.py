@@ -46,11 +46,13 @@ def train_challenger(
     holdout: str = "run",
     features_mode: str | None = None,
     max_trials: int | None = None,
+    config: dict | None = None,
     register: bool = True,
     reuse: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Search, evaluate held out, write the report, and register the model (not promoted).
+    """Search (or take ``config``), evaluate held out, write the report, and register the model
+    (not promoted).
 
     ``reuse``: if a version was already trained on this very table (content hash, label
     strategy, held-out unit), return it instead of training again.
@@ -73,6 +75,7 @@ def train_challenger(
         holdout=holdout,
         features_mode=features_mode,
         max_trials=max_trials,
+        config=config,
         progress=progress,
     )
     params = {

@@ -13,10 +13,9 @@ import uvicorn
 from wearcast import registry
 from wearcast.api.security import hash_key
 from wearcast.config import Settings
-from wearcast.dataset import featurize, read_table
-from wearcast.evaluate import write_report
+from wearcast.dataset import featurize
+from wearcast.retrain import train_challenger
 from wearcast.simulate import plan_simulation, simulate
-from wearcast.train import fit_and_evaluate, prepare
 
 READER, ADMIN = "reader-key-for-tests", "admin-key-for-tests"
 CONFIG_V1 = {
@@ -40,28 +39,9 @@ def model_home(tmp_path_factory) -> tuple[Settings, Path]:
     settings = Settings(home=root / "home", workers=2)
     simulate(plan_simulation(settings, runs=2, recordings=60, seed=6), root / "data", workers=2)
     featurize(root / "data", root / "table", settings)
-    data = prepare(read_table(root / "table"), settings)
-    client = registry.connect(settings)
     for config in (CONFIG_V1, CONFIG_V2):
-        outcome = fit_and_evaluate(data, settings, config=config)
-        report = write_report(
-            root / f"r-{config['family']}",
-            title="t",
-            evaluation=outcome.evaluation,
-            preds=outcome.predictions,
-            settings=settings,
-        )
-        registry.log_training(
-            client,
-            settings,
-            model=outcome.model,
-            config=config,
-            evaluation=outcome.evaluation,
-            cv_mae=0.0,
-            example=data.X.head(3),
-            report_dir=report.parent,
-            params={},
-        )
+        train_challenger(settings, root / "table", config=config)
+    client = registry.connect(settings)
     registry.promote(client, settings, 1, "test fixture")
     return settings, root / "data"
 

@@ -39,6 +39,10 @@ class Metrics:
             "wearcast_model_reloads_total", "model swaps", ["outcome"], registry=self.registry
         )
 
+    def count(self, predictions) -> None:
+        for p in predictions:
+            self.predictions.labels(p.alarm_state).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -20,14 +20,14 @@ import pandas as pd
 
 from wearcast.alarms import bearing_status
 from wearcast.api.model_store import LoadedModel
-from wearcast.api.schemas import BearingPrediction
+from wearcast.api.schemas import BearingPrediction, PredictionResponse
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.prediction_log import PredictionLog, PredictionRecord
 from wearcast.rig import bearing_channels
 from wearcast.train import BASELINE_PREFIX
 
-__all__ = ["BearingInput", "Scorer", "UnknownFeatures"]
+__all__ = ["BearingInput", "Scorer", "UnknownFeatures", "responses"]
 
 
 _BASELINE_CACHE = 100_000  # bearings
@@ -178,6 +178,29 @@ class Scorer:
         for key, baseline in cached.items():  # only once stored: a failed commit caches nothing
             self._remember(key, baseline)
         return request_id, answers
+
+
+def responses(
+    request_id: str,
+    inputs: list[BearingInput],
+    answers: list[BearingPrediction],
+    model: LoadedModel,
+) -> list[PredictionResponse]:
+    """One response per (machine, time) of the inputs, in their order."""
+    grouped: dict[tuple[str, datetime], list[BearingPrediction]] = {}
+    for item, answer in zip(inputs, answers, strict=True):
+        grouped.setdefault((item.machine, item.timestamp), []).append(answer)
+    return [
+        PredictionResponse(
+            request_id=request_id,
+            machine=machine,
+            timestamp=stamp,
+            model_name=model.name,
+            model_version=model.version,
+            bearings=bearings,
+        )
+        for (machine, stamp), bearings in grouped.items()
+    ]
 
 
 def _median(samples: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep, SettingsDep
 from wearcast.api.schemas import ErrorResponse, PredictionResponse
+from wearcast.api.service import responses
 from wearcast.ingest import RecordingError, parse_recording, validate_signal
 from wearcast.rig import parse_timestamp
 
@@ -126,16 +127,8 @@ async def post_recording(
                 "bearings (expected one or two channels per bearing)"
             )
         inputs = scorer.recording_inputs(data, machine, when)
-        request_id, bearings = scorer.score(inputs, model)
-        for b in bearings:
-            metrics.predictions.labels(b.alarm_state).inc()
-        return PredictionResponse(
-            request_id=request_id,
-            machine=machine,
-            timestamp=when,
-            model_name=model.name,
-            model_version=model.version,
-            bearings=bearings,
-        )
+        request_id, answers = scorer.score(inputs, model)
+        metrics.count(answers)
+        return responses(request_id, inputs, answers, model)[0]
 
     return await run_in_threadpool(work)
