@@ -128,31 +128,25 @@ def main() -> None:
         "WEARCAST_HOME": str(settings.home),
         "WEARCAST_RELOAD_INTERVAL_S": "0",
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        # Both servers' own tools (uvicorn, mlflow) come from this environment.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     ours = "http://127.0.0.1:18080"
     theirs = "http://127.0.0.1:18081"
-    servers = [
-        start(
-            [sys.executable, "-m", "wearcast", "serve", "--port", "18080"], env, f"{ours}/readyz"
-        ),
-        start(
-            [
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                f"models:/{settings.model_name}@champion",
-                "--env-manager",
-                "local",
-                "-p",
-                "18081",
-                "-h",
-                "127.0.0.1",
-            ],
-            env,
-            f"{theirs}/ping",
-        ),
+    mlflow_cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{settings.model_name}@champion",
+        "--env-manager",
+        "local",
+        "-p",
+        "18081",
+        "-h",
+        "127.0.0.1",
     ]
+    servers: list[subprocess.Popen] = []
     body = recording.read_bytes()
     row = dict(zip(features, X[0, : len(features)].tolist(), strict=True))
 
@@ -223,6 +217,9 @@ def main() -> None:
     }
     results = {}
     try:
+        wearcast_cmd = [sys.executable, "-m", "wearcast", "serve", "--port", "18080"]
+        servers.append(start(wearcast_cmd, env, f"{ours}/readyz"))
+        servers.append(start(mlflow_cmd, env, f"{theirs}/ping"))
         for name, request in scenarios.items():
             for clients in (1, args.clients):
                 results[(name, clients)] = asyncio.run(drive(request, clients, args.seconds))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -37,6 +38,8 @@ class _Base(DeclarativeBase):
 
 class _Prediction(_Base):
     __tablename__ = "predictions"
+    # Every request reads a bearing's latest predictions: keep that an index range scan.
+    __table_args__ = (Index("ix_predictions_bearing_time", "machine", "bearing", "recorded_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -175,8 +178,8 @@ class PredictionLog:
                         .order_by(_BaselineSample.recorded_at)
                         .limit(recordings)
                     ).all()
-                recent = session.scalars(
-                    select(_Prediction)
+                recent = session.execute(
+                    select(_Prediction.recorded_at, _Prediction.wear)
                     .where(
                         _Prediction.machine == machine,
                         _Prediction.bearing == bearing,
@@ -187,7 +190,7 @@ class PredictionLog:
                 ).all()
                 out[(machine, bearing)] = BearingContext(
                     samples=[(t, f) for t, f in samples],
-                    recent=[(r.recorded_at, r.wear) for r in reversed(recent)],
+                    recent=[(t, w) for t, w in reversed(recent)],
                 )
         return out
 
