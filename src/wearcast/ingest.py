@@ -200,26 +200,25 @@ def _diagnose(text: str) -> RecordingError:
 
 def parse_recording(content: bytes) -> np.ndarray:
     """The samples of one IMS text recording, as a (samples, channels) float array."""
-    if not content.strip():
+    if not content or content.isspace():
         raise RecordingError("empty file")
     if (nul := content.find(b"\x00")) >= 0:
         raise RecordingError(f"binary content (NUL byte at offset {nul}), not a text recording")
-    try:
-        text = content.decode("ascii")
-    except UnicodeDecodeError as exc:
+    if not content.isascii():  # checked without decoding: this runs for every recording
+        offset = next(i for i, byte in enumerate(content) if byte > 127)
         raise RecordingError(
-            f"binary content (byte 0x{content[exc.start]:02x} at offset {exc.start}), "
+            f"binary content (byte 0x{content[offset]:02x} at offset {offset}), "
             "not a text recording"
-        ) from None
+        )
     try:
         frame = pd.read_csv(
             io.BytesIO(content), sep="\t", header=None, dtype=np.float64, engine="c"
         )
     except (ValueError, pd.errors.ParserError):
-        raise _diagnose(text) from None
+        raise _diagnose(content.decode("ascii")) from None
     data = frame.to_numpy()
     if not np.isfinite(data).all():
-        raise _diagnose(text)
+        raise _diagnose(content.decode("ascii"))
     return data
 
 
