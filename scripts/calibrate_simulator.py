@@ -216,7 +216,9 @@ Per accelerometer channel and recording (see `src/wearcast/simulate.py`):
 - **healthy vibration**: Gaussian broadband noise whose spectrum is a floor falling slowly with
   frequency plus the hump of a structural resonance between 3 and 5 kHz (per channel), the
   986 Hz machine tone and its 493 Hz subharmonic that every real IMS recording carries, small
-  shaft harmonics, a DC offset of -5 to -100 mg, and 1 mg quantisation;
+  shaft harmonics, sparse small random impacts of rolling contact (real healthy recordings
+  have a kurtosis above Gaussian noise's 3), a DC offset of -5 to -100 mg, and 1 mg
+  quantisation;
 - **a defect**: impacts at its defect frequency computed from the ZA-2115 geometry (outer race:
   BPFO at constant amplitude, since the load zone does not move; inner race: BPFI, modulated
   once per shaft revolution as the defect passes the load zone; rolling element: 2 x BSF,
