@@ -110,10 +110,9 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         # NumPy, not pandas, column by column: this runs on every served request.
-        x = X[self.features_].to_numpy(dtype=float)
+        x, base = self._split(X)
         if self.mode == "absolute":
             return x
-        base = X[[BASELINE_PREFIX + c for c in self.features_]].to_numpy(dtype=float)
         fleet = self.fleet_baseline_.to_numpy(dtype=float)
         base = np.where(np.isnan(base), fleet, base)
         out = x - base
@@ -126,6 +125,16 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
             index = [self.features_.index(c) for c in self.absolute_]
             out = np.hstack([out, x[:, index]])
         return out
+
+    def _split(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The features and their baselines as arrays. Input already in the order
+        features-then-baselines (as served) is sliced; anything else is selected by name."""
+        baselines = [BASELINE_PREFIX + c for c in self.features_]
+        width = len(self.features_)
+        if list(X.columns) == self.features_ + baselines:
+            values = X.to_numpy(dtype=float)
+            return values[:, :width], values[:, width:]
+        return X[self.features_].to_numpy(dtype=float), X[baselines].to_numpy(dtype=float)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         names = (

@@ -43,7 +43,8 @@ class LoadedModel:
         return self.features + [BASELINE_PREFIX + f for f in self.features]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.pipeline.predict(X[self.input_columns])
+        columns = self.input_columns
+        return self.pipeline.predict(X if list(X.columns) == columns else X[columns])
 
     def smoke_test(self) -> None:
         """Predict on the training fleet's baseline (a healthy bearing): finite, in range."""
