@@ -163,6 +163,10 @@ def main() -> None:
             ]
         }
 
+    def infer_json(n: int) -> dict:
+        tensor = {"name": "input-0", "shape": [n, len(columns)], "datatype": "FP64"}
+        return {"inputs": [tensor | {"data": X[:n].tolist()}]}
+
     def split_json(n: int) -> dict:
         return {"dataframe_split": {"columns": columns, "data": X[:n].tolist()}}
 
@@ -181,16 +185,7 @@ def main() -> None:
         ),
         "(b) 1 feature row, wearcast /v2 infer": lambda h, i: h.post(
             f"{ours}/v2/models/{settings.model_name}/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": [1, len(columns)],
-                        "datatype": "FP64",
-                        "data": X[:1].tolist(),
-                    }
-                ]
-            },
+            json=infer_json(1),
         ),
         "(b) 1 feature row, mlflow /invocations": lambda h, i: h.post(
             f"{theirs}/invocations", json=split_json(1)
@@ -200,16 +195,7 @@ def main() -> None:
         ),
         "(c) 100 feature rows, wearcast /v2 infer": lambda h, i: h.post(
             f"{ours}/v2/models/{settings.model_name}/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": [100, len(columns)],
-                        "datatype": "FP64",
-                        "data": X[:100].tolist(),
-                    }
-                ]
-            },
+            json=infer_json(100),
         ),
         "(c) 100 feature rows, mlflow /invocations": lambda h, i: h.post(
             f"{theirs}/invocations", json=split_json(100)
