@@ -75,7 +75,8 @@ def bearing_status(
 ) -> BearingStatus:
     """Alarm state and remaining life at the latest of a bearing's time-ordered predictions."""
     wear = np.asarray(wear, float)
-    alarm = bool(alarm_states(wear > threshold, k, n)[-1]) if len(wear) else False
+    # Only the last n recordings decide the alarm, only the last `recent` the trend.
+    alarm = bool(alarm_states(wear[-n:] > threshold, k, n)[-1]) if len(wear) else False
     rul, slope = rul_by_trend(np.asarray(hours, float)[-recent:], wear[-recent:])
     if len(wear) < 3:
         method = f"none: {len(wear)} recording(s) of history, at least 3 needed for a trend"

@@ -66,12 +66,17 @@ def score_path(
     table["wear"] = model.predict(model_inputs(table, columns))
     results = []
     for (run, bearing), group in table.groupby(["run", "bearing"], sort=True):
-        hours = (group["timestamp"] - group["timestamp"].iloc[0]).dt.total_seconds() / 3600
+        hours = (
+            (group["timestamp"] - group["timestamp"].iloc[0]).dt.total_seconds() / 3600
+        ).to_numpy()
+        wear = group["wear"].to_numpy()
         history = min(len(group), settings.baseline_recordings)
+        window = max(settings.alarm_n, settings.rul_trend_recordings)
         for i in range(len(group)):
+            start = max(0, i + 1 - window)  # what the status needs, not the whole prefix
             status = bearing_status(
-                hours.iloc[: i + 1].to_numpy(),
-                group["wear"].iloc[: i + 1].to_numpy(),
+                hours[start : i + 1],
+                wear[start : i + 1],
                 threshold=settings.alarm_threshold,
                 k=settings.alarm_k,
                 n=settings.alarm_n,

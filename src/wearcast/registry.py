@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
@@ -102,6 +103,7 @@ def log_training(
         "label_strategy": params.get("label_strategy", ""),
         "table_digest": params.get("table_digest", ""),
         "metrics": json.dumps(evaluation.metrics()),
+        "report": str(Path(report_dir) / "report.md"),
     }
     for key, value in tags.items():
         client.set_model_version_tag(settings.model_name, str(version), key, value)

@@ -121,9 +121,6 @@ def train_challenger(
             report_dir=report_dir,
             params=params,
         )
-        client.set_model_version_tag(
-            settings.model_name, str(summary["version"]), "report", str(report)
-        )
     return summary
 
 

@@ -105,6 +105,7 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
         self.positive_ = np.array([bool((values[c].dropna() > 0).all()) for c in self.features_])
         self.fleet_baseline_ = X[[BASELINE_PREFIX + c for c in self.features_]].median()
         self.absolute_ = [c for c in SCALE_FREE if c in self.features_]
+        self.absolute_index_ = [self.features_.index(c) for c in self.absolute_]
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -122,8 +123,7 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
                 np.clip(x[:, pos], 1e-12, None) / np.clip(base[:, pos], 1e-12, None)
             )
         if self.mode == "both":
-            index = [self.features_.index(c) for c in self.absolute_]
-            out = np.hstack([out, x[:, index]])
+            out = np.hstack([out, x[:, self.absolute_index_]])
         return out
 
     def _split(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ERROR_RESPONSES",
     "BearingPrediction",
     "PredictionResponse",
     "FeatureRow",
@@ -99,3 +100,13 @@ class ReloadResponse(BaseModel):
     changed: bool
     version: int | None
     detail: str
+
+
+ERROR_RESPONSES = {  # the 4xx answers every route may give
+    400: {"model": ErrorResponse, "description": "malformed request"},
+    401: {"model": ErrorResponse, "description": "missing or unknown API key"},
+    403: {"model": ErrorResponse, "description": "the key's role may not do this"},
+    413: {"model": ErrorResponse, "description": "body over the size limit"},
+    422: {"model": ErrorResponse, "description": "not a valid recording"},
+    503: {"model": ErrorResponse, "description": "no model loaded"},
+}

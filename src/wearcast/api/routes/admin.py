@@ -8,8 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wearcast import registry
 from wearcast.api.deps import AdminDep, MetricsDep, SettingsDep, StoreDep
-from wearcast.api.routes.recordings import _ERRORS
-from wearcast.api.schemas import ReloadResponse
+from wearcast.api.schemas import ERROR_RESPONSES, ReloadResponse
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -32,7 +31,7 @@ async def _reload(store, metrics) -> ReloadResponse:
     "/reload",
     summary="serve the current champion",
     response_model=ReloadResponse,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
 )
 async def reload(store: StoreDep, metrics: MetricsDep, _role: AdminDep) -> ReloadResponse:
     return await _reload(store, metrics)
@@ -42,7 +41,7 @@ async def reload(store: StoreDep, metrics: MetricsDep, _role: AdminDep) -> Reloa
     "/promote/{version}",
     summary="make a version the champion (bypasses the gate) and serve it",
     response_model=ReloadResponse,
-    responses={**_ERRORS, 404: {"description": "no such version"}},
+    responses={**ERROR_RESPONSES, 404: {"description": "no such version"}},
 )
 async def promote(
     version: int, store: StoreDep, settings: SettingsDep, metrics: MetricsDep, _role: AdminDep

@@ -7,8 +7,7 @@ from fastapi import APIRouter, HTTPException
 
 from wearcast.alarms import bearing_status
 from wearcast.api.deps import LogDep, ReaderDep, SettingsDep
-from wearcast.api.routes.recordings import _ERRORS
-from wearcast.api.schemas import BearingHistory, HistoryPoint
+from wearcast.api.schemas import ERROR_RESPONSES, BearingHistory, HistoryPoint
 
 router = APIRouter(prefix="/v1", tags=["bearings"])
 
@@ -17,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["bearings"])
     "/bearings/{bearing_id}",
     summary="a bearing's history",
     response_model=BearingHistory,
-    responses={**_ERRORS, 404: {"description": "no prediction for this bearing"}},
+    responses={**ERROR_RESPONSES, 404: {"description": "no prediction for this bearing"}},
 )
 def bearing_history(
     bearing_id: str, log: LogDep, settings: SettingsDep, _role: ReaderDep

@@ -9,8 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wearcast import registry
 from wearcast.api.deps import ReaderDep, SettingsDep, StoreDep
-from wearcast.api.routes.recordings import _ERRORS
-from wearcast.api.schemas import ModelInfo, ModelsResponse
+from wearcast.api.schemas import ERROR_RESPONSES, ModelInfo, ModelsResponse
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -19,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
     "/models",
     summary="served model and registry versions",
     response_model=ModelsResponse,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
 )
 async def list_models(store: StoreDep, settings: SettingsDep, _role: ReaderDep) -> ModelsResponse:
     def versions() -> list[ModelInfo]:

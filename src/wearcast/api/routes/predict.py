@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep
-from wearcast.api.routes.recordings import _ERRORS
-from wearcast.api.schemas import FeatureRowsRequest, PredictionResponse
+from wearcast.api.schemas import ERROR_RESPONSES, FeatureRowsRequest, PredictionResponse
 from wearcast.api.service import BearingInput, responses
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -19,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["predictions"])
     "bearing and time and carries every feature the model uses (see GET /v1/models). Rows of "
     "one request that share a machine and time form one answer.",
     response_model=list[PredictionResponse],
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
 )
 def predict_rows(
     body: FeatureRowsRequest,

@@ -9,21 +9,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep, SettingsDep
-from wearcast.api.schemas import ErrorResponse, PredictionResponse
+from wearcast.api.schemas import ERROR_RESPONSES, PredictionResponse
 from wearcast.api.service import responses
 from wearcast.ingest import RecordingError, parse_recording, validate_signal
 from wearcast.rig import parse_timestamp
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
-_ERRORS = {
-    400: {"model": ErrorResponse, "description": "malformed request"},
-    401: {"model": ErrorResponse, "description": "missing or unknown API key"},
-    403: {"model": ErrorResponse, "description": "the key's role may not do this"},
-    413: {"model": ErrorResponse, "description": "body over the size limit"},
-    422: {"model": ErrorResponse, "description": "not a valid recording"},
-    503: {"model": ErrorResponse, "description": "no model loaded"},
-}
 _BODY = {
     "requestBody": {
         "required": True,
@@ -83,7 +75,7 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
     "`file`). It is validated as ingestion validates files, its features are computed by the "
     "training code, and every bearing's prediction is logged.",
     response_model=PredictionResponse,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     openapi_extra=_BODY,
 )
 async def post_recording(

@@ -13,7 +13,9 @@ from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from wearcast.api.deps import ModelDep, ReaderDep, StoreDep
-from wearcast.api.routes.recordings import _ERRORS
+from wearcast.api.schemas import ERROR_RESPONSES
+
+_UNKNOWN_MODEL = ERROR_RESPONSES | {404: {"description": "unknown model"}}
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -49,7 +51,7 @@ def _check_name(name: str, model) -> None:
         )
 
 
-@router.get("/models/{name}", responses=_ERRORS | {404: {"description": "unknown model"}})
+@router.get("/models/{name}", responses=_UNKNOWN_MODEL)
 def metadata(name: str, model: ModelDep, _role: ReaderDep) -> dict:
     _check_name(name, model)
     return {
@@ -64,13 +66,13 @@ def metadata(name: str, model: ModelDep, _role: ReaderDep) -> dict:
     }
 
 
-@router.get("/models/{name}/ready", responses=_ERRORS | {404: {"description": "unknown model"}})
+@router.get("/models/{name}/ready", responses=_UNKNOWN_MODEL)
 def model_ready(name: str, model: ModelDep, _role: ReaderDep) -> dict:
     _check_name(name, model)
     return {"name": model.name, "ready": True}
 
 
-@router.post("/models/{name}/infer", responses=_ERRORS | {404: {"description": "unknown model"}})
+@router.post("/models/{name}/infer", responses=_UNKNOWN_MODEL)
 def infer(name: str, body: InferRequest, model: ModelDep, _role: ReaderDep) -> dict:
     _check_name(name, model)
     tensor = body.inputs[0]
