@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from wearcast.alarms import bearing_status
+from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, run_tasks
 from wearcast.features import FeatureSpec
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
-from wearcast.train import BASELINE_PREFIX, add_baselines, model_inputs
 
 __all__ = ["score_path"]
 

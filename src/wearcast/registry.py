@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.sklearn
@@ -26,7 +27,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from wearcast.config import Settings
-from wearcast.evaluate import Evaluation
+
+if TYPE_CHECKING:  # evaluation brings matplotlib, which the serving process does not need
+    from wearcast.evaluate import Evaluation
 
 __all__ = [
     "CHAMPION",

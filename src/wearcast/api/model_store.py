@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from wearcast import registry
+from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
-from wearcast.train import BASELINE_PREFIX
 
 __all__ = ["LoadedModel", "ModelStore"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,11 +20,11 @@ import pandas as pd
 from wearcast.alarms import bearing_status
 from wearcast.api.model_store import LoadedModel
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
+from wearcast.baseline import BASELINE_PREFIX, baseline_median
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.prediction_log import PredictionLog, PredictionRecord
 from wearcast.rig import bearing_channels
-from wearcast.train import BASELINE_PREFIX
 
 __all__ = ["BearingInput", "Scorer", "UnknownFeatures", "responses"]
 
@@ -126,7 +125,7 @@ class Scorer:
                 ctx.samples.append((item.timestamp, sample))
                 matrices[key].append(values[j].tolist())
                 new_samples.append((item.machine, item.bearing, item.timestamp, sample))
-            baselines[j] = _median(np.asarray(matrices[key], dtype=np.float64))
+            baselines[j] = baseline_median(matrices[key])
             counts[j] = len(ctx.samples)
             if counts[j] == k:
                 cached[key] = _clean(dict(zip(needed, baselines[j].tolist(), strict=True)))
@@ -201,15 +200,6 @@ def responses(
         )
         for (machine, stamp), bearings in grouped.items()
     ]
-
-
-def _median(samples: np.ndarray) -> np.ndarray:
-    """Column medians, ignoring missing values (NaN); all-missing columns stay NaN."""
-    if not np.isnan(samples).any():
-        return np.median(samples, axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(samples, axis=0)
 
 
 def _nan(value: float | None) -> float:

@@ -1,0 +1,51 @@
+"""A bearing's healthy baseline: the one definition, used by training, batch scoring and the API.
+
+A bearing's baseline is the per-feature median of its first ``baseline_recordings`` recordings
+**by time** (missing values ignored). Every row of the bearing is compared with that same
+baseline, so a prediction does not depend on the order recordings arrived in, nor on which API
+worker served them. Until a bearing has that many recordings its baseline is the median of
+those it has (and the answer says how many).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BASELINE_PREFIX", "add_baselines", "baseline_median", "model_inputs"]
+
+BASELINE_PREFIX = "baseline_"
+
+
+def baseline_median(samples: np.ndarray) -> np.ndarray:
+    """Column medians of a bearing's baseline recordings (rows), ignoring missing values;
+    all-missing columns stay NaN."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if not np.isnan(samples).any():
+        return np.median(samples, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(samples, axis=0)
+
+
+def add_baselines(
+    frame: pd.DataFrame,
+    columns: list[str],
+    recordings: int,
+    keys: tuple[str, ...] = ("run", "bearing"),
+) -> pd.DataFrame:
+    """Add ``baseline_<col>``: the median of each bearing's first ``recordings`` recordings
+    by time (a bearing is identified by ``keys``)."""
+    keys = list(keys)
+    ordered = frame.sort_values("timestamp", kind="stable")
+    first = ordered.groupby(keys, sort=False).head(recordings)
+    medians = first.groupby(keys)[columns].median()
+    medians.columns = [BASELINE_PREFIX + c for c in columns]
+    return frame.join(medians, on=keys)
+
+
+def model_inputs(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The model's input columns: the features and their baselines."""
+    return frame[columns + [BASELINE_PREFIX + c for c in columns]]

@@ -1,0 +1,180 @@
+"""The served wear model's classes: what a registered Pipeline is made of.
+
+    features + the bearing's healthy baseline (:mod:`wearcast.baseline`)
+      -> BaselineRelative (log-ratio to the baseline; scale-free features kept as they are)
+      -> median imputation -> standard scaling -> optional PCA
+      -> estimator (ridge, random forest, extra trees, histogram gradient boosting, k-NN)
+      -> clipped to 0..1
+
+This module is everything unpickling and serving a model needs, apart from the search
+(:mod:`wearcast.train`), so the API process loads neither optuna nor matplotlib.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
+from sklearn.decomposition import PCA
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
+from sklearn.ensemble._forest import ForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Ridge
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from wearcast.baseline import BASELINE_PREFIX
+
+__all__ = [
+    "FAMILIES",
+    "SCALE_FREE",
+    "BaselineRelative",
+    "ClippedRegressor",
+    "build_pipeline",
+    "estimator",
+]
+
+# Features without a physical scale: comparable across machines as they are.
+SCALE_FREE = ("kurtosis", "crest", "env_kurtosis", "env_bpfo_snr", "env_bpfi_snr", "env_bsf_snr")
+FAMILIES = ("ridge", "random_forest", "extra_trees", "hist_gradient_boosting", "knn")
+
+
+class BaselineRelative(TransformerMixin, BaseEstimator):
+    """Each feature relative to the bearing's baseline (columns ``baseline_<feature>``).
+
+    Positive features become log-ratios to their baseline, others differences. ``mode``
+    chooses the output: ``relative`` only, ``absolute`` (the features as they are, ignoring
+    the baseline), or ``both`` (relative, plus the scale-free features as they are). A row whose
+    baseline is missing falls back on the training fleet's median baseline.
+    """
+
+    def __init__(self, mode: Literal["relative", "absolute", "both"] = "both"):
+        self.mode = mode
+
+    def fit(self, X: pd.DataFrame, y=None) -> BaselineRelative:
+        self.features_ = [
+            c for c in X.columns if not c.startswith(BASELINE_PREFIX) and BASELINE_PREFIX + c in X
+        ]
+        if not self.features_:
+            raise ValueError("no feature has a baseline_ column")
+        values = X[self.features_]
+        self.positive_ = np.array([bool((values[c].dropna() > 0).all()) for c in self.features_])
+        self.fleet_baseline_ = X[[BASELINE_PREFIX + c for c in self.features_]].median()
+        self.absolute_ = [c for c in SCALE_FREE if c in self.features_]
+        self.absolute_index_ = [self.features_.index(c) for c in self.absolute_]
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        # NumPy, not pandas, column by column: this runs on every served request.
+        x, base = self._split(X)
+        if self.mode == "absolute":
+            return x
+        fleet = self.fleet_baseline_.to_numpy(dtype=float)
+        base = np.where(np.isnan(base), fleet, base)
+        out = x - base
+        pos = self.positive_
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, pos] = np.log(
+                np.clip(x[:, pos], 1e-12, None) / np.clip(base[:, pos], 1e-12, None)
+            )
+        if self.mode == "both":
+            out = np.hstack([out, x[:, self.absolute_index_]])
+        return out
+
+    def _split(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The features and their baselines as arrays. Input already in the order
+        features-then-baselines (as served) is sliced; anything else is selected by name."""
+        baselines = [BASELINE_PREFIX + c for c in self.features_]
+        width = len(self.features_)
+        if list(X.columns) == self.features_ + baselines:
+            values = X.to_numpy(dtype=float)
+            return values[:, :width], values[:, width:]
+        return X[self.features_].to_numpy(dtype=float), X[baselines].to_numpy(dtype=float)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        names = (
+            list(self.features_)
+            if self.mode == "absolute"
+            else [f"rel_{c}" for c in self.features_]
+        )
+        if self.mode == "both":
+            names += self.absolute_
+        return np.asarray(names, dtype=object)
+
+
+class ClippedRegressor(RegressorMixin, BaseEstimator):
+    """An estimator whose predictions are clipped to the wear range 0..1."""
+
+    def __init__(self, estimator: BaseEstimator | None = None):
+        self.estimator = estimator
+
+    def fit(self, X, y) -> ClippedRegressor:
+        self.estimator_ = clone(self.estimator if self.estimator is not None else Ridge()).fit(X, y)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        estimator = self.estimator_
+        if isinstance(estimator, ForestRegressor):
+            # A forest predicts the mean of its trees. Asking each tree directly skips the
+            # per-tree dispatch of ForestRegressor.predict, which dominates for a few rows.
+            rows = np.ascontiguousarray(X, dtype=np.float32)
+            wear = np.mean(
+                [tree.tree_.predict(rows)[:, 0] for tree in estimator.estimators_], axis=0
+            )
+        else:
+            wear = estimator.predict(X)
+        return np.clip(wear, 0.0, 1.0)
+
+
+def estimator(family: str, params: dict, seed: int) -> BaseEstimator:
+    """The scikit-learn estimator of one family with the given hyperparameters."""
+    if family == "ridge":
+        return Ridge(alpha=params.get("alpha", 1.0))
+    if family in ("random_forest", "extra_trees"):
+        cls = RandomForestRegressor if family == "random_forest" else ExtraTreesRegressor
+        return cls(
+            n_estimators=params.get("n_estimators", 150),
+            max_depth=params.get("max_depth"),
+            min_samples_leaf=params.get("min_samples_leaf", 3),
+            max_features=params.get("max_features", 0.5),
+            random_state=seed,
+            n_jobs=1,
+        )
+    if family == "hist_gradient_boosting":
+        return HistGradientBoostingRegressor(
+            learning_rate=params.get("learning_rate", 0.1),
+            max_leaf_nodes=params.get("max_leaf_nodes", 31),
+            l2_regularization=params.get("l2_regularization", 0.0),
+            random_state=seed,
+        )
+    if family == "knn":
+        return KNeighborsRegressor(
+            n_neighbors=params.get("n_neighbors", 10), weights=params.get("weights", "distance")
+        )
+    raise ValueError(f"unknown estimator family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def build_pipeline(config: dict, seed: int = 0) -> Pipeline:
+    """The whole model from a configuration (as found by :func:`wearcast.train.search`)."""
+    components = config.get("pca_components")
+    reduce = PCA(n_components=components, random_state=seed) if components else "passthrough"
+    return Pipeline(
+        [
+            ("relative", BaselineRelative(mode=config.get("features", "both"))),
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("reduce", reduce),
+            (
+                "model",
+                ClippedRegressor(estimator(config["family"], config.get("params", {}), seed)),
+            ),
+        ]
+    )
