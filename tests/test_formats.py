@@ -207,3 +207,25 @@ def test_a_third_format_is_one_new_class(tmp_path: Path, monkeypatch):
         from wearcast.ingest import read_samples
 
         read_samples(run / "sample_6.txt", FORMATS["mono"].defaults(settings), settings)
+
+
+def test_a_run_json_edit_refeaturizes_and_relabels_only_that_run(tmp_path: Path, settings):
+    data = tmp_path / "data"
+    for name, count in (("a", 3), ("b", 2)):
+        (data / name).mkdir(parents=True)
+        for k in range(count):
+            text = _pronostia_text(9, 0, 10 * k)
+            (data / name / f"acc_{k + 1:05d}.csv").write_text(text)
+        described = {"name": name, "start": "2024-05-01T09:00:00", "end": "2024-05-01T09:01:00"}
+        (data / name / "run.json").write_text(json.dumps({**described, "failures": {"1": "inner"}}))
+    assert featurize(data, tmp_path / "t", settings).processed == 5
+    before = read_table(tmp_path / "t").set_index(["run", "timestamp"])
+    meta = json.loads((data / "a" / "run.json").read_text())
+    (data / "a" / "run.json").write_text(json.dumps({**meta, "shaft_rpm": 900}))
+    meta = json.loads((data / "b" / "run.json").read_text())
+    (data / "b" / "run.json").write_text(json.dumps({**meta, "end": "2024-05-01T09:02:00"}))
+    assert featurize(data, tmp_path / "t", settings).processed == 3
+    after = read_table(tmp_path / "t").set_index(["run", "timestamp"])
+    assert (after.loc["a", "spec_bpfo"] != before.loc["a", "spec_bpfo"]).all()
+    assert after.loc["b", "spec_bpfo"].equals(before.loc["b", "spec_bpfo"])
+    assert np.allclose(after.loc["b", "rul_h"] - before.loc["b", "rul_h"], 1 / 60)

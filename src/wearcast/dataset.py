@@ -9,7 +9,8 @@ Layout of a table folder::
     quarantine.json             every input file that could not be used, with the reason
 
 A rerun reads the manifests and processes only files that are new or changed (size or mtime
-differ), so a crash loses at most the batch in flight, and rerunning gives the same table.
+differ, or their run's run.json now describes them otherwise), so a crash loses at most the
+batch in flight, and rerunning gives the same table. A run.json edit also relabels.
 
 Labels (:func:`label_table`), from each run's metadata:
 
@@ -110,6 +111,13 @@ class Task(NamedTuple):
     timestamp: str | None  # ISO 8601; None for a file rejected before reading
     problem: str | None  # why the file is rejected before reading
 
+    def digest(self) -> str:
+        """What the file's rows depend on besides its bytes: a run.json edit changes it."""
+        facts = [self.run, self.channels, self.channel_map, self.rig, self.timestamp, self.problem]
+        return hashlib.blake2b(
+            json.dumps(facts, sort_keys=True).encode(), digest_size=8
+        ).hexdigest()
+
 
 # Per worker process: the settings, and the rig and features of each run description seen.
 _worker: tuple[Settings, dict[str, tuple[Rig, FeatureSpec]]] | None = None
@@ -144,6 +152,7 @@ def _process(task: Task) -> dict:
         "file": task.key,
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        "described": task.digest(),
         "run": task.run,
         "path": task.path,
     }
@@ -293,16 +302,22 @@ def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
 
 
 def pending_files(data_dir: Path, table_dir: Path) -> list[Task]:
-    """The input files that are new or changed (size or mtime) since the table last saw them."""
+    """The input files that are new or changed (size or mtime, or their run's description)
+    since the table last saw them."""
     data_dir, table_dir = Path(data_dir), Path(table_dir)
     parts_dir = table_dir / "parts"
     latest = _load_manifests(parts_dir) if parts_dir.exists() else {}
     tasks = []
     for run in discover_runs(data_dir):
         for task in run_tasks(run, data_dir):
-            st = os.stat(task[0])
-            known = latest.get(task[1])
-            if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            st = os.stat(task.path)
+            known = latest.get(task.key)
+            if (
+                known
+                and known["size"] == st.st_size
+                and known["mtime_ns"] == st.st_mtime_ns
+                and known.get("described") == task.digest()
+            ):
                 continue
             tasks.append(task)
     return tasks
@@ -343,8 +358,11 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     manifests = sorted(p.name for p in parts_dir.glob("part-*.json"))
     table_path = table_dir / "table.parquet"
     state_path = table_dir / "state.json"
+    infos = {run.info.name: run.info for run in discover_runs(data_dir)}
+    described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {
         "manifests": hashlib.blake2b("\n".join(manifests).encode(), digest_size=16).hexdigest(),
+        "runs": hashlib.blake2b(described.encode(), digest_size=16).hexdigest(),
         "label_strategy": settings.label_strategy,
     }
     up_to_date = (
@@ -355,7 +373,6 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     )
     if not up_to_date:
         frame = _merge_parts(parts_dir, latest)
-        infos = {run.info.name: run.info for run in discover_runs(data_dir)}
         if frame.empty:  # every file quarantined: an empty table, and the reasons
             frame = frame.reindex(columns=[*KEY_COLUMNS, *LABEL_COLUMNS])
         else:
