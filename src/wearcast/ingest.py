@@ -197,11 +197,7 @@ def date_run(directory: Path, info: RunInfo) -> RunInfo:
         why = f": {run.rejected[0][1]}" if run.rejected else ""
         raise ValueError(f"{directory}: no {fmt.name} recording could be dated{why}")
     first, last = run.recordings[0][0], run.recordings[-1][0]
-    return replace(
-        run.info,
-        start=first.replace(microsecond=0),
-        end=last.replace(microsecond=0) if info.failures else None,
-    )
+    return replace(run.info, start=first, end=last if info.failures else None)
 
 
 def _visible_files(directory: Path) -> list[str]:

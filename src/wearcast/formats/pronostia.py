@@ -4,8 +4,9 @@ order, 2560 rows at 25.6 kHz, six columns without header: hour, minute, second, 
 or, in some copies, ``;``.
 
 The files hold only the time of day: a recording's time is the run's ``start`` date plus its
-first row's clock, a day later each time the clock passes midnight; a recording whose clock
-is not after the previous one's (the numbering and the clock disagree) is quarantined.
+first row's clock (to the second), a day later each time the clock passes midnight; a
+recording whose clock is not after the previous one's (the numbering and the clock disagree)
+is quarantined.
 ``temp_NNNNN.csv`` (outer-race temperature, one file a minute) are recognised and ignored: not
 every run has them, so a feature made from them would be missing for the others.
 
@@ -43,10 +44,11 @@ def _separator(line: bytes) -> str:
 
 
 def _clock(first_line: bytes) -> time | None:
+    """The time of day of a snapshot's first sample, to the second (as the table keeps it)."""
     cells = first_line.split(_separator(first_line).encode())
     try:
-        h, m, s, us = (float(c) for c in cells[:4])
-        return time(int(h), int(m), int(s), min(int(us), 999_999))
+        h, m, s, _ = (float(c) for c in cells[:4])
+        return time(int(h), int(m), int(s))
     except ValueError:  # also a short line, or a value out of range
         return None
 
