@@ -1,9 +1,11 @@
-"""Shared fixtures. Real IMS data is found through WEARCAST_IMS_DATA (default: ../shared/data/ims
-beside the repository); tests that need it skip, saying why, where it is absent."""
+"""Shared fixtures. Real data is found through WEARCAST_IMS_DATA (default: ../shared/data/ims
+beside the repository) and WEARCAST_FEMTO_DATA (PRONOSTIA archives, default
+../shared/data/femto); tests that need it skip, saying why, where it is absent."""
 
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,30 @@ def ims_dir() -> Path:
 @pytest.fixture(scope="session")
 def real_test1_dir(ims_dir: Path) -> Path:
     return ims_dir / "raw" / "1st_test"
+
+
+def _femto_dir() -> Path:
+    return Path(os.environ.get("WEARCAST_FEMTO_DATA", REPO.parent / "shared" / "data" / "femto"))
+
+
+@pytest.fixture(scope="session")
+def femto_dir() -> Path:
+    path = _femto_dir()
+    if not (path / "Bearing3_1.tar.xz").is_file():
+        pytest.skip(
+            f"PRONOSTIA archives not found at {path} (set WEARCAST_FEMTO_DATA to the folder "
+            "holding BearingC_N.tar.xz)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def bearing3_1(femto_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest real PRONOSTIA bearing, unpacked (only it) into a temporary folder."""
+    target = tmp_path_factory.mktemp("femto")
+    with tarfile.open(femto_dir / "Bearing3_1.tar.xz", "r:xz") as archive:
+        archive.extractall(target, filter="data")
+    return target / "Bearing3_1"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from wearcast.config import Settings
 from wearcast.rig import Defect
 
 app = typer.Typer(
-    help="Predictive maintenance for rolling bearings, from IMS-format vibration recordings.",
+    help="Predictive maintenance for rolling bearings, from vibration recordings (IMS, PRONOSTIA).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
@@ -68,8 +68,10 @@ def _parse_failures(values: list[str]) -> dict[int, Defect] | None:
         bearing, _, defect = value.partition(":")
         try:
             failures[int(bearing)] = Defect(defect)
+            if failures[int(bearing)] not in Defect.located():
+                raise ValueError(defect)
         except ValueError:
-            choices = ", ".join(d.value for d in Defect)
+            choices = ", ".join(d.value for d in Defect.located())
             raise fail(
                 f"--failure {value!r}: expected BEARING:DEFECT, defect one of {choices}"
             ) from None
@@ -141,50 +143,127 @@ def ingest(
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
     report = IngestReport()
-    total = sum(len(r.recordings) + len(r.misnamed) for r in runs)
+    total = sum(r.files for r in runs)
     with progress_bar() as bar:
         task = bar.add_task("validating", total=total)
-        for run in runs:
-            for _ in check_run(run, settings, report, relative_to=Path(data_dir)):
-                bar.advance(task)
+        try:
+            for run in runs:
+                for _ in check_run(run, settings, report, relative_to=Path(data_dir)):
+                    bar.advance(task)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         bar.update(task, completed=total)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         for q in report.quarantined:
             console.print(f"[yellow]quarantined[/yellow] {q.file}: {q.reason}")
+        uses = sorted({q.reason for q in report.ignored})
+        for use in uses:
+            count = sum(q.reason == use for q in report.ignored)
+            console.print(f"{count} file(s) {use}")
         console.print(
             f"{report.seen} files in {len(runs)} run(s): {len(report.ingested)} ingested, "
-            f"{len(report.quarantined)} quarantined"
+            f"{len(report.quarantined)} quarantined, {len(report.ignored)} ignored"
             + ("" if report.reconciled else " [red](counts do not reconcile)[/red]")
         )
     if not report.reconciled:
         raise typer.Exit(1)
 
 
+@app.command("describe-run")
+def describe_run(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="one run folder")],
+    name: Annotated[str | None, typer.Option(help="run name (default: the folder's)")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="ims or pronostia (default: from the files)")
+    ] = None,
+    date: Annotated[
+        str | None,
+        typer.Option(help="date of the first recording, for formats that hold only the time"),
+    ] = None,
+    failure: Annotated[
+        list[str],
+        typer.Option(
+            help="BEARING:DEFECT (outer, inner, rolling, unknown) that ended the run at its last "
+            "recording; repeatable. None: the bearings are still running"
+        ),
+    ] = [],  # noqa: B006 - Typer reads the default, never mutates it
+    bearings: Annotated[int | None, typer.Option(min=1, help="bearings in the run")] = None,
+    shaft_rpm: Annotated[float | None, typer.Option(min=0.001)] = None,
+    load_n: Annotated[float | None, typer.Option(min=0.001, help="radial load, N")] = None,
+    sampling_rate_hz: Annotated[float | None, typer.Option(min=0.001)] = None,
+    n_balls: Annotated[int | None, typer.Option(min=1)] = None,
+    ball_diameter_mm: Annotated[float | None, typer.Option(min=0.001)] = None,
+    pitch_diameter_mm: Annotated[float | None, typer.Option(min=0.001)] = None,
+    contact_angle_deg: Annotated[float | None, typer.Option(min=0, max=89.9)] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing run.json")] = False,
+) -> None:
+    """Write a run's run.json: what is given here, with start and end from its recordings."""
+    from wearcast.ingest import date_run
+    from wearcast.rig import RUN_METADATA_FILE, RunInfo
+    from wearcast.storage import write_atomic
+
+    target = run_dir / RUN_METADATA_FILE
+    if target.exists() and not force:
+        raise fail(f"{target} exists (--force replaces it)")
+    failures = {}
+    for value in failure:
+        bearing, _, defect = value.partition(":")
+        failures[bearing] = defect
+    given = {
+        "name": name or run_dir.resolve().name,
+        "format": fmt,
+        "n_bearings": bearings,
+        "failures": failures,
+        "start": date,
+        "shaft_rpm": shaft_rpm,
+        "load_n": load_n,
+        "sampling_rate_hz": sampling_rate_hz,
+        "n_balls": n_balls,
+        "ball_diameter_mm": ball_diameter_mm,
+        "pitch_diameter_mm": pitch_diameter_mm,
+        "contact_angle_deg": contact_angle_deg,
+    }
+    try:
+        info = RunInfo.from_dict({k: v for k, v in given.items() if v is not None}, where="run")
+        info = date_run(run_dir, info)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    write_atomic(target, info.to_json() + "\n")
+    console.print(f"{target}:")
+    print(info.to_json())
+
+
 @app.command()
 def inspect(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="one IMS recording")],
+    file: Annotated[Path, typer.Argument(help="one recording (any known format)")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Per-channel statistics of one recording, and spectrum energy near the defect frequencies."""
+    """Per-channel statistics of one recording, and spectrum energy near the defect frequencies.
+
+    The rig (sampling rate, speed, geometry) is the one its folder's run.json describes."""
     from wearcast.features import DEFECTS, FeatureSpec, channel_features
-    from wearcast.ingest import RecordingError, parse_recording, validate_signal
+    from wearcast.formats import resolve_rig
+    from wearcast.ingest import RecordingError, single_file_run, validate_signal
 
     settings = settings_of(ctx)
     try:
-        data = parse_recording(file.read_bytes())
+        run = single_file_run(file)
+        rig = resolve_rig(run.info, settings)
+        data = run.format.parse(file.read_bytes())
     except OSError as exc:
         raise fail(f"{file}: {exc.strerror}") from None
-    except RecordingError as exc:
+    except (RecordingError, ValueError) as exc:
         raise fail(f"{file}: {exc}") from None
-    spec = FeatureSpec.from_settings(settings)
+    spec = FeatureSpec.from_settings(settings, rig)
     features = channel_features(data, spec)
     col = {name: i for i, name in enumerate(spec.names)}
     keys = ("rms", "peak", "crest", "kurtosis", "skewness", "std")
     try:
-        validate_signal(data, settings)
+        validate_signal(data, settings, expected_rows=rig.samples)
     except RecordingError as exc:
         err.print(f"[yellow]warning:[/yellow] ingestion would quarantine this file: {exc}")
     channels = []
@@ -196,7 +275,9 @@ def inspect(
     result = {
         "file": str(file),
         "samples": int(data.shape[0]),
-        "sampling_rate_hz": settings.sampling_rate_hz,
+        "format": rig.format,
+        "sampling_rate_hz": rig.sampling_rate_hz,
+        "shaft_rpm": rig.shaft_rpm,
         "defect_frequencies_hz": spec.defects.as_dict(),
         "channels": channels,
     }
@@ -222,7 +303,7 @@ def inspect(
         )
     console.print(table)
     freqs = ", ".join(f"{k.upper()} {v:.1f} Hz" for k, v in spec.defects.as_dict().items())
-    console.print(f"defect frequencies at {settings.shaft_rpm:g} rpm: {freqs}")
+    console.print(f"defect frequencies at {rig.shaft_rpm:g} rpm: {freqs}")
     console.print(
         "kurtosis is Pearson's (3 for Gaussian noise); env = envelope line-to-background ratio"
     )

@@ -9,7 +9,8 @@ Layout of a table folder::
     quarantine.json             every input file that could not be used, with the reason
 
 A rerun reads the manifests and processes only files that are new or changed (size or mtime
-differ), so a crash loses at most the batch in flight, and rerunning gives the same table.
+differ, or their run's run.json now describes them otherwise), so a crash loses at most the
+batch in flight, and rerunning gives the same table. A run.json edit also relabels.
 
 Labels (:func:`label_table`), from each run's metadata:
 
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,8 +45,9 @@ import pyarrow.parquet as pq
 from wearcast.alarms import persistent_alarm
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
-from wearcast.ingest import RecordingError, RunFiles, discover_runs, read_recording
-from wearcast.rig import IMS_RUNS, RunInfo
+from wearcast.formats import resolve_rig
+from wearcast.ingest import RecordingError, RunFiles, discover_runs, read_samples
+from wearcast.rig import IMS_RUNS, Rig, RunInfo
 from wearcast.storage import write_atomic
 
 __all__ = [
@@ -56,6 +59,8 @@ __all__ = [
     "featurize_files",
     "pending_files",
     "process_files",
+    "result_columns",
+    "Task",
     "run_tasks",
     "label_table",
     "load_training_table",
@@ -93,44 +98,88 @@ class FeaturizeResult:
 
 # --- worker side -------------------------------------------------------------------------
 
-# (path, key, run name, expected channels, channel map) of one input file.
-Task = tuple[str, str, str, int | None, dict[int, list[int]] | None]
 
-_worker: tuple[Settings, FeatureSpec] | None = None
+class Task(NamedTuple):
+    """One input file to read. JSON-safe: Airflow passes tasks between processes as lists."""
+
+    path: str
+    key: str  # the file's path relative to the data folder
+    run: str
+    channels: int | None  # the run's channel count
+    channel_map: dict[int, list[int]] | None
+    rig: dict  # the run's own rig facts (RunInfo.rig_fields), its format's defaults for the rest
+    timestamp: str | None  # ISO 8601; None for a file rejected before reading
+    problem: str | None  # why the file is rejected before reading
+
+    def digest(self) -> str:
+        """What the file's rows depend on besides its bytes: a run.json edit changes it."""
+        facts = [self.run, self.channels, self.channel_map, self.rig, self.timestamp, self.problem]
+        return hashlib.blake2b(
+            json.dumps(facts, sort_keys=True).encode(), digest_size=8
+        ).hexdigest()
+
+
+# Per worker process: the settings, and the rig and features of each run description seen.
+_worker: tuple[Settings, dict[str, tuple[Rig, FeatureSpec]]] | None = None
 
 
 def _init_worker(settings: Settings) -> None:
     global _worker
-    _worker = (settings, FeatureSpec.from_settings(settings))
+    _worker = (settings, {})
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _rig_and_spec(task: Task) -> tuple[Rig, FeatureSpec]:
+    settings, known = _worker
+    key = json.dumps(task.rig, sort_keys=True)
+    if key not in known:
+        described = {k: v for k, v in task.rig.items() if v is not None}
+        rig = resolve_rig(RunInfo.from_dict({"name": task.run, **described}), settings)
+        known[key] = (rig, FeatureSpec.from_settings(settings, rig))
+    return known[key]
 
 
 def _process(task: Task) -> dict:
     """Read, hash, validate and featurize one file. Never raises for a bad file."""
     assert _worker is not None
-    settings, spec = _worker
-    path, key, run, n_channels, channel_map = task
+    settings = _worker[0]
+    task = Task(*task)
+    channel_map = task.channel_map
     if channel_map is not None:  # JSON (Airflow's XCom) turns the bearing numbers into strings
         channel_map = {int(b): list(chs) for b, chs in channel_map.items()}
-    st = os.stat(path)
-    entry = {"file": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "run": run, "path": path}
+    st = os.stat(task.path)
+    entry = {
+        "file": task.key,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "described": task.digest(),
+        "run": task.run,
+        "path": task.path,
+    }
     try:
-        content = Path(path).read_bytes()
+        content = Path(task.path).read_bytes()
         entry["crc32"] = zlib.crc32(content)
-        rec = read_recording(
-            Path(path), settings, run=run, expected_channels=n_channels, content=content
+        rig, spec = _rig_and_spec(task)
+        data = read_samples(
+            Path(task.path),
+            rig,
+            settings,
+            expected_channels=task.channels,
+            content=content,
+            problem=task.problem,
         )
         if channel_map is None:
             raise RecordingError("the run's channel count could not be determined")
-        _, rows = recording_features(rec.data, channel_map, spec)
+        _, rows = recording_features(data, channel_map, spec)
     except RecordingError as exc:
         entry.update(status="quarantined", reason=str(exc), line=exc.line, column=exc.column)
         return entry
     entry.update(
         status="ingested",
-        timestamp=rec.timestamp,
+        timestamp=datetime.fromisoformat(task.timestamp),
         bearings=list(channel_map),
         width=max(len(chs) for chs in channel_map.values()),
+        rig=rig,
         rows=rows.astype(np.float32),
     )
     return entry
@@ -140,10 +189,22 @@ def _process(task: Task) -> dict:
 
 
 def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
-    """One task per file of the run: (path, key, run name, channels, channel map)."""
-    return [
-        (str(p), str(p.relative_to(data_dir)), run.info.name, run.n_channels, run.channel_map)
-        for p in [p for _, p in run.recordings] + run.misnamed
+    """One task per file of the run that is to be read (ignored files are not)."""
+
+    def task(path: Path, when: datetime | None, problem: str | None) -> Task:
+        return Task(
+            str(path),
+            str(path.relative_to(data_dir)),
+            run.info.name,
+            run.n_channels,
+            run.channel_map,
+            run.info.rig_fields(),
+            when.isoformat() if when else None,
+            problem,
+        )
+
+    return [task(p, when, None) for when, p in run.recordings] + [
+        task(p, None, why) for p, why in run.rejected
     ]
 
 
@@ -156,6 +217,11 @@ def process_files(tasks: list[Task], settings: Settings) -> Iterator[dict]:
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(min(settings.workers, len(tasks)), _init_worker, (settings,)) as pool:
         yield from pool.imap_unordered(_process, tasks, chunksize=16)
+
+
+def result_columns(result: dict, settings: Settings) -> list[str]:
+    """Column names of an ingested result's feature rows (they follow the run's rig)."""
+    return FeatureSpec.from_settings(settings, result["rig"]).columns(result["width"])
 
 
 def _batch_id() -> str:
@@ -183,15 +249,15 @@ def _load_manifests(parts_dir: Path, *, cleanup: bool = False) -> dict[str, dict
     return latest
 
 
-def _write_batch(parts_dir: Path, results: list[dict], spec: FeatureSpec) -> None:
+def _write_batch(parts_dir: Path, results: list[dict], settings: Settings) -> None:
     batch = _batch_id()
     ingested = [r for r in results if r["status"] == "ingested"]
     if ingested:
         tables = []
-        # One Arrow table per column layout (1 or 2 channels per bearing) in the batch.
-        for width in {r["width"] for r in ingested}:
-            group = [r for r in ingested if r["width"] == width]
-            columns = spec.columns(width)
+        # One Arrow table per column layout (rig; 1 or 2 channels per bearing) in the batch.
+        for layout in {(r["rig"], r["width"]) for r in ingested}:
+            group = [r for r in ingested if (r["rig"], r["width"]) == layout]
+            columns = result_columns(group[0], settings)
             counts = [len(r["bearings"]) for r in group]
             values = np.vstack([r["rows"] for r in group])
             cols = {
@@ -211,7 +277,11 @@ def _write_batch(parts_dir: Path, results: list[dict], spec: FeatureSpec) -> Non
         pq.write_table(table, tmp)
         os.replace(tmp, parts_dir / f"part-{batch}.parquet")
     manifest = [
-        {k: v for k, v in r.items() if k not in ("rows", "width", "bearings", "timestamp", "path")}
+        {
+            k: v
+            for k, v in r.items()
+            if k not in ("rows", "width", "bearings", "timestamp", "path", "rig")
+        }
         for r in results
     ]
     # The manifest is the commit point: a batch counts only once it is there.
@@ -232,16 +302,22 @@ def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
 
 
 def pending_files(data_dir: Path, table_dir: Path) -> list[Task]:
-    """The input files that are new or changed (size or mtime) since the table last saw them."""
+    """The input files that are new or changed (size or mtime, or their run's description)
+    since the table last saw them."""
     data_dir, table_dir = Path(data_dir), Path(table_dir)
     parts_dir = table_dir / "parts"
     latest = _load_manifests(parts_dir) if parts_dir.exists() else {}
     tasks = []
     for run in discover_runs(data_dir):
         for task in run_tasks(run, data_dir):
-            st = os.stat(task[0])
-            known = latest.get(task[1])
-            if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            st = os.stat(task.path)
+            known = latest.get(task.key)
+            if (
+                known
+                and known["size"] == st.st_size
+                and known["mtime_ns"] == st.st_mtime_ns
+                and known.get("described") == task.digest()
+            ):
                 continue
             tasks.append(task)
     return tasks
@@ -258,7 +334,6 @@ def featurize_files(
     """Validate and featurize ``tasks`` into committed batches; several may run at once."""
     parts_dir = Path(table_dir) / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    spec = FeatureSpec.from_settings(settings)
     pending: list[dict] = []
     done = 0
     for result in process_files(tasks, settings):
@@ -267,10 +342,10 @@ def featurize_files(
         if progress:
             progress(done, len(tasks))
         if len(pending) >= batch_size:
-            _write_batch(parts_dir, pending, spec)
+            _write_batch(parts_dir, pending, settings)
             pending = []
     if pending:
-        _write_batch(parts_dir, pending, spec)
+        _write_batch(parts_dir, pending, settings)
     return done
 
 
@@ -283,8 +358,11 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     manifests = sorted(p.name for p in parts_dir.glob("part-*.json"))
     table_path = table_dir / "table.parquet"
     state_path = table_dir / "state.json"
+    infos = {run.info.name: run.info for run in discover_runs(data_dir)}
+    described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {
         "manifests": hashlib.blake2b("\n".join(manifests).encode(), digest_size=16).hexdigest(),
+        "runs": hashlib.blake2b(described.encode(), digest_size=16).hexdigest(),
         "label_strategy": settings.label_strategy,
     }
     up_to_date = (
@@ -295,8 +373,10 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     )
     if not up_to_date:
         frame = _merge_parts(parts_dir, latest)
-        infos = {run.info.name: run.info for run in discover_runs(data_dir)}
-        frame = label_table(frame, infos, settings)
+        if frame.empty:  # every file quarantined: an empty table, and the reasons
+            frame = frame.reindex(columns=[*KEY_COLUMNS, *LABEL_COLUMNS])
+        else:
+            frame = label_table(frame, infos, settings)
         tmp = table_dir / ".table.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, table_path)

@@ -1,7 +1,9 @@
 """Features of one recording, per channel and per bearing: the one definition used everywhere.
 
-Training (:mod:`wearcast.dataset`), batch scoring and the API all call :func:`recording_features`.
-One real FFT per channel feeds the spectrum bands, the defect-frequency lines and the envelope:
+Training (:mod:`wearcast.dataset`), batch scoring and the API all call :func:`recording_features`
+with a :class:`FeatureSpec` made from the run's rig (:class:`wearcast.rig.Rig`: sampling rate,
+shaft speed, bearing geometry, envelope band), so one definition serves every rig. One real
+FFT per channel feeds the spectrum bands, the defect-frequency lines and the envelope:
 
 * time domain: rms, mean, std, peak, crest, kurtosis (Pearson, 3 for Gaussian noise),
   skewness, shape, impulse and clearance factors, on the samples as recorded (so ``rms`` and
@@ -28,7 +30,8 @@ import numpy as np
 import scipy.fft as sfft
 
 from wearcast.config import Settings
-from wearcast.rig import ZA_2115, BearingGeometry, DefectFrequencies
+from wearcast.formats import FORMATS
+from wearcast.rig import DefectFrequencies, Rig
 
 __all__ = ["FeatureSpec", "channel_features", "recording_features", "TIME_FEATURES"]
 
@@ -64,23 +67,22 @@ class FeatureSpec:
     tolerance: float
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, geometry: BearingGeometry = ZA_2115, shaft_rpm: float | None = None
-    ) -> FeatureSpec:
-        fs = settings.sampling_rate_hz
-        nyquist = fs / 2
+    def from_settings(cls, settings: Settings, rig: Rig | None = None) -> FeatureSpec:
+        """The features of recordings made on ``rig`` (default: the IMS rig of the settings):
+        bands up to its Nyquist frequency, its envelope band, its defect frequencies."""
+        rig = rig or FORMATS["ims"].defaults(settings)
+        nyquist = rig.nyquist_hz
         if settings.band_scale == "linear":
             edges = np.arange(0.0, nyquist, settings.band_width_hz)
             edges = np.append(edges, nyquist)
         else:
             edges = np.geomspace(settings.log_band_low_hz, nyquist, settings.log_bands + 1)
             edges = np.insert(edges, 0, 0.0)
-        rpm = shaft_rpm or settings.shaft_rpm
         return cls(
-            sampling_rate_hz=fs,
+            sampling_rate_hz=rig.sampling_rate_hz,
             band_edges_hz=tuple(float(e) for e in edges),
-            envelope_band_hz=tuple(settings.envelope_band_hz),
-            defects=geometry.defect_frequencies(rpm / 60.0),
+            envelope_band_hz=tuple(rig.envelope_band_hz),
+            defects=rig.geometry.defect_frequencies(rig.shaft_rpm / 60.0),
             tolerance=settings.defect_tolerance,
         )
 

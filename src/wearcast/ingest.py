@@ -1,37 +1,37 @@
-"""Read and validate IMS recordings; quarantine the bad ones with the reason.
+"""Find runs, read and validate their recordings; quarantine the bad ones with the reason.
 
-A data folder holds one or more runs. A run is a folder holding timestamp-named recordings
-(``2004.02.12.10.32.39``), optionally with a ``run.json`` describing it (:mod:`wearcast.rig`).
-Every other regular file in a run folder is an input too, and is quarantined if it is not a
-valid recording: nothing in a run folder is silently skipped. Inputs are never moved or
-changed; "quarantined" means listed, with the reason, in the quarantine report.
-
-Reading takes a fast path (pandas' C parser) and, only when that path finds something wrong,
-a slow line-by-line pass that says exactly which line and column is at fault.
+A data folder holds one or more runs. A run is a folder of recordings in one of the known
+formats (:mod:`wearcast.formats`: IMS text files named by their time, PRONOSTIA
+``acc_NNNNN.csv``...), optionally with a ``run.json`` describing it (:mod:`wearcast.rig`).
+Every other regular file in a run folder is an input too: it is quarantined if it is not a
+valid recording, or listed as ignored, with what becomes of it, if its format knows it as
+something else (PRONOSTIA's temperature logs): nothing in a run folder is silently skipped.
+Inputs are never moved or changed; "quarantined" means listed, with the reason, in the
+quarantine report.
 """
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import statistics
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from wearcast.config import Settings
-from wearcast.rig import (
-    RUN_METADATA_FILE,
-    RunInfo,
-    bearing_channels,
-    load_run_info,
-    parse_timestamp,
+from wearcast.formats import (
+    RecordingError,
+    RecordingFormat,
+    detect_format,
+    expected_formats,
+    get_format,
+    resolve_rig,
 )
+from wearcast.formats.ims import parse_recording
+from wearcast.rig import RUN_METADATA_FILE, Rig, RunInfo, bearing_channels, load_run_info
 
 __all__ = [
     "Recording",
@@ -39,26 +39,14 @@ __all__ = [
     "Quarantined",
     "IngestReport",
     "RunFiles",
+    "date_run",
     "discover_runs",
     "single_file_run",
     "parse_recording",
     "validate_signal",
-    "read_recording",
+    "read_samples",
     "check_run",
 ]
-
-
-class RecordingError(ValueError):
-    """A recording that cannot be used, with where the fault is."""
-
-    def __init__(self, reason: str, *, line: int | None = None, column: int | None = None):
-        self.reason = reason
-        self.line = line
-        self.column = column
-        where = ", ".join(
-            f"{k} {v}" for k, v in (("line", line), ("column", column)) if v is not None
-        )
-        super().__init__(f"{where}: {reason}" if where else reason)
 
 
 @dataclass(frozen=True)
@@ -85,30 +73,37 @@ class Quarantined:
 class IngestReport:
     ingested: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    ignored: list[Quarantined] = field(default_factory=list)  # known files that are not read
     seen: int = 0
 
     @property
     def reconciled(self) -> bool:
-        return self.seen == len(self.ingested) + len(self.quarantined)
+        return self.seen == len(self.ingested) + len(self.quarantined) + len(self.ignored)
 
     def as_dict(self) -> dict:
         return {
             "seen": self.seen,
             "ingested": self.ingested,
             "quarantined": [asdict(q) for q in self.quarantined],
+            "ignored": [{"file": q.file, "reason": q.reason} for q in self.ignored],
             "reconciled": self.reconciled,
         }
 
 
 @dataclass(frozen=True)
 class RunFiles:
-    """One run folder: its metadata, its recordings in time order, and its other files."""
+    """One run folder: its description, its recordings in time order, and its other files."""
 
     directory: Path
-    info: RunInfo
+    info: RunInfo  # with its format and bearing count filled in
     recordings: list[tuple[datetime, Path]]
-    misnamed: list[Path]
+    rejected: list[tuple[Path, str]]  # quarantined without reading, with the reason
+    ignored: list[tuple[Path, str]]  # files the format knows but does not read, and why
     n_channels: int | None  # the channel count most of its recordings have
+
+    @property
+    def format(self) -> RecordingFormat:
+        return get_format(self.info.format)
 
     @property
     def channel_map(self) -> dict[int, list[int]] | None:
@@ -116,56 +111,128 @@ class RunFiles:
             return None
         return bearing_channels(self.n_channels, self.info.n_bearings)
 
+    @property
+    def files(self) -> int:
+        return len(self.recordings) + len(self.rejected) + len(self.ignored)
 
-def _first_line_columns(path: Path) -> int | None:
+
+def _first_line(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
-            line = fh.readline(1 << 16)
+            return fh.readline(1 << 16)
     except OSError:
-        return None
-    return line.count(b"\t") + 1 if line.strip() else None
+        return b""
 
 
-def _run_files(directory: Path, names: Iterable[str]) -> RunFiles | None:
-    recordings, misnamed = [], []
-    for name in sorted(names):
-        path = directory / name
-        if name.startswith(".") or name == RUN_METADATA_FILE or not path.is_file():
-            continue
-        try:
-            recordings.append((parse_timestamp(name), path))
-        except ValueError:
-            misnamed.append(path)
-    if not recordings:
-        return None
-    recordings.sort()
-    counts = [c for _, p in recordings if (c := _first_line_columns(p)) is not None]
+def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingFormat) -> RunFiles:
+    """Sort a run's files into recordings (dated), rejected and ignored ones."""
+    info = replace(info, format=fmt.name, n_bearings=info.n_bearings or fmt.bearings)
+    candidates, rejected, ignored = [], [], []
+    for name in names:
+        if fmt.is_recording(name):
+            candidates.append(name)
+        elif (use := fmt.companion_use(name)) is not None:
+            ignored.append((directory / name, use))
+        else:
+            rejected.append((directory / name, fmt.misnamed(name)))
+    candidates.sort(key=fmt.order)
+    first_lines = [_first_line(directory / name) for name in candidates]
+    recordings = []
+    for name, when in zip(candidates, fmt.times(candidates, first_lines, info), strict=True):
+        if isinstance(when, str):
+            rejected.append((directory / name, when))
+        else:
+            recordings.append((when, directory / name))
+    recordings.sort(key=lambda r: r[0])
+    counts = [c for line in first_lines if (c := fmt.channel_count(line)) is not None]
     n_channels = statistics.mode(counts) if counts else None
-    return RunFiles(directory, load_run_info(directory), recordings, misnamed, n_channels)
+    return RunFiles(directory, info, recordings, rejected, ignored, n_channels)
+
+
+def _run_info(directory: Path) -> RunInfo:
+    info = load_run_info(directory)
+    if info.format is not None:
+        try:
+            get_format(info.format)
+        except ValueError as exc:
+            raise ValueError(f"{directory / RUN_METADATA_FILE}: {exc}") from None
+    return info
+
+
+def _run_files(directory: Path, names: list[str]) -> RunFiles | None:
+    """The run in a folder; None if the folder holds no recordings of a known format."""
+    info = _run_info(directory)
+    fmt = get_format(info.format) if info.format else detect_format(names)
+    if fmt is None:
+        return None
+    return _index(directory, names, info, fmt)
 
 
 def single_file_run(path: Path) -> RunFiles:
-    """One file as a run of its own (metadata from its folder, as for a whole run)."""
+    """One file as a run of its own (described by its folder's run.json, as a whole run)."""
     path = Path(path)
-    try:
-        recordings, misnamed = [(parse_timestamp(path.name), path)], []
-    except ValueError:
-        recordings, misnamed = [], [path]
-    return RunFiles(
-        path.parent, load_run_info(path.parent), recordings, misnamed, _first_line_columns(path)
+    info = _run_info(path.parent)
+    fmt = get_format(info.format) if info.format else detect_format([path.name])
+    if fmt is None:
+        raise ValueError(
+            f"{path}: matches no known recording format (expected {expected_formats()})"
+        )
+    return _index(path.parent, [path.name], info, fmt)
+
+
+def date_run(directory: Path, info: RunInfo) -> RunInfo:
+    """``info`` completed from the run's recordings: its format, bearing count, ``start`` (the
+    first recording) and, if it names failures, ``end`` (the last recording: the run ended in
+    that failure). For a format whose files hold only the time of day, ``info.start`` gives
+    the date."""
+    directory = Path(directory)
+    names = _visible_files(directory)
+    fmt = get_format(info.format) if info.format else detect_format(names)
+    if fmt is None:
+        raise ValueError(
+            f"{directory}: no file matches a known recording format (expected {expected_formats()})"
+        )
+    run = _index(directory, names, info, fmt)
+    if not run.recordings:
+        why = f": {run.rejected[0][1]}" if run.rejected else ""
+        raise ValueError(f"{directory}: no {fmt.name} recording could be dated{why}")
+    first, last = run.recordings[0][0], run.recordings[-1][0]
+    return replace(run.info, start=first, end=last if info.failures else None)
+
+
+def _visible_files(directory: Path) -> list[str]:
+    return sorted(
+        n.name
+        for n in directory.iterdir()
+        if not n.name.startswith(".") and n.name != RUN_METADATA_FILE and n.is_file()
     )
 
 
 def discover_runs(data_dir: Path) -> list[RunFiles]:
-    """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one)."""
+    """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
+
+    Raises ValueError naming a file when there are files but none of them is a recording of
+    a known format.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such folder")
-    runs = []
-    for root, dirs, files in os.walk(data_dir):
+    runs, unknown = [], []
+    for root, dirs, _ in os.walk(data_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if run := _run_files(Path(root), files):
+        directory = Path(root)
+        names = _visible_files(directory)
+        if not names:
+            continue
+        if run := _run_files(directory, names):
             runs.append(run)
+        else:
+            unknown.append(directory / names[0])
+    if not runs and unknown:
+        raise ValueError(
+            f"{unknown[0]}: matches no known recording format, and no other file under "
+            f"{data_dir} does (expected {expected_formats()})"
+        )
     names = [r.info.name for r in runs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -173,63 +240,22 @@ def discover_runs(data_dir: Path) -> list[RunFiles]:
     return runs
 
 
-def _diagnose(text: str) -> RecordingError:
-    """The first fault in a text the fast parser rejected, with its line and column."""
-    expected = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        cells = line.split("\t")
-        if expected is None:
-            expected = len(cells)
-        if len(cells) != expected:
-            return RecordingError(
-                f"{len(cells)} values, expected {expected} as on line 1", line=number
-            )
-        for col, cell in enumerate(cells, start=1):
-            try:
-                value = float(cell)
-            except ValueError:
-                return RecordingError(
-                    f"{cell.strip()[:40]!r} is not a number", line=number, column=col
-                )
-            if not math.isfinite(value):
-                return RecordingError(
-                    f"{cell.strip()} is not a finite number", line=number, column=col
-                )
-    return RecordingError("unreadable table of numbers")
-
-
-def parse_recording(content: bytes) -> np.ndarray:
-    """The samples of one IMS text recording, as a (samples, channels) float array."""
-    if not content or content.isspace():
-        raise RecordingError("empty file")
-    if (nul := content.find(b"\x00")) >= 0:
-        raise RecordingError(f"binary content (NUL byte at offset {nul}), not a text recording")
-    if not content.isascii():  # checked without decoding: this runs for every recording
-        offset = next(i for i, byte in enumerate(content) if byte > 127)
-        raise RecordingError(
-            f"binary content (byte 0x{content[offset]:02x} at offset {offset}), "
-            "not a text recording"
-        )
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(content), sep="\t", header=None, dtype=np.float64, engine="c"
-        )
-    except (ValueError, pd.errors.ParserError):
-        raise _diagnose(content.decode("ascii")) from None
-    data = frame.to_numpy()
-    if not np.isfinite(data).all():
-        raise _diagnose(content.decode("ascii"))
-    return data
-
-
 def validate_signal(
-    data: np.ndarray, settings: Settings, *, expected_channels: int | None = None
+    data: np.ndarray,
+    settings: Settings,
+    *,
+    expected_rows: int | None = None,
+    expected_channels: int | None = None,
 ) -> None:
-    """Raise :class:`RecordingError` unless the samples look like a working accelerometer."""
+    """Raise :class:`RecordingError` unless the samples look like a working accelerometer.
+
+    ``expected_rows`` is the run's samples per recording (default: the setting, IMS's).
+    """
     rows, channels = data.shape
-    if rows != settings.expected_rows:
-        hint = " (truncated?)" if rows < settings.expected_rows else ""
-        raise RecordingError(f"{rows} rows, expected {settings.expected_rows}{hint}")
+    expected_rows = expected_rows or settings.expected_rows
+    if rows != expected_rows:
+        hint = " (truncated?)" if rows < expected_rows else ""
+        raise RecordingError(f"{rows} rows, expected {expected_rows}{hint}")
     if expected_channels is not None and channels != expected_channels:
         raise RecordingError(
             f"{channels} channels, but this run's recordings have {expected_channels}"
@@ -257,53 +283,56 @@ def validate_signal(
                 )
 
 
-def read_recording(
+def read_samples(
     path: Path,
+    rig: Rig,
     settings: Settings,
     *,
-    run: str | None = None,
     expected_channels: int | None = None,
     content: bytes | None = None,
-) -> Recording:
-    """Read, parse and validate one file; raise :class:`RecordingError` if it is unusable."""
+    problem: str | None = None,
+) -> np.ndarray:
+    """Read, parse and validate one file of a run recorded on ``rig``: its samples, or
+    :class:`RecordingError` with the first fault.
+
+    ``problem`` is why discovery already rejected the file; a file named as a recording is
+    still read first, since what is wrong inside it says more (a damaged first line, say).
+    """
     path = Path(path)
-    try:
-        timestamp = parse_timestamp(path.name)
-    except ValueError:
-        raise RecordingError(
-            "file name is not a recording timestamp (YYYY.MM.DD.hh.mm.ss)"
-        ) from None
+    fmt = get_format(rig.format)
+    if problem is not None and not fmt.is_recording(path.name):
+        raise RecordingError(problem)
     if content is None:
         try:
             content = path.read_bytes()
         except OSError as exc:
             raise RecordingError(f"cannot read: {exc.strerror}") from None
-    data = parse_recording(content)
-    validate_signal(data, settings, expected_channels=expected_channels)
-    return Recording(path, run or path.parent.name, timestamp, data)
+    data = fmt.parse(content)
+    validate_signal(data, settings, expected_rows=rig.samples, expected_channels=expected_channels)
+    if problem is not None:
+        raise RecordingError(problem)
+    return data
 
 
 def check_run(
     run: RunFiles, settings: Settings, report: IngestReport, *, relative_to: Path
 ) -> Iterator[Recording]:
     """Yield the run's valid recordings in time order; record every file in ``report``."""
-    for path in run.misnamed:
+    rig = resolve_rig(run.info, settings)
+    for path, use in run.ignored:
         report.seen += 1
-        report.quarantined.append(
-            Quarantined(
-                str(path.relative_to(relative_to)),
-                "file name is not a recording timestamp (YYYY.MM.DD.hh.mm.ss)",
-            )
-        )
-    for _, path in run.recordings:
+        report.ignored.append(Quarantined(str(path.relative_to(relative_to)), use))
+    files = [(path, when, None) for when, path in run.recordings]
+    files += [(path, None, why) for path, why in run.rejected]
+    for path, when, problem in files:
         report.seen += 1
         name = str(path.relative_to(relative_to))
         try:
-            recording = read_recording(
-                path, settings, run=run.info.name, expected_channels=run.n_channels
+            data = read_samples(
+                path, rig, settings, expected_channels=run.n_channels, problem=problem
             )
         except RecordingError as exc:
             report.quarantined.append(Quarantined.from_error(name, exc))
             continue
         report.ingested.append(name)
-        yield recording
+        yield Recording(path, run.info.name, when, data)

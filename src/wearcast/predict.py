@@ -16,8 +16,7 @@ import pandas as pd
 from wearcast.alarms import bearing_status
 from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
 from wearcast.config import Settings
-from wearcast.dataset import model_columns, process_files, run_tasks
-from wearcast.features import FeatureSpec
+from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
 
 __all__ = ["score_path"]
@@ -35,7 +34,6 @@ def score_path(
     else:
         raise FileNotFoundError(f"{path}: no such file or folder")
     tasks = [t for run in runs for t in run_tasks(run, root)]
-    spec = FeatureSpec.from_settings(settings)
     rows, bad = [], []
     for entry in process_files(tasks, settings):
         if entry["status"] != "ingested":
@@ -43,8 +41,7 @@ def score_path(
                 Quarantined(entry["file"], entry["reason"], entry.get("line"), entry.get("column"))
             )
             continue
-        columns = spec.columns(entry["width"])
-        frame = pd.DataFrame(entry["rows"], columns=columns)
+        frame = pd.DataFrame(entry["rows"], columns=result_columns(entry, settings))
         frame.insert(0, "bearing", entry["bearings"])
         frame.insert(0, "timestamp", pd.Timestamp(entry["timestamp"]))
         frame.insert(0, "run", entry["run"])

@@ -1,7 +1,10 @@
-"""The IMS test rig: bearing geometry, defect frequencies, channel maps and the known runs.
+"""Rigs and runs: bearing geometry, defect frequencies, channel maps, each run's description.
 
-Four Rexnord ZA-2115 double-row bearings on one shaft at 2000 rpm (Qiu et al. 2006). Defect
-frequencies follow from the geometry and the shaft speed; nothing here hard-codes them.
+A run says what it is in its ``run.json`` (:class:`RunInfo`): its recording format, sampling
+rate, shaft speed, load, bearing geometry, dates and failures. What a run leaves out comes from
+its format's defaults (:mod:`wearcast.formats`), which for IMS are the global settings and the
+Rexnord ZA-2115 of the IMS rig (Qiu et al. 2006). Defect frequencies follow from the geometry
+and the shaft speed; nothing here hard-codes them.
 """
 
 from __future__ import annotations
@@ -13,10 +16,21 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
 __all__ = [
     "BearingGeometry",
     "DefectFrequencies",
     "Defect",
+    "Rig",
     "RunInfo",
     "ZA_2115",
     "IMS_RUNS",
@@ -80,6 +94,12 @@ class Defect(StrEnum):
     OUTER_RACE = "outer"
     INNER_RACE = "inner"
     ROLLING_ELEMENT = "rolling"
+    UNKNOWN = "unknown"  # failed, part not said (PRONOSTIA: all parts degrade at once)
+
+    @classmethod
+    def located(cls) -> list[Defect]:
+        """The defects that have a place, hence a characteristic frequency."""
+        return [d for d in cls if d is not cls.UNKNOWN]
 
 
 def bearing_channels(n_channels: int, n_bearings: int) -> dict[int, list[int]]:
@@ -94,46 +114,144 @@ def bearing_channels(n_channels: int, n_bearings: int) -> dict[int, list[int]]:
 
 
 @dataclass(frozen=True)
-class RunInfo:
-    """What is known about one run to failure; enough to label its recordings.
+class Rig:
+    """How one run was recorded: everything validation and features depend on."""
 
-    ``failures`` maps a failed bearing to its defect. ``end`` is the failure time; a run with
-    ``end`` unknown (still running, or never failed) labels every bearing healthy-so-far.
+    format: str
+    sampling_rate_hz: float
+    samples: int  # per recording and channel
+    shaft_rpm: float
+    geometry: BearingGeometry
+    envelope_band_hz: tuple[float, float]
+    load_n: float | None = None  # radial load: an operating condition, not used by features
+
+    @property
+    def nyquist_hz(self) -> float:
+        return self.sampling_rate_hz / 2
+
+
+class _RunDescription(BaseModel):
+    """The run.json contract; other fields are allowed and ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1)
+    format: str | None = None
+    n_bearings: PositiveInt | None = None
+    failures: dict[PositiveInt, Defect] = Field(default_factory=dict)
+    start: datetime | None = None
+    end: datetime | None = None
+    sampling_rate_hz: PositiveFloat | None = None
+    samples: PositiveInt | None = None
+    shaft_rpm: PositiveFloat | None = None
+    load_n: PositiveFloat | None = None
+    n_balls: PositiveInt | None = None
+    ball_diameter_mm: PositiveFloat | None = None
+    pitch_diameter_mm: PositiveFloat | None = None
+    contact_angle_deg: float | None = Field(None, ge=0, lt=90)
+    envelope_band_hz: tuple[PositiveFloat, PositiveFloat] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _RunDescription:
+        geometry = (self.n_balls, self.ball_diameter_mm, self.pitch_diameter_mm)
+        if any(v is not None for v in geometry) and any(v is None for v in geometry):
+            raise ValueError(
+                "bearing geometry needs n_balls, ball_diameter_mm and pitch_diameter_mm together"
+            )
+        if self.ball_diameter_mm and self.ball_diameter_mm >= self.pitch_diameter_mm:
+            raise ValueError("ball_diameter_mm must be smaller than pitch_diameter_mm")
+        if self.start and self.end and self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        if self.envelope_band_hz and self.envelope_band_hz[0] >= self.envelope_band_hz[1]:
+            raise ValueError("envelope_band_hz must be [low, high] with low < high")
+        return self
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What is known about one run to failure (its ``run.json``); enough to label and read it.
+
+    ``failures`` maps a failed bearing to its defect (``unknown`` when the part is not known).
+    ``end`` is the failure time; a run without ``end`` (still running, or never failed) labels
+    every bearing healthy so far. Rig fields left as None take the format's defaults.
     """
 
     name: str
-    n_bearings: int = 4
+    n_bearings: int | None = None
     failures: dict[int, Defect] = field(default_factory=dict)
     start: datetime | None = None
     end: datetime | None = None
+    format: str | None = None
+    sampling_rate_hz: float | None = None
+    samples: int | None = None
     shaft_rpm: float | None = None
+    load_n: float | None = None
+    geometry: BearingGeometry | None = None
+    envelope_band_hz: tuple[float, float] | None = None
+
+    def as_dict(self) -> dict:
+        """The run.json document (fields that are not known are left out)."""
+        raw = {
+            "name": self.name,
+            "n_bearings": self.n_bearings,
+            "failures": {str(b): d.value for b, d in self.failures.items()},
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            **self.rig_fields(),
+        }
+        return {k: v for k, v in raw.items() if v is not None}
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "n_bearings": self.n_bearings,
-                "failures": {str(b): d.value for b, d in self.failures.items()},
-                "start": self.start.isoformat() if self.start else None,
-                "end": self.end.isoformat() if self.end else None,
-                "shaft_rpm": self.shaft_rpm,
-            },
-            indent=2,
-        )
+        return json.dumps(self.as_dict(), indent=2)
+
+    def rig_fields(self) -> dict:
+        """The run's own rig facts, JSON-safe (None where the format's default applies)."""
+        g = self.geometry
+        return {
+            "format": self.format,
+            "sampling_rate_hz": self.sampling_rate_hz,
+            "samples": self.samples,
+            "shaft_rpm": self.shaft_rpm,
+            "load_n": self.load_n,
+            "n_balls": g.rollers if g else None,
+            "ball_diameter_mm": g.roller_diameter if g else None,
+            "pitch_diameter_mm": g.pitch_diameter if g else None,
+            "contact_angle_deg": g.contact_angle_deg if g else None,
+            "envelope_band_hz": list(self.envelope_band_hz) if self.envelope_band_hz else None,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict, *, where: str = "run metadata") -> RunInfo:
         try:
-            return cls(
-                name=str(raw["name"]),
-                n_bearings=int(raw.get("n_bearings", 4)),
-                failures={int(b): Defect(d) for b, d in (raw.get("failures") or {}).items()},
-                start=datetime.fromisoformat(raw["start"]) if raw.get("start") else None,
-                end=datetime.fromisoformat(raw["end"]) if raw.get("end") else None,
-                shaft_rpm=float(raw["shaft_rpm"]) if raw.get("shaft_rpm") else None,
+            d = _RunDescription.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'run'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"{where}: {exc}") from exc
+            raise ValueError(f"{where}: {problems}") from None
+        geometry = None
+        if d.n_balls is not None:
+            geometry = BearingGeometry(
+                rollers=d.n_balls,
+                pitch_diameter=d.pitch_diameter_mm,
+                roller_diameter=d.ball_diameter_mm,
+                contact_angle_deg=d.contact_angle_deg or 0.0,
+            )
+        return cls(
+            name=d.name,
+            n_bearings=d.n_bearings,
+            failures=dict(d.failures),
+            start=d.start,
+            end=d.end,
+            format=d.format,
+            sampling_rate_hz=d.sampling_rate_hz,
+            samples=d.samples,
+            shaft_rpm=d.shaft_rpm,
+            load_n=d.load_n,
+            geometry=geometry,
+            envelope_band_hz=d.envelope_band_hz,
+        )
 
 
 # The three IMS experiments, from the NASA/IMS documentation. Test 3's files sit in a folder

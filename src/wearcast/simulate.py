@@ -136,7 +136,7 @@ def plan_simulation(
         if not 1 <= b <= bearings:
             raise ValueError(f"failing bearing {b} is not one of bearings 1..{bearings}")
     rng = np.random.default_rng(seed)
-    defect_cycle = list(Defect)
+    defect_cycle = Defect.located()
     plans = []
     for r in range(runs):
         run_failures = (
