@@ -65,6 +65,8 @@ def train_model(settings: Settings, work: Path, family: str) -> tuple[list[str],
             registry.load_version(client, settings, version),
             name="model",
             registered_model_name=NO_SIGNATURE,
+            # skops (mlflow's default) cannot store wearcast's classes; users pick cloudpickle.
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
         )
     columns = list(data.X.columns)
     return (

@@ -119,7 +119,7 @@ def test_oversized_headers_are_431(client):
         (b"0.1\t" * 975_000, "bytes long, over the limit"),  # one line of 975,000 values
         (b"0.1\t" * 100_000, "bytes long, over the limit"),
         (b"0.1\t" * 200 + b"0.1\n", "201 values, over the limit of 16"),
-        (b"0.1\t0.2\t0.3\t0.4\n" * 30_000, "30000 rows, expected 20480"),
+        (b"0.1\t0.2\t0.3\t0.4\n" * 50_000, "50000 rows, expected 20480"),
     ],
     ids=["975k-values", "100k-values", "wide-line", "too-many-rows"],
 )

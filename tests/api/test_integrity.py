@@ -172,7 +172,12 @@ def tiny_registry(tmp_path) -> Settings:
     registry.connect(settings)
     for model in (good, broken, good):
         with mlflow.start_run():
-            mlflow.sklearn.log_model(model, name="model", registered_model_name=settings.model_name)
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name=settings.model_name,
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            )
     client = registry.client(settings)
     lost = client.get_model_version_download_uri(settings.model_name, "3")
     shutil.rmtree(Path(lost.removeprefix("file://")))
