@@ -3,6 +3,8 @@ work before authentication, or a wrong answer (issue 12). Each is replayed and a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -280,3 +282,14 @@ def test_probes_keep_answering_while_45_abusive_uploads_run(model_home, tmp_path
             for t in threads:
                 t.join()
     assert set(statuses) == {422}
+
+
+def test_the_serving_process_imports_neither_the_search_nor_plotting():
+    code = (
+        "import sys, wearcast.api.main; "
+        "print(sorted(m for m in ('optuna', 'matplotlib', 'wearcast.train') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
