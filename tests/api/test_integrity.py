@@ -124,6 +124,18 @@ def test_a_retry_gets_the_same_answer_and_is_logged_once(model_home, tmp_path, r
         assert other.status_code == 409, other.text
         assert "already answered" in other.json()["detail"]
         assert len(c.get("/v1/bearings/retry:1").json()["predictions"]) == 1
+        # Rows already answered and new rows in one request: each gets its own answer.
+        columns = c.get("/v2/models/wearcast-wear").json()["parameters"]["columns"]
+        features = {f: 1.0 for f in columns if not f.startswith("baseline_")}
+        rows = [
+            {"machine": "mix", "bearing": 1, "timestamp": f"2004-01-0{d}T00:00:00", "features": f}
+            for d, f in ((1, features), (2, {k: 2.0 for k in features}))
+        ]
+        old = c.post("/v1/predict", json={"rows": rows[:1]}).json()[0]
+        both = c.post("/v1/predict", json={"rows": rows})
+        assert both.status_code == 200, both.text
+        assert both.json()[0]["bearings"] == old["bearings"]
+        assert len(c.get("/v1/bearings/mix:1").json()["predictions"]) == 2
 
 
 def test_answers_agree_with_the_bearing_page(model_home, tmp_path, recordings):

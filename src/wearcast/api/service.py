@@ -138,7 +138,7 @@ class Scorer:
                     answers[j].model_dump(mode="json"),
                 ),
             )
-        stored = self.log.commit(list(records.values()))
+        stored = logged | self.log.commit(list(records.values()))
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
         return request_id, [
