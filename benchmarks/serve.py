@@ -139,13 +139,17 @@ def abuse(url: str, clients: int, stop, answered) -> None:
 
     async def loop(http: httpx.AsyncClient) -> None:
         while not stop.is_set():
-            response = await http.post(
-                f"{url}/v1/recordings",
-                params={"machine": "abuse", "timestamp": "2004-01-01T00:00:00"},
-                content=body,
-                headers={"content-type": "text/plain"},
-            )
-            answered[response.status_code] = answered.get(response.status_code, 0) + 1
+            try:
+                response = await http.post(
+                    f"{url}/v1/recordings",
+                    params={"machine": "abuse", "timestamp": "2004-01-01T00:00:00"},
+                    content=body,
+                    headers={"content-type": "text/plain"},
+                )
+                outcome = response.status_code
+            except httpx.TransportError as exc:  # e.g. a keep-alive connection closed
+                outcome = type(exc).__name__
+            answered[outcome] = answered.get(outcome, 0) + 1
 
     async def run() -> None:
         limits = httpx.Limits(max_connections=clients)
