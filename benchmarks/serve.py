@@ -1,23 +1,29 @@
 """Serving latency and throughput: wearcast's API against `mlflow models serve`, same model.
 
-    python benchmarks/serve.py [--seconds 10] [--clients 8] [--family random_forest]
+    python benchmarks/serve.py [--seconds 8] [--clients 8] [--family random_forest] [--port 18080]
 
 In one run: trains and registers a model in a temporary WEARCAST_HOME, starts `wearcast serve`
-(1 uvicorn worker) and `mlflow models serve` (its default, 1 worker) on loopback, then drives
-both with the same asyncio httpx client, one scenario at a time:
+(1 uvicorn worker) and `mlflow models serve` (its default, 1 worker) twice on loopback: the
+registered model as wearcast logs it (with a 264-column signature, which mlflow checks column
+by column on every request) and the same fitted Pipeline logged as most mlflow users log one,
+without a signature. It drives all three with the same asyncio httpx client, one scenario at
+a time:
 (a) a raw 4-channel recording upload (wearcast only: mlflow cannot take raw signals), for four
     machines in turn, so after their first 20 recordings their baselines are complete,
 (b) one feature row, (c) a batch of 100 feature rows;
-each with 1 client (latency) and with --clients concurrent clients (throughput).
+each with 1 client (latency) and with --clients concurrent clients (throughput); then
+(d) /healthz, 1 client, alone and while --abusers clients send abusive uploads (one line of
+100,000 tab-separated values each, the probe of issue 12).
 wearcast's /v1/predict also logs every prediction and computes alarms and remaining life from
 the bearing's history; /v2 .../infer is the bare model, for a like-for-like comparison.
-Prints p50/p95/p99 latency, requests/s and the ratios.
+Prints p50/p95/p99 latency, requests/s and the ratios against the faster mlflow server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -27,6 +33,8 @@ import time
 from pathlib import Path
 
 import httpx
+import mlflow
+import mlflow.sklearn
 import numpy as np
 
 from wearcast import registry
@@ -35,6 +43,8 @@ from wearcast.dataset import featurize, read_table
 from wearcast.retrain import train_challenger
 from wearcast.simulate import plan_simulation, simulate
 from wearcast.train import prepare
+
+NO_SIGNATURE = "wearcast-wear-no-signature"
 
 
 def train_model(settings: Settings, work: Path, family: str) -> tuple[list[str], np.ndarray, Path]:
@@ -49,6 +59,15 @@ def train_model(settings: Settings, work: Path, family: str) -> tuple[list[str],
     version = train_challenger(settings, work / "table", config=config)["version"]
     client = registry.connect(settings)
     registry.promote(client, settings, version, "benchmark")
+    # The same fitted Pipeline, logged as mlflow's own examples log one: no signature.
+    with mlflow.start_run(run_name="no-signature"):
+        mlflow.sklearn.log_model(
+            registry.load_version(client, settings, version),
+            name="model",
+            registered_model_name=NO_SIGNATURE,
+            # skops (mlflow's default) cannot store wearcast's classes; users pick cloudpickle.
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
     columns = list(data.X.columns)
     return (
         columns,
@@ -112,11 +131,60 @@ async def drive(make_request, clients: int, seconds: float) -> dict:
     }
 
 
+def abuse(url: str, clients: int, stop, answered) -> None:
+    """Abusive uploads from ``clients`` concurrent loops until ``stop`` is set: one line of
+    100,000 tab-separated values each. Runs in its own process, so the probe's client does
+    not compete with it for an event loop."""
+    body = b"0.1\t" * 100_000
+
+    async def loop(http: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            try:
+                response = await http.post(
+                    f"{url}/v1/recordings",
+                    params={"machine": "abuse", "timestamp": "2004-01-01T00:00:00"},
+                    content=body,
+                    headers={"content-type": "text/plain"},
+                )
+                outcome = response.status_code
+            except httpx.TransportError as exc:  # e.g. a keep-alive connection closed
+                outcome = type(exc).__name__
+            answered[outcome] = answered.get(outcome, 0) + 1
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+            await asyncio.gather(*(loop(http) for _ in range(clients)))
+
+    asyncio.run(run())
+
+
+def probe_under_abuse(url: str, abusers: int | None, seconds: float) -> tuple[dict, dict]:
+    """/healthz latency from one client, alone or while ``abusers`` clients abuse the API."""
+
+    async def healthz(http, _i):
+        return await http.get(f"{url}/healthz")
+
+    if not abusers:
+        return asyncio.run(drive(healthz, 1, seconds)), {}
+    with multiprocessing.Manager() as manager:
+        stop, answered = manager.Event(), manager.dict()
+        worker = multiprocessing.Process(target=abuse, args=(url, abusers, stop, answered))
+        worker.start()
+        time.sleep(2.0)  # let the abuse build up
+        result = asyncio.run(drive(healthz, 1, seconds))
+        stop.set()
+        worker.join()
+        return result, dict(answered)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per scenario")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--family", default="random_forest")
+    parser.add_argument("--port", type=int, default=18080, help="this and the next two")
+    parser.add_argument("--abusers", type=int, default=45, help="abusive clients in (d)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wearcast-bench-serve-"))
     settings = Settings(home=work / "home", workers=2)
@@ -131,21 +199,24 @@ def main() -> None:
         # Both servers' own tools (uvicorn, mlflow) come from this environment.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    ours = "http://127.0.0.1:18080"
-    theirs = "http://127.0.0.1:18081"
-    mlflow_cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        f"models:/{settings.model_name}@champion",
-        "--env-manager",
-        "local",
-        "-p",
-        "18081",
-        "-h",
-        "127.0.0.1",
-    ]
+    ports = [str(args.port + k) for k in range(3)]
+    ours, theirs, theirs_bare = (f"http://127.0.0.1:{p}" for p in ports)
+
+    def mlflow_cmd(uri: str, port: str) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-p",
+            port,
+            "-h",
+            "127.0.0.1",
+        ]
+
     servers: list[subprocess.Popen] = []
     body = recording.read_bytes()
     row = dict(zip(features, X[0, : len(features)].tolist(), strict=True))
@@ -190,6 +261,9 @@ def main() -> None:
         "(b) 1 feature row, mlflow /invocations": lambda h, i: h.post(
             f"{theirs}/invocations", json=split_json(1)
         ),
+        "(b) 1 feature row, mlflow /invocations, no signature": lambda h, i: h.post(
+            f"{theirs_bare}/invocations", json=split_json(1)
+        ),
         "(c) 100 feature rows, wearcast /v1/predict": lambda h, i: h.post(
             f"{ours}/v1/predict", json=rows_json(100, i)
         ),
@@ -200,12 +274,24 @@ def main() -> None:
         "(c) 100 feature rows, mlflow /invocations": lambda h, i: h.post(
             f"{theirs}/invocations", json=split_json(100)
         ),
+        "(c) 100 feature rows, mlflow /invocations, no signature": lambda h, i: h.post(
+            f"{theirs_bare}/invocations", json=split_json(100)
+        ),
     }
     results = {}
     try:
-        wearcast_cmd = [sys.executable, "-m", "wearcast", "serve", "--port", "18080"]
+        wearcast_cmd = [sys.executable, "-m", "wearcast", "serve", "--port", ports[0]]
         servers.append(start(wearcast_cmd, env, f"{ours}/readyz"))
-        servers.append(start(mlflow_cmd, env, f"{theirs}/ping"))
+        servers.append(
+            start(
+                mlflow_cmd(f"models:/{settings.model_name}@champion", ports[1]),
+                env,
+                f"{theirs}/ping",
+            )
+        )
+        servers.append(
+            start(mlflow_cmd(f"models:/{NO_SIGNATURE}/1", ports[2]), env, f"{theirs_bare}/ping")
+        )
         for name, request in scenarios.items():
             for clients in (1, args.clients):
                 results[(name, clients)] = asyncio.run(drive(request, clients, args.seconds))
@@ -215,6 +301,18 @@ def main() -> None:
                     f"{r['rps']:.0f} req/s, errors {r['errors']}",
                     flush=True,
                 )
+        probes = {
+            "(d) /healthz, alone": None,
+            f"(d) /healthz, while {args.abusers} clients send abusive uploads": args.abusers,
+        }
+        for name, abusers in probes.items():
+            results[(name, 1)], answered = probe_under_abuse(ours, abusers, args.seconds)
+            r = results[(name, 1)]
+            print(
+                f"{name}: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, errors {r['errors']}"
+                + (f"; abusive uploads answered {answered}" if answered else ""),
+                flush=True,
+            )
     finally:
         for proc in servers:
             stop(proc)
@@ -230,12 +328,15 @@ def main() -> None:
         )
     for label in ("(b) 1 feature row", "(c) 100 feature rows"):
         for clients in (1, args.clients):
-            mlflow_rps = results[(f"{label}, mlflow /invocations", clients)]["rps"]
+            mlflow_rps = max(
+                results[(f"{label}, mlflow /invocations{variant}", clients)]["rps"]
+                for variant in ("", ", no signature")
+            )
             for route in ("/v1/predict", "/v2 infer"):
                 ours_rps = results[(f"{label}, wearcast {route}", clients)]["rps"]
                 print(
                     f"{label}, {clients} client(s): "
-                    f"wearcast {route} / mlflow = {ours_rps / mlflow_rps:.2f}x"
+                    f"wearcast {route} / faster mlflow = {ours_rps / mlflow_rps:.2f}x"
                 )
 
 

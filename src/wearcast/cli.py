@@ -564,6 +564,8 @@ def promote(
         registry.promote(registry.connect(settings), settings, version, reason)
     except MlflowException as exc:
         raise fail(f"cannot promote version {version}: {exc.message}") from None
+    except registry.PromotionRefused as exc:
+        raise fail(str(exc)) from None
     console.print(f"{settings.model_name} version {version} is the champion")
 
 

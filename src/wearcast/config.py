@@ -90,7 +90,24 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         30.0, ge=0, description="how often the API checks the registry for a new champion; 0: never"
     )
-    max_upload_bytes: int = Field(4_000_000, gt=0, description="larger requests get 413")
+    max_upload_bytes: int = Field(
+        4_000_000, gt=0, description="a request body larger than this gets 413, unread"
+    )
+    max_header_bytes: int = Field(16_384, gt=0, description="larger request headers get 431")
+    max_line_bytes: int = Field(
+        1_024, gt=0, description="a recording line longer than this is refused before parsing"
+    )
+    max_values_per_line: int = Field(
+        16, gt=0, description="a recording line with more values (channels) is refused"
+    )
+    max_request_rows: int = Field(
+        1_000, gt=0, description="feature rows (or inference rows) per request"
+    )
+    max_concurrent_scoring: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        gt=0,
+        description="requests parsed and scored at once; others wait without holding a thread",
+    )
     bearings_per_machine: int = Field(4, gt=0, description="bearings of an uploaded recording")
     prediction_db_url: str | None = Field(
         None, description="SQLAlchemy URL of the prediction log; default: SQLite under home"

@@ -18,15 +18,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no process-wide backend chosen at import
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from wearcast.alarms import alarm_states, first_alarm, rul_by_trend  # noqa: E402
-from wearcast.config import Settings  # noqa: E402
+from wearcast.alarms import alarm_states, first_alarm, rul_by_trend
+from wearcast.config import Settings
 
 __all__ = [
     "BearingOutcome",
@@ -217,9 +214,8 @@ def _plot_run(
 ) -> None:
     rows = preds[preds["run"] == run]
     bearings = sorted(rows["bearing"].unique())
-    fig, axes = plt.subplots(
-        len(bearings), 1, figsize=(10, 2.2 * len(bearings)), sharex=True, squeeze=False
-    )
+    fig = Figure(figsize=(10, 2.2 * len(bearings)))
+    axes = fig.subplots(len(bearings), 1, sharex=True, squeeze=False)
     outcome = {(o.run, o.bearing): o for o in evaluation.bearings}
     for ax, bearing in zip(axes[:, 0], bearings, strict=True):
         b = rows[rows["bearing"] == bearing].sort_values("timestamp")
@@ -245,18 +241,17 @@ def _plot_run(
     fig.suptitle(f"run {run}, held out")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_importances(importances: pd.Series, path: Path) -> None:
     top = importances.sort_values().tail(20)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
     ax.barh(top.index, top.values)
     ax.set_xlabel("importance")
     ax.set_title("feature importances (top 20)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _yes(flag: bool) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "ClippedRegressor",
     "build_pipeline",
     "estimator",
+    "smoke_test",
 ]
 
 # Features without a physical scale: comparable across machines as they are.
@@ -178,3 +179,17 @@ def build_pipeline(config: dict, seed: int = 0) -> Pipeline:
             ),
         ]
     )
+
+
+def smoke_test(pipeline: Pipeline) -> None:
+    """Predict on the training fleet's baseline (a healthy bearing): one finite wear in 0..1.
+
+    Run before a version is promoted and before it is served; ``ValueError`` if it fails."""
+    relative = pipeline.named_steps["relative"]
+    fleet = relative.fleet_baseline_
+    features = list(relative.features_)
+    row = {f: fleet[BASELINE_PREFIX + f] for f in features}
+    row |= {BASELINE_PREFIX + f: fleet[BASELINE_PREFIX + f] for f in features}
+    wear = np.asarray(pipeline.predict(pd.DataFrame([row])), dtype=float)
+    if wear.shape != (1,) or not np.isfinite(wear).all() or not 0 <= wear[0] <= 1:
+        raise ValueError(f"smoke test failed: wear {wear.tolist()} on a healthy bearing")

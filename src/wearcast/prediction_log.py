@@ -1,13 +1,24 @@
 """The prediction log: every prediction the API makes, and each bearing's baseline recordings.
 
 SQLAlchemy, so the same code writes to SQLite (the default, under ``WEARCAST_HOME``) or to
-PostgreSQL (``WEARCAST_PREDICTION_DB_URL=postgresql+psycopg2://...``). Each request writes in
-one transaction; SQLite runs in WAL mode with a busy timeout so concurrent requests queue
-instead of failing.
+PostgreSQL (``WEARCAST_PREDICTION_DB_URL=postgresql+psycopg2://...``). SQLite runs in WAL mode
+with a busy timeout so concurrent requests queue instead of failing.
+
+Two rules make the log the same whatever the number of API workers and the arrival order:
+
+* a recording is identified by (machine, bearing, time): it is logged once, the first answer
+  is kept (a unique index decides between concurrent requests), and a retry reads it back;
+* a bearing's baseline is its first ``recordings`` recordings **by time**
+  (:mod:`wearcast.baseline`). A recording is kept as a baseline sample while fewer than that
+  many stored samples are older than it; samples pushed out by older recordings that arrived
+  late are deleted. Both happen in one transaction, and whatever the interleaving of workers
+  the first recordings by time are never pushed out, so every worker reads the same baseline
+  once they have arrived.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,15 +32,25 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
-    insert,
+    inspect,
     select,
+    text,
+    tuple_,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-__all__ = ["BearingContext", "PredictionLog", "PredictionRecord"]
+__all__ = ["LoggedAnswer", "PredictionLog", "PredictionRecord"]
+
+log = logging.getLogger("wearcast.api")
+
+Key = tuple[str, int]  # (machine, bearing)
+RecordingKey = tuple[str, int, datetime]  # (machine, bearing, time)
 
 
 class _Base(DeclarativeBase):
@@ -38,8 +59,11 @@ class _Base(DeclarativeBase):
 
 class _Prediction(_Base):
     __tablename__ = "predictions"
-    # Every request reads a bearing's latest predictions: keep that an index range scan.
-    __table_args__ = (Index("ix_predictions_bearing_time", "machine", "bearing", "recorded_at"),)
+    # One prediction per recording; every request reads a bearing's latest predictions, an
+    # index range scan on the same columns.
+    __table_args__ = (
+        Index("ux_predictions_recording", "machine", "bearing", "recorded_at", unique=True),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -52,6 +76,7 @@ class _Prediction(_Base):
     alarm: Mapped[bool] = mapped_column(Boolean)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[int] = mapped_column(Integer)
+    answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the client got
 
 
 class _BaselineSample(_Base):
@@ -62,12 +87,6 @@ class _BaselineSample(_Base):
     bearing: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(DateTime)
     features: Mapped[dict] = mapped_column(JSON)
-
-
-@dataclass(frozen=True)
-class BearingContext:
-    samples: list[tuple[datetime, dict]]  # the bearing's first baseline recordings' features
-    recent: list[tuple[datetime, float]]  # its latest logged (time, wear)
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,14 @@ class PredictionRecord:
     alarm: bool
     model_name: str
     model_version: int
+    answer: dict | None = None
+
+
+@dataclass(frozen=True)
+class LoggedAnswer:
+    request_id: str
+    features_digest: str
+    answer: dict | None
 
 
 class PredictionLog:
@@ -102,7 +129,22 @@ class PredictionLog:
                 cursor.close()
 
         _Base.metadata.create_all(self.engine)
+        self._upgrade()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._insert = (
+            postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
+        ).insert
+
+    def _upgrade(self) -> None:
+        """Bring a log written by an older wearcast up to this schema."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
+        if "answer" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE predictions ADD COLUMN answer JSON"))
+        try:
+            _Prediction.__table_args__[0].create(self.engine, checkfirst=True)
+        except (OperationalError, ProgrammingError) as exc:  # duplicates logged before
+            log.warning("prediction log: no unique index on recordings (%s)", exc.orig)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -112,13 +154,17 @@ class PredictionLog:
         machine: str,
         bearing: int,
         *,
+        since: datetime | None = None,
         before: datetime | None = None,
         limit: int | None = None,
     ) -> list[PredictionRecord]:
-        """Predictions of a bearing in recording order (the latest ``limit`` if given)."""
+        """Predictions of a bearing in recording order, recorded after ``since`` and before
+        ``before`` (the latest ``limit`` of them if given)."""
         query = select(_Prediction).where(
             _Prediction.machine == machine, _Prediction.bearing == bearing
         )
+        if since is not None:
+            query = query.where(_Prediction.recorded_at > since)
         if before is not None:
             query = query.where(_Prediction.recorded_at < before)
         query = query.order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
@@ -138,6 +184,7 @@ class PredictionLog:
                 r.alarm,
                 r.model_name,
                 r.model_version,
+                r.answer,
             )
             for r in reversed(rows)
         ]
@@ -146,39 +193,43 @@ class PredictionLog:
         with self._session() as session:
             return session.scalar(select(func.count(_Prediction.id))) or 0
 
-    def known_bearing(self, machine: str, bearing: int) -> bool:
+    def logged(self, keys: list[RecordingKey]) -> dict[RecordingKey, LoggedAnswer]:
+        """What was already answered for these recordings."""
+        if not keys:
+            return {}
         with self._session() as session:
-            query = select(_Prediction.id).where(
-                _Prediction.machine == machine, _Prediction.bearing == bearing
-            )
-            return session.scalar(query.limit(1)) is not None
+            return self._logged(session, keys)
 
-    def contexts(
-        self,
-        keys: list[tuple[str, int]],
-        recordings: int,
-        window: int,
-        before: datetime,
-        *,
-        samples_for: set[tuple[str, int]] | None = None,
-    ) -> dict[tuple[str, int], BearingContext]:
-        """For each (machine, bearing): its first ``recordings`` baseline samples (only for the
-        keys in ``samples_for``, default all) and its last ``window`` predictions before
-        ``before``, read in one session."""
+    def _logged(self, session, keys: list[RecordingKey]) -> dict[RecordingKey, LoggedAnswer]:
+        found = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 300):  # bounded IN lists
+            rows = session.execute(
+                select(
+                    _Prediction.machine,
+                    _Prediction.bearing,
+                    _Prediction.recorded_at,
+                    _Prediction.request_id,
+                    _Prediction.features_digest,
+                    _Prediction.answer,
+                ).where(
+                    tuple_(_Prediction.machine, _Prediction.bearing, _Prediction.recorded_at).in_(
+                        unique[start : start + 300]
+                    )
+                )
+            ).all()
+            for m, b, t, request_id, digest, answer in rows:
+                found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer))
+        return found
+
+    def recent(
+        self, keys: list[Key], window: int, before: datetime
+    ) -> dict[Key, list[tuple[datetime, float]]]:
+        """Each bearing's last ``window`` (time, wear) before ``before``, in time order."""
         out = {}
         with self._session() as session:
             for machine, bearing in keys:
-                samples = []
-                if samples_for is None or (machine, bearing) in samples_for:
-                    samples = session.execute(
-                        select(_BaselineSample.recorded_at, _BaselineSample.features)
-                        .where(
-                            _BaselineSample.machine == machine, _BaselineSample.bearing == bearing
-                        )
-                        .order_by(_BaselineSample.recorded_at)
-                        .limit(recordings)
-                    ).all()
-                recent = session.execute(
+                rows = session.execute(
                     select(_Prediction.recorded_at, _Prediction.wear)
                     .where(
                         _Prediction.machine == machine,
@@ -188,32 +239,84 @@ class PredictionLog:
                     .order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
                     .limit(window)
                 ).all()
-                out[(machine, bearing)] = BearingContext(
-                    samples=[(t, f) for t, f in samples],
-                    recent=[(t, w) for t, w in reversed(recent)],
-                )
+                out[(machine, bearing)] = [(t, w) for t, w in reversed(rows)]
         return out
 
-    def commit(
-        self,
-        samples: list[tuple[str, int, datetime, dict[str, float | None]]],
-        records: list[PredictionRecord],
+    def baseline_times(self, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:
+        """The times of each bearing's first ``recordings`` baseline samples (index only)."""
+        with self._session() as session:
+            return {key: self._times(session, key, recordings) for key in keys}
+
+    @staticmethod
+    def _times(session, key: Key, recordings: int) -> list[datetime]:
+        return list(
+            session.scalars(
+                select(_BaselineSample.recorded_at)
+                .where(_BaselineSample.machine == key[0], _BaselineSample.bearing == key[1])
+                .order_by(_BaselineSample.recorded_at)
+                .limit(recordings)
+            )
+        )
+
+    def baseline_samples(
+        self, keys: list[Key], recordings: int
+    ) -> dict[Key, list[tuple[datetime, dict]]]:
+        """Each bearing's first ``recordings`` baseline samples by time: (time, features)."""
+        out = {}
+        with self._session() as session:
+            for machine, bearing in keys:
+                rows = session.execute(
+                    select(_BaselineSample.recorded_at, _BaselineSample.features)
+                    .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
+                    .order_by(_BaselineSample.recorded_at)
+                    .limit(recordings)
+                ).all()
+                out[(machine, bearing)] = [(t, f) for t, f in rows]
+        return out
+
+    def add_baseline_samples(
+        self, samples: list[tuple[str, int, datetime, dict]], recordings: int
     ) -> None:
-        """Store new baseline samples and predictions in one transaction."""
-        now = datetime.now(UTC)
-        predictions = [{"created_at": now, **vars(r)} for r in records]
-        sample_rows = [
+        """Store candidate baseline samples, then keep only each bearing's first
+        ``recordings`` by time: one transaction, one bearing at a time. A sample already stored
+        for the same recording is kept as it was."""
+        if not samples:
+            return
+        rows = [
             {"machine": m, "bearing": b, "recorded_at": t, "features": f} for m, b, t, f in samples
         ]
+        keys = sorted({(m, b) for m, b, _, _ in samples})
+        with self._session.begin() as session:
+            if self.engine.dialect.name == "postgresql":  # SQLite's writer lock does this
+                for machine, bearing in keys:  # sorted: no deadlock between two requests
+                    session.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                        {"key": f"wearcast-baseline {machine}:{bearing}"},
+                    )
+            session.execute(self._insert(_BaselineSample).on_conflict_do_nothing(), rows)
+            for machine, bearing in keys:
+                of_bearing = (_BaselineSample.machine == machine) & (
+                    _BaselineSample.bearing == bearing
+                )
+                first = (
+                    select(_BaselineSample.id)
+                    .where(of_bearing)
+                    .order_by(_BaselineSample.recorded_at)
+                    .limit(recordings)
+                )
+                session.execute(
+                    delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
+                )
+
+    def commit(self, records: list[PredictionRecord]) -> dict[RecordingKey, LoggedAnswer]:
+        """Log predictions, one per recording: a recording already logged (by a concurrent
+        request) keeps its first answer. Returns what is logged for these recordings."""
+        if not records:
+            return {}
+        now = datetime.now(UTC)
+        rows = [{"created_at": now, **vars(r)} for r in records]
+        keys = [(r.machine, r.bearing, r.recorded_at) for r in records]
         # Core executemany inserts: the ORM's per-object bookkeeping would dominate a batch.
-        try:
-            with self._session.begin() as session:
-                if sample_rows:
-                    session.execute(insert(_BaselineSample), sample_rows)
-                if predictions:
-                    session.execute(insert(_Prediction), predictions)
-        except IntegrityError:
-            # A concurrent request stored the same baseline recording first: keep its sample.
-            with self._session.begin() as session:
-                if predictions:
-                    session.execute(insert(_Prediction), predictions)
+        with self._session.begin() as session:
+            session.execute(self._insert(_Prediction).on_conflict_do_nothing(), rows)
+            return self._logged(session, keys)

@@ -8,7 +8,8 @@ evaluation of the same table, it beats the champion's configuration by the margi
 more missed failures and no more false alarms. Otherwise it stays a challenger, and the reason
 is written on the version (tags ``gate_decision`` and ``gate_reason``). Every change of
 champion is appended to the registered model's ``champion_history`` tag, which is what
-``rollback`` walks back.
+``rollback`` walks back. A version is promoted only once it loaded and passed its smoke test
+(:func:`wearcast.model.smoke_test`); otherwise the registry is left as it was.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from wearcast.config import Settings
+from wearcast.model import smoke_test
 
 if TYPE_CHECKING:  # evaluation brings matplotlib, which the serving process does not need
     from wearcast.evaluate import Evaluation
@@ -34,6 +36,8 @@ if TYPE_CHECKING:  # evaluation brings matplotlib, which the serving process doe
 __all__ = [
     "CHAMPION",
     "GateDecision",
+    "PromotionRefused",
+    "client",
     "connect",
     "log_training",
     "gate",
@@ -42,6 +46,7 @@ __all__ = [
     "champion_version",
     "find_version",
     "load_model",
+    "load_version",
 ]
 
 CHAMPION = "champion"
@@ -54,6 +59,19 @@ class GateDecision:
     promoted: bool
     reason: str
     champion_before: int | None
+
+
+class PromotionRefused(RuntimeError):
+    """A version that cannot be loaded or fails its smoke test: the champion is unchanged."""
+
+
+def client(settings: Settings) -> MlflowClient:
+    """A client of the configured store that leaves mlflow's process-wide URIs alone (the API
+    polls with one; :func:`connect` is for code that logs runs)."""
+    if settings.tracking_uri is None:
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    uri = settings.resolved_tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def connect(settings: Settings) -> MlflowClient:
@@ -135,8 +153,16 @@ def _history(client: MlflowClient, settings: Settings) -> list[int]:
 
 
 def promote(client: MlflowClient, settings: Settings, version: int, reason: str) -> None:
-    """Make ``version`` the champion (and remember the change for rollback)."""
+    """Make ``version`` the champion (and remember the change for rollback), once it loaded
+    and passed its smoke test; :class:`PromotionRefused` leaves the registry as it was."""
     client.get_model_version(settings.model_name, str(version))  # raises if it does not exist
+    try:
+        smoke_test(load_version(client, settings, version))
+    except Exception as exc:  # noqa: BLE001 - whatever breaks the model, the alias stays
+        raise PromotionRefused(
+            f"version {version} was not promoted: it could not be loaded or failed its smoke "
+            f"test ({type(exc).__name__}: {exc})"
+        ) from exc
     history = _history(client, settings)
     client.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
     client.set_registered_model_tag(
@@ -225,14 +251,19 @@ def gate(
     return GateDecision(version, True, reason, current)
 
 
+def load_version(client: MlflowClient, settings: Settings, version: int):
+    """One registered version as a scikit-learn Pipeline."""
+    uri = client.get_model_version_download_uri(settings.model_name, str(version))
+    return mlflow.sklearn.load_model(uri)
+
+
 def load_model(settings: Settings, version: int | None = None):
     """The champion (or a given version) as a scikit-learn Pipeline, with its version."""
-    client = connect(settings)
+    store = client(settings)
     if version is None:
-        version = champion_version(client, settings)
+        version = champion_version(store, settings)
         if version is None:
             raise LookupError(
                 f"model {settings.model_name!r} has no champion yet (run `wearcast train`)"
             )
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
-    return model, version
+    return load_version(store, settings, version), version

@@ -53,7 +53,7 @@ def _record(machine: str, i: int) -> PredictionRecord:
 def test_concurrent_writers_lose_nothing(log):
     def writer(w: int) -> None:
         for i in range(25):
-            log.commit([], [_record(f"machine-{w}", i)])
+            log.commit([_record(f"machine-{w}", i)])
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
     for t in threads:
@@ -65,20 +65,49 @@ def test_concurrent_writers_lose_nothing(log):
     assert [r.wear for r in history] == [i / 100 for i in range(25) if 1 + i % 4 == 2]
 
 
-def test_contexts_give_first_samples_and_recent_history(log):
+def test_a_recording_is_logged_once_and_the_first_answer_stands(log):
+    first = _record("m", 0)
+    stored = log.commit([first])
+    retry = PredictionRecord(**{**vars(first), "request_id": "again", "wear": 0.99})
+    again = log.commit([retry])
+    assert log.count() == 1
+    key = ("m", first.bearing, first.recorded_at)
+    assert stored[key].request_id == again[key].request_id == first.request_id
+    assert log.logged([key, ("m", 1, datetime(1999, 1, 1))]) == {key: stored[key]}
+
+
+def test_the_baseline_is_the_first_recordings_by_time_whatever_the_arrival(log):
     start = datetime(2004, 1, 1)
-    samples = [
-        ("m", 1, start + timedelta(minutes=i), {"rms": v})
-        for i, v in enumerate([1.0, 3.0, 2.0, 100.0])
-    ]
-    log.commit(samples, [_record("m", i) for i in range(12)])
-    ctx = log.contexts([("m", 1), ("m", 9)], recordings=3, window=2, before=datetime(2004, 1, 2))
-    assert [s["rms"] for _, s in ctx[("m", 1)].samples] == [1.0, 3.0, 2.0]  # the first three
-    assert [w for _, w in ctx[("m", 1)].recent] == [
-        0.04,
-        0.08,
-    ]  # bearing 1: i = 4 and 8, in time order
-    assert ctx[("m", 9)].samples == [] and ctx[("m", 9)].recent == []
-    # The same baseline recording stored twice (a concurrent request) is not an error.
-    log.commit(samples[:1], [_record("m", 20)])
-    assert log.count() == 13
+    times = [start + timedelta(minutes=10 * i) for i in range(40)]
+    arrival = times[20:] + times[:20]  # the later half first, as a reordering network might
+    chunks = [arrival[i::4] for i in range(4)]
+
+    def worker(chunk) -> None:
+        for t in chunk:
+            log.add_baseline_samples([("m", 1, t, {"rms": t.minute + 60.0 * t.hour})], 20)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    samples = log.baseline_samples([("m", 1)], 20)[("m", 1)]
+    assert [t for t, _ in samples] == times[:20]
+    assert log.baseline_times([("m", 1)], 100)[("m", 1)] == times[:20]  # the rest pruned
+    # A sample already stored keeps its first content.
+    log.add_baseline_samples([("m", 1, times[0], {"rms": -1.0})], 20)
+    assert log.baseline_samples([("m", 1)], 1)[("m", 1)][0][1] == {"rms": 0.0}
+
+
+def test_history_pages_and_recent_windows(log):
+    log.commit([_record("p", i) for i in range(0, 40, 4)])  # bearing 1, every 40 minutes
+    everything = log.history("p", 1)
+    assert len(everything) == 10
+    page = log.history("p", 1, limit=3)
+    assert page == everything[-3:]
+    older = log.history("p", 1, before=page[0].recorded_at, limit=3)
+    assert older == everything[-6:-3]
+    assert log.history("p", 1, since=everything[7].recorded_at) == everything[8:]
+    recent = log.recent([("p", 1), ("p", 2)], 2, before=everything[5].recorded_at)
+    assert [w for _, w in recent[("p", 1)]] == [0.12, 0.16]
+    assert recent[("p", 2)] == []

@@ -12,17 +12,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, HTTPException, Request
+import anyio
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from wearcast import __version__
+from wearcast.api.limits import RequestLimits
 from wearcast.api.metrics import Metrics, MetricsMiddleware
-from wearcast.api.model_store import ModelStore
+from wearcast.api.model_store import ModelStore, UnusableInput
 from wearcast.api.routes import admin, bearings, health, models, predict, recordings, v2
 from wearcast.api.security import KeyRing
-from wearcast.api.service import Scorer, UnknownFeatures
+from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
 from wearcast.config import Settings
 from wearcast.ingest import RecordingError
 from wearcast.prediction_log import PredictionLog
@@ -55,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.scorer = Scorer(settings, app.state.log)
         store = app.state.store
         try:
-            await asyncio.to_thread(store.reload)
+            await asyncio.to_thread(store.sync)
         except Exception:  # noqa: BLE001 - serve probes, keep polling, say why
             log.exception("could not load a model at start-up")
         if store.current is None:
@@ -82,6 +85,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.store = ModelStore(settings)
     app.state.metrics = Metrics()
+    # Parsing and scoring wait here for a token, without holding a thread, so that a burst of
+    # heavy requests leaves the thread pool and the event loop to everyone else (probes first).
+    app.state.scoring_slots = anyio.CapacityLimiter(settings.max_concurrent_scoring)
+    app.add_middleware(
+        RequestLimits,
+        keys=keys,
+        max_body_bytes=settings.max_upload_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for module in (health, recordings, predict, bearings, models, admin, v2):
         app.include_router(module.router)
@@ -97,13 +109,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def bad_features(_request: Request, exc: UnknownFeatures) -> JSONResponse:
         return error(422, "invalid feature rows", str(exc))
 
+    @app.exception_handler(ConflictingRecording)
+    async def conflict(_request: Request, exc: ConflictingRecording) -> JSONResponse:
+        return error(409, "conflict", str(exc))
+
+    @app.exception_handler(UnusableInput)
+    async def unusable(_request: Request, exc: UnusableInput) -> JSONResponse:
+        return error(422, "invalid input", str(exc))
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # Say where and what, without echoing the input (it may be huge, or not valid JSON).
         problems = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
         return error(422, "invalid request", problems)
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's: also unknown routes and wrong methods
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         response = error(exc.status_code, _KINDS.get(exc.status_code, "error"), exc.detail)
         for key, value in (exc.headers or {}).items():
@@ -123,8 +143,10 @@ _KINDS = {
     401: "unauthorized",
     403: "forbidden",
     404: "not found",
+    405: "method not allowed",
     409: "conflict",
     413: "payload too large",
+    431: "request headers too large",
     422: "invalid request",
     503: "unavailable",
 }

@@ -17,12 +17,19 @@ import numpy as np
 import pandas as pd
 
 from wearcast import registry
+from wearcast.api.schemas import ModelInfo
 from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
+from wearcast.model import smoke_test
 
-__all__ = ["LoadedModel", "ModelStore"]
+__all__ = ["LoadedModel", "ModelStore", "UnusableInput"]
 
 log = logging.getLogger("wearcast.api")
+
+
+class UnusableInput(ValueError):
+    """Finite input the model cannot score: its transformed features are not finite (values
+    so far out of any physical range that the baseline ratios or the scaling overflow)."""
 
 
 @dataclass(frozen=True)
@@ -43,42 +50,62 @@ class LoadedModel:
         return self.features + [BASELINE_PREFIX + f for f in self.features]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Wear of each row; :class:`UnusableInput` names the rows that overflow."""
         columns = self.input_columns
-        return self.pipeline.predict(X if list(X.columns) == columns else X[columns])
+        X = X if list(X.columns) == columns else X[columns]
+        steps = self.pipeline.steps
+        inner = X
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _, step in steps[:-1]:  # missing values are imputed, infinities refused
+                if step != "passthrough":
+                    inner = step.transform(inner)
+                    _refuse_infinite(np.isinf(inner).any(axis=1))
+            wear = steps[-1][1].predict(inner)
+        _refuse_infinite(~np.isfinite(wear))
+        return wear
 
-    def smoke_test(self) -> None:
-        """Predict on the training fleet's baseline (a healthy bearing): finite, in range."""
-        fleet = self.pipeline.named_steps["relative"].fleet_baseline_
-        row = {f: fleet[BASELINE_PREFIX + f] for f in self.features}
-        row |= {BASELINE_PREFIX + f: fleet[BASELINE_PREFIX + f] for f in self.features}
-        wear = self.predict(pd.DataFrame([row]))
-        if not (np.isfinite(wear).all() and 0 <= wear[0] <= 1):
-            raise RuntimeError(f"version {self.version} failed its smoke test (wear {wear})")
+
+def _refuse_infinite(bad: np.ndarray) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(str(r + 1) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+        raise UnusableInput(
+            f"row {shown}: the model's transformed inputs are not finite "
+            "(values far outside any physical range)"
+        )
 
 
 class ModelStore:
+    """The served model and the registry's versions, both refreshed by one poller."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.current: LoadedModel | None = None
+        self.versions: list[ModelInfo] | None = None  # None: not read yet
         self.reloads = 0
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = registry.client(self.settings)
+        return self._client
 
     def target_version(self) -> int | None:
         if self.settings.serve_model_version is not None:
             return self.settings.serve_model_version
-        return registry.champion_version(registry.connect(self.settings), self.settings)
+        return registry.champion_version(self.client, self.settings)
 
     def load(self, version: int) -> LoadedModel:
-        pipeline, version = registry.load_model(self.settings, version)
-        client = registry.connect(self.settings)
-        tags = client.get_model_version(self.settings.model_name, str(version)).tags
-        loaded = LoadedModel(
+        pipeline = registry.load_version(self.client, self.settings, version)
+        tags = self.client.get_model_version(self.settings.model_name, str(version)).tags
+        smoke_test(pipeline)
+        return LoadedModel(
             pipeline=pipeline,
             name=self.settings.model_name,
             version=version,
             metrics=json.loads(tags.get("metrics", "{}")),
         )
-        loaded.smoke_test()
-        return loaded
 
     def reload(self) -> tuple[bool, str]:
         """Serve the champion (or the pinned version) if it is not already served."""
@@ -94,12 +121,39 @@ class ModelStore:
         log.info("serving %s version %s (was %s)", candidate.name, target, previous)
         return True, f"now serving version {target} (was {previous})"
 
+    def refresh_versions(self) -> list[ModelInfo]:
+        """Read the registry's versions and aliases (cached for GET /v1/models)."""
+        name = self.settings.model_name
+        found = self.client.search_model_versions(f"name='{name}'")
+        aliases: dict[int, list[str]] = {}
+        if found:
+            for alias, version in self.client.get_registered_model(name).aliases.items():
+                aliases.setdefault(int(version), []).append(alias)
+        self.versions = sorted(
+            (
+                ModelInfo(
+                    name=v.name,
+                    version=int(v.version),
+                    aliases=aliases.get(int(v.version), []),
+                    metrics=json.loads(v.tags.get("metrics", "{}")),
+                )
+                for v in found
+            ),
+            key=lambda m: m.version,
+        )
+        return self.versions
+
+    def sync(self) -> None:
+        """One poll: the registry's versions, then the champion."""
+        self.refresh_versions()
+        self.reload()
+
     async def poll(self) -> None:
         """Check the registry every ``reload_interval_s`` and swap in a new champion."""
         while True:
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
-                await asyncio.to_thread(self.reload)
+                await asyncio.to_thread(self.sync)
             except Exception:  # noqa: BLE001 - a bad new version must not stop the server
                 log.exception(
                     "reload failed; still serving version %s",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -19,6 +20,50 @@ __all__ = [
     "ModelsResponse",
     "ReloadResponse",
     "ErrorResponse",
+    "MACHINE_PATTERN",
+    "MACHINE_RULE",
+    "parse_bearing_id",
+    "recording_time",
+]
+
+# Machine ids: what can be written can be read back in a URL path (no '/', ':' or controls).
+MACHINE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MACHINE_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+MAX_BEARING = 64
+_BEARING_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([0-9]{1,2})")
+# Recording times outside these bounds are typing errors, not recordings.
+EARLIEST, LATEST = datetime(1970, 1, 1), datetime(2200, 1, 1)
+
+
+def recording_time(value: datetime) -> datetime:
+    """A recording time as stored: naive UTC (an offset is converted, not dropped)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(
+            f"timestamp {value.isoformat()} is outside {EARLIEST.year}-{LATEST.year - 1}"
+        )
+    return value
+
+
+def parse_bearing_id(bearing_id: str) -> tuple[str, int]:
+    """MACHINE:BEARING -> (machine, bearing); ValueError says what is wrong."""
+    match = _BEARING_ID.fullmatch(bearing_id)
+    if match is None or not 1 <= int(match[2]) <= MAX_BEARING:
+        raise ValueError(
+            f"bearing id {bearing_id[:80]!r}: expected MACHINE:BEARING, e.g. press-7:3, with "
+            f"MACHINE {MACHINE_RULE} and BEARING 1-{MAX_BEARING}"
+        )
+    return match[1], int(match[2])
+
+
+MachineId = Annotated[
+    str, Field(pattern=MACHINE_PATTERN, description=f"machine id: {MACHINE_RULE}")
+]
+RecordingTime = Annotated[
+    datetime,
+    AfterValidator(recording_time),
+    Field(description="ISO 8601; an offset is converted to UTC, a naive time is taken as UTC"),
 ]
 
 
@@ -52,9 +97,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 class FeatureRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    machine: str = Field(min_length=1, max_length=200)
-    bearing: int = Field(ge=1, le=64)
-    timestamp: datetime
+    machine: MachineId
+    bearing: int = Field(ge=1, le=MAX_BEARING)
+    timestamp: RecordingTime
     features: dict[str, FiniteFloat] = Field(description="every feature the model uses, by name")
     baseline: dict[str, FiniteFloat] | None = Field(
         None, description="the bearing's healthy baseline; default: from its history here"
@@ -63,7 +108,9 @@ class FeatureRow(BaseModel):
 
 class FeatureRowsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rows: list[FeatureRow] = Field(min_length=1, max_length=1000)
+    rows: list[FeatureRow] = Field(
+        min_length=1, description="at most the server's max_request_rows (default 1000)"
+    )
 
 
 class HistoryPoint(BaseModel):
@@ -76,7 +123,10 @@ class HistoryPoint(BaseModel):
 
 class BearingHistory(BaseModel):
     bearing_id: str
-    predictions: list[HistoryPoint]
+    predictions: list[HistoryPoint] = Field(description="one page, in time order")
+    next_before: datetime | None = Field(
+        description="pass as `before` for the previous page; null on the first prediction"
+    )
     wear_slope_per_h: float
     rul_h: float | None
     rul_method: str

@@ -1,8 +1,10 @@
 """Scoring behind the API: features (or feature rows) to logged per-bearing predictions.
 
-Each bearing is compared with its own baseline (its first ``baseline_recordings`` recordings
-seen by this API, kept in the prediction log); the alarm state and the remaining life by trend
-use its logged history. The same feature code as training computes raw recordings' features.
+Each bearing is compared with its own baseline (:mod:`wearcast.baseline`: its first
+``baseline_recordings`` recordings by time, kept in the prediction log); the alarm state and
+the remaining life by trend use its logged history. The same feature code as training computes
+raw recordings' features. A recording (machine, bearing, time) is answered once: a retry with
+the same content gets the logged answer back, different content at the same time a conflict.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import numpy as np
 import pandas as pd
 
 from wearcast.alarms import bearing_status
-from wearcast.api.model_store import LoadedModel
+from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
 from wearcast.baseline import BASELINE_PREFIX, baseline_median
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
-from wearcast.prediction_log import PredictionLog, PredictionRecord
+from wearcast.ingest import RecordingError
+from wearcast.prediction_log import LoggedAnswer, PredictionLog, PredictionRecord
 from wearcast.rig import bearing_channels
 
-__all__ = ["BearingInput", "Scorer", "UnknownFeatures", "responses"]
+__all__ = ["BearingInput", "ConflictingRecording", "Scorer", "UnknownFeatures", "responses"]
 
 
 _BASELINE_CACHE = 100_000  # bearings
@@ -36,6 +39,10 @@ class UnknownFeatures(ValueError):
     """Feature rows that lack what the model needs."""
 
 
+class ConflictingRecording(ValueError):
+    """A recording already answered, sent again with different content."""
+
+
 @dataclass(frozen=True)
 class BearingInput:
     machine: str
@@ -43,6 +50,18 @@ class BearingInput:
     timestamp: datetime
     features: dict[str, float]
     baseline: dict[str, float] | None = None
+
+    @property
+    def key(self) -> tuple[str, int, datetime]:
+        return (self.machine, self.bearing, self.timestamp)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A bearing's baseline as read: the times of its samples and their medians."""
+
+    times: tuple[datetime, ...]
+    medians: dict[str, float | None]
 
 
 def _clean(values: dict[str, float]) -> dict[str, float | None]:
@@ -54,20 +73,22 @@ class Scorer:
         self.settings = settings
         self.log = log
         self.spec = FeatureSpec.from_settings(settings)
-        # Complete baselines never change again: keep them instead of re-reading the samples.
-        self._baselines: OrderedDict[tuple[str, int], dict[str, float | None]] = OrderedDict()
-
-    def _remember(self, key: tuple[str, int], baseline: dict[str, float | None]) -> None:
-        self._baselines[key] = baseline
-        if len(self._baselines) > _BASELINE_CACHE:
-            self._baselines.popitem(last=False)
+        # Medians of a bearing's samples, valid while the log holds the same sample times (a
+        # recording's sample never changes), so reading them again is only needed on change.
+        self._baselines: OrderedDict[tuple[str, int], Baseline] = OrderedDict()
 
     def recording_inputs(
         self, data: np.ndarray, machine: str, timestamp: datetime
     ) -> list[BearingInput]:
         """Per-bearing features of one validated recording."""
         channel_map = bearing_channels(data.shape[1], self.settings.bearings_per_machine)
-        columns, rows = recording_features(data, channel_map, self.spec)
+        with np.errstate(over="ignore", invalid="ignore"):
+            columns, rows = recording_features(data, channel_map, self.spec)
+        if not np.isfinite(rows).all():  # finite samples whose squares or spectra overflow
+            raise RecordingError(
+                "the recording's features are not finite: a sample value is far outside any "
+                "physical range"
+            )
         width = len(self.spec.names)  # the bearing-level features come first
         return [
             BearingInput(
@@ -82,86 +103,142 @@ class Scorer:
     def score(
         self, inputs: list[BearingInput], model: LoadedModel
     ) -> tuple[str, list[BearingPrediction]]:
-        needed = model.features
+        """Answer every input; log the new ones. Returns the request id and the answers."""
+        values = self._feature_matrix(inputs, model.features)
+        digests = [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in values]
+        logged = self.log.logged([i.key for i in inputs])
+        _check_conflicts(inputs, digests, logged)
+        fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
+        if not fresh:  # a retry: the answers as they were first given
+            return logged[inputs[0].key].request_id, [_replay(logged[i.key]) for i in inputs]
+        baselines, counts = self._baselines_of(inputs, values, model.features)
+        X = pd.DataFrame(
+            np.hstack([values, baselines]),
+            columns=model.features + [BASELINE_PREFIX + f for f in model.features],
+        )
+        wear = model.predict(X)
+        request_id = uuid.uuid4().hex
+        answers = self._answers(inputs, wear, counts)
+        records = {}
+        for j in fresh:  # the first of duplicates within the request is logged
+            item = inputs[j]
+            records.setdefault(
+                item.key,
+                PredictionRecord(
+                    request_id,
+                    item.machine,
+                    item.bearing,
+                    item.timestamp,
+                    digests[j],
+                    float(wear[j]),
+                    answers[j].rul_h,
+                    answers[j].alarm,
+                    model.name,
+                    model.version,
+                    answers[j].model_dump(mode="json"),
+                ),
+            )
+        stored = logged | self.log.commit(list(records.values()))
+        # A concurrent request may have logged the same recording first: its answer stands.
+        _check_conflicts(inputs, digests, stored)
+        return request_id, [
+            answers[j] if stored[i.key].request_id == request_id else _replay(stored[i.key])
+            for j, i in enumerate(inputs)
+        ]
+
+    def _feature_matrix(self, inputs: list[BearingInput], needed: list[str]) -> np.ndarray:
         missing = sorted({f for i in inputs for f in needed if f not in i.features})
         if missing:
             shown = ", ".join(missing[:10]) + (
                 f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             )
             raise UnknownFeatures(f"the model needs features that are missing: {shown}")
-        settings = self.settings
-        k = settings.baseline_recordings
-        window = max(settings.alarm_n, settings.rul_trend_recordings) - 1
-        keys = sorted({(i.machine, i.bearing) for i in inputs})
-        cached = {key: self._baselines[key] for key in keys if key in self._baselines}
-        contexts = self.log.contexts(
-            keys,
-            k,
-            window,
-            before=min(i.timestamp for i in inputs),
-            samples_for={key for key in keys if key not in cached},
-        )
         values = np.array([[item.features[f] for f in needed] for item in inputs], dtype=np.float64)
-        order = sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp)
+        if np.isinf(values).any():
+            raise UnusableInput(
+                "the features are not finite: a sample value is far outside any physical range"
+            )
+        return values
+
+    def _baselines_of(
+        self, inputs: list[BearingInput], values: np.ndarray, needed: list[str]
+    ) -> tuple[np.ndarray, list[int]]:
+        """Each input's baseline row (in ``needed`` order) and how many recordings made it.
+
+        The bearing's recordings in this request that are among its first by time become
+        samples first, so every row of a bearing uses the same baseline, as in training."""
+        k = self.settings.baseline_recordings
+        own = [j for j, item in enumerate(inputs) if item.baseline is None]
+        keys = sorted({(inputs[j].machine, inputs[j].bearing) for j in own})
+        times = self.log.baseline_times(keys, k)
+        candidates = {}
+        for j in own:
+            item = inputs[j]
+            have = times[(item.machine, item.bearing)]
+            if (len(have) < k or item.timestamp < have[-1]) and item.timestamp not in have:
+                candidates[item.key] = (item.machine, item.bearing, item.timestamp)
+                candidates[item.key] += (_clean(item.features),)
+        if candidates:
+            self.log.add_baseline_samples(list(candidates.values()), k)
+            times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
+        stale = [key for key in keys if self._cached(key, times[key]) is None]
+        for key, samples in self.log.baseline_samples(stale, k).items():
+            columns = sorted({f for _, sample in samples for f in sample})
+            matrix = [[_nan(sample.get(f)) for f in columns] for _, sample in samples]
+            medians = baseline_median(matrix).tolist() if samples else []
+            self._remember(
+                key,
+                Baseline(
+                    tuple(t for t, _ in samples),
+                    _clean(dict(zip(columns, medians, strict=True))),
+                ),
+            )
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
-        new_samples = []
-        matrices: dict[tuple[str, int], list[list[float]]] = {}
-        for j in order:  # in time order, so a bearing's first recordings become its baseline
-            item = inputs[j]
+        for j, item in enumerate(inputs):
             if item.baseline is not None:
                 baselines[j] = [_nan(item.baseline.get(f)) for f in needed]
                 continue
-            key = (item.machine, item.bearing)
-            if key in cached:
-                baselines[j] = [_nan(cached[key].get(f)) for f in needed]
-                counts[j] = k
-                continue
-            ctx = contexts[key]
-            if key not in matrices:  # the stored samples, as rows of a matrix
-                matrices[key] = [[_nan(s.get(f)) for f in needed] for _, s in ctx.samples]
-            if len(ctx.samples) < k and all(t != item.timestamp for t, _ in ctx.samples):
-                sample = _clean(dict(zip(needed, values[j].tolist(), strict=True)))
-                ctx.samples.append((item.timestamp, sample))
-                matrices[key].append(values[j].tolist())
-                new_samples.append((item.machine, item.bearing, item.timestamp, sample))
-            baselines[j] = baseline_median(matrices[key])
-            counts[j] = len(ctx.samples)
-            if counts[j] == k:
-                cached[key] = _clean(dict(zip(needed, baselines[j].tolist(), strict=True)))
-        X = pd.DataFrame(
-            np.hstack([values, baselines]), columns=needed + [BASELINE_PREFIX + f for f in needed]
-        )
-        wear = model.predict(X)
-        request_id = uuid.uuid4().hex
-        records: list[PredictionRecord | None] = [None] * len(inputs)
+            baseline = self._baselines[(item.machine, item.bearing)]
+            baselines[j] = [_nan(baseline.medians.get(f)) for f in needed]
+            counts[j] = len(baseline.times)
+        return baselines, counts
+
+    def _cached(self, key: tuple[str, int], times: list[datetime]) -> Baseline | None:
+        cached = self._baselines.get(key)
+        if cached is None or cached.times != tuple(times):
+            return None
+        self._baselines.move_to_end(key)
+        return cached
+
+    def _remember(self, key: tuple[str, int], baseline: Baseline) -> None:
+        self._baselines[key] = baseline
+        if len(self._baselines) > _BASELINE_CACHE:
+            self._baselines.popitem(last=False)
+
+    def _answers(
+        self, inputs: list[BearingInput], wear: np.ndarray, counts: list[int]
+    ) -> list[BearingPrediction]:
+        """Alarm state and remaining life of each input, from the bearing's logged history
+        before it and the inputs of this request, in time order."""
+        settings = self.settings
+        window = max(settings.alarm_n, settings.rul_trend_recordings)
+        keys = sorted({(i.machine, i.bearing) for i in inputs})
+        recent = self.log.recent(keys, window - 1, before=min(i.timestamp for i in inputs))
         answers: list[BearingPrediction | None] = [None] * len(inputs)
-        for j in order:
+        for j in sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp):
             item = inputs[j]
-            ctx = contexts[(item.machine, item.bearing)]
-            ctx.recent.append((item.timestamp, float(wear[j])))
-            recent = ctx.recent[-(window + 1) :]
-            hours = np.array([(t - recent[0][0]).total_seconds() / 3600 for t, _ in recent])
+            history = recent[(item.machine, item.bearing)]
+            history.append((item.timestamp, float(wear[j])))
+            tail = history[-window:]
+            hours = np.array([(t - tail[0][0]).total_seconds() / 3600 for t, _ in tail])
             status = bearing_status(
                 hours,
-                np.array([w for _, w in recent]),
+                np.array([w for _, w in tail]),
                 threshold=settings.alarm_threshold,
                 k=settings.alarm_k,
                 n=settings.alarm_n,
                 recent=settings.rul_trend_recordings,
-            )
-            digest = hashlib.blake2b(values[j].tobytes(), digest_size=16).hexdigest()
-            records[j] = PredictionRecord(
-                request_id,
-                item.machine,
-                item.bearing,
-                item.timestamp,
-                digest,
-                float(wear[j]),
-                status.rul_h,
-                status.alarm,
-                model.name,
-                model.version,
             )
             answers[j] = BearingPrediction(
                 bearing=item.bearing,
@@ -173,10 +250,28 @@ class Scorer:
                 rul_method=status.rul_method,
                 baseline_recordings=counts[j],
             )
-        self.log.commit(new_samples, records)
-        for key, baseline in cached.items():  # only once stored: a failed commit caches nothing
-            self._remember(key, baseline)
-        return request_id, answers
+        return answers
+
+
+def _check_conflicts(
+    inputs: list[BearingInput], digests: list[str], logged: dict[tuple, LoggedAnswer]
+) -> None:
+    first: dict[tuple, str] = {}
+    for item, digest in zip(inputs, digests, strict=True):
+        known = logged[item.key].features_digest if item.key in logged else None
+        known = known or first.setdefault(item.key, digest)
+        if known != digest:
+            raise ConflictingRecording(
+                f"bearing {item.machine}:{item.bearing} at {item.timestamp.isoformat()} is "
+                "already answered for a different recording: a recording is identified by "
+                "machine, bearing and time (a retry must send the same content)"
+            )
+
+
+def _replay(logged: LoggedAnswer) -> BearingPrediction:
+    if logged.answer is None:  # logged by a wearcast without stored answers
+        raise ConflictingRecording("this recording was logged before answers were kept")
+    return BearingPrediction.model_validate(logged.answer)
 
 
 def responses(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, HTTPException
 from mlflow.exceptions import MlflowException
 from starlette.concurrency import run_in_threadpool
@@ -11,15 +13,21 @@ from wearcast.api.deps import AdminDep, MetricsDep, SettingsDep, StoreDep
 from wearcast.api.schemas import ERROR_RESPONSES, ReloadResponse
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+log = logging.getLogger("wearcast.api")
 
 
 async def _reload(store, metrics) -> ReloadResponse:
     try:
         changed, detail = await run_in_threadpool(store.reload)
+        await run_in_threadpool(store.refresh_versions)
     except Exception as exc:  # noqa: BLE001 - the old model keeps serving; say why
         metrics.reloads.labels("failed").inc()
+        log.exception("reload failed")  # the whole story (paths included) stays in the log
         raise HTTPException(
-            409, detail=f"reload failed, still serving the previous model: {exc}"
+            409,
+            detail="reload failed, still serving the previous model: the new version could "
+            f"not be loaded or failed its smoke test ({type(exc).__name__}; details in the "
+            "server log)",
         ) from None
     metrics.reloads.labels("swapped" if changed else "unchanged").inc()
     return ReloadResponse(
@@ -47,14 +55,19 @@ async def promote(
     version: int, store: StoreDep, settings: SettingsDep, metrics: MetricsDep, _role: AdminDep
 ) -> ReloadResponse:
     def work() -> None:
-        registry.promote(
-            registry.connect(settings), settings, version, "promoted through the API by an admin"
-        )
+        registry.promote(store.client, settings, version, "promoted through the API by an admin")
 
     try:
         await run_in_threadpool(work)
     except MlflowException:
         raise HTTPException(
             404, detail=f"model {settings.model_name!r} has no version {version}"
+        ) from None
+    except registry.PromotionRefused:
+        log.exception("promotion refused")
+        raise HTTPException(
+            409,
+            detail=f"version {version} was not promoted: it could not be loaded or failed its "
+            "smoke test (details in the server log); the champion is unchanged",
         ) from None
     return await _reload(store, metrics)

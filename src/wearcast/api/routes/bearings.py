@@ -1,45 +1,78 @@
-"""GET /v1/bearings/{id}: a bearing's prediction history, trend, remaining life, alarm."""
+"""GET /v1/bearings/{id}: a bearing's prediction history (paged), trend, remaining life, alarm."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
 import numpy as np
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
 from wearcast.alarms import bearing_status
 from wearcast.api.deps import LogDep, ReaderDep, SettingsDep
-from wearcast.api.schemas import ERROR_RESPONSES, BearingHistory, HistoryPoint
+from wearcast.api.schemas import (
+    ERROR_RESPONSES,
+    BearingHistory,
+    HistoryPoint,
+    parse_bearing_id,
+    recording_time,
+)
 
 router = APIRouter(prefix="/v1", tags=["bearings"])
+
+MAX_PAGE = 5000
+
+
+def _time(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return recording_time(value)
+    except ValueError as exc:
+        raise HTTPException(422, detail=f"{name}: {exc}") from None
 
 
 @router.get(
     "/bearings/{bearing_id}",
-    summary="a bearing's history",
+    summary="a bearing's history, latest first in pages",
+    description="The bearing's state now (alarm, trend, remaining life, from its latest "
+    "predictions) and one page of its history in time order: the latest `limit` predictions "
+    "recorded after `since` and before `before`. To page back, pass the answer's "
+    "`next_before` as `before`.",
     response_model=BearingHistory,
     responses={**ERROR_RESPONSES, 404: {"description": "no prediction for this bearing"}},
 )
 def bearing_history(
-    bearing_id: str, log: LogDep, settings: SettingsDep, _role: ReaderDep
+    bearing_id: str,
+    log: LogDep,
+    settings: SettingsDep,
+    _role: ReaderDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="predictions per page")] = 500,
+    since: Annotated[datetime | None, Query(description="only predictions after this")] = None,
+    before: Annotated[datetime | None, Query(description="only predictions before this")] = None,
 ) -> BearingHistory:
-    machine, sep, number = bearing_id.rpartition(":")
-    if not sep or not machine or not number.isdigit():
-        raise HTTPException(
-            422, detail=f"bearing id {bearing_id!r}: expected MACHINE:BEARING, e.g. press-7:3"
-        )
-    history = log.history(machine, int(number))
-    if not history:
+    try:
+        machine, bearing = parse_bearing_id(bearing_id)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    since, before = _time(since, "since"), _time(before, "before")
+    window = max(settings.alarm_n, settings.rul_trend_recordings)
+    latest = log.history(machine, bearing, limit=window)
+    if not latest:
         raise HTTPException(404, detail=f"no prediction logged for bearing {bearing_id!r}")
     hours = np.array(
-        [(p.recorded_at - history[0].recorded_at).total_seconds() / 3600 for p in history]
+        [(p.recorded_at - latest[0].recorded_at).total_seconds() / 3600 for p in latest]
     )
     status = bearing_status(
         hours,
-        np.array([p.wear for p in history]),
+        np.array([p.wear for p in latest]),
         threshold=settings.alarm_threshold,
         k=settings.alarm_k,
         n=settings.alarm_n,
         recent=settings.rul_trend_recordings,
     )
+    page = log.history(machine, bearing, since=since, before=before, limit=limit + 1)
+    more, page = len(page) > limit, page[-limit:]
     return BearingHistory(
         bearing_id=bearing_id,
         predictions=[
@@ -50,8 +83,9 @@ def bearing_history(
                 rul_h=p.rul_h,
                 model_version=p.model_version,
             )
-            for p in history
+            for p in page
         ],
+        next_before=page[0].recorded_at if more else None,
         wear_slope_per_h=status.wear_slope_per_h,
         rul_h=status.rul_h,
         rul_method=status.rul_method,

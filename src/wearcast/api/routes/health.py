@@ -1,4 +1,7 @@
-"""Probes and metrics: open to all, so orchestrators and Prometheus need no key."""
+"""Probes and metrics: open to all, so orchestrators and Prometheus need no key.
+
+The probes are ``async``: they answer on the event loop, never waiting for a worker thread
+that slow uploads may hold."""
 
 from fastapi import APIRouter, Response
 
@@ -8,7 +11,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="the process is alive")
-def healthz() -> dict:
+async def healthz() -> dict:
     return {"status": "ok"}
 
 
@@ -17,7 +20,7 @@ def healthz() -> dict:
     summary="a model is loaded",
     responses={503: {"description": "no model loaded yet"}},
 )
-def readyz(store: StoreDep, response: Response) -> dict:
+async def readyz(store: StoreDep, response: Response) -> dict:
     if store.current is None:
         response.status_code = 503
         return {"status": "not ready", "detail": "no model loaded"}

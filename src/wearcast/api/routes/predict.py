@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, HTTPException, Request
 
-from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep
+from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep, SettingsDep
 from wearcast.api.schemas import ERROR_RESPONSES, FeatureRowsRequest, PredictionResponse
 from wearcast.api.service import BearingInput, responses
 
@@ -20,17 +21,26 @@ router = APIRouter(prefix="/v1", tags=["predictions"])
     response_model=list[PredictionResponse],
     responses=ERROR_RESPONSES,
 )
-def predict_rows(
+async def predict_rows(
+    request: Request,
     body: FeatureRowsRequest,
     model: ModelDep,
     scorer: ScorerDep,
     metrics: MetricsDep,
+    settings: SettingsDep,
     _role: ReaderDep,
 ) -> list[PredictionResponse]:
+    if len(body.rows) > settings.max_request_rows:
+        raise HTTPException(
+            413, detail=f"{len(body.rows)} rows, over the limit of {settings.max_request_rows}"
+        )
     inputs = [
-        BearingInput(r.machine, r.bearing, r.timestamp.replace(tzinfo=None), r.features, r.baseline)
-        for r in body.rows
+        BearingInput(r.machine, r.bearing, r.timestamp, r.features, r.baseline) for r in body.rows
     ]
-    request_id, answers = scorer.score(inputs, model)  # all rows in one pass over the log
-    metrics.count(answers)
-    return responses(request_id, inputs, answers, model)
+
+    def work() -> list[PredictionResponse]:
+        request_id, answers = scorer.score(inputs, model)  # all rows in one pass over the log
+        metrics.count(answers)
+        return responses(request_id, inputs, answers, model)
+
+    return await anyio.to_thread.run_sync(work, limiter=request.app.state.scoring_slots)

@@ -5,12 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import anyio
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep, SettingsDep
-from wearcast.api.schemas import ERROR_RESPONSES, PredictionResponse
+from wearcast.api.schemas import (
+    ERROR_RESPONSES,
+    MACHINE_PATTERN,
+    MACHINE_RULE,
+    PredictionResponse,
+    recording_time,
+)
 from wearcast.api.service import responses
+from wearcast.config import Settings
 from wearcast.ingest import RecordingError, parse_recording, validate_signal
 from wearcast.rig import parse_timestamp
 
@@ -36,36 +44,55 @@ _BODY = {
 }
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, detail=f"body of {declared} bytes is over the limit of {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, detail=f"body is over the limit of {limit} bytes")
-    return bytes(body)
-
-
 def _timestamp(value: str | None, filename: str | None) -> datetime:
     for candidate in (value, filename):
         if not candidate:
             continue
+        if len(candidate) > 64:
+            raise HTTPException(422, detail=f"timestamp of {len(candidate)} characters: too long")
         name = candidate.rsplit("/", 1)[-1]
         try:
-            return parse_timestamp(name)
+            return recording_time(parse_timestamp(name))
         except ValueError:
             pass
         try:
-            return datetime.fromisoformat(candidate).replace(tzinfo=None)
-        except ValueError:
+            return recording_time(datetime.fromisoformat(candidate))
+        except ValueError as exc:
             raise HTTPException(
-                422, detail=f"timestamp {candidate!r} is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss"
+                422,
+                detail=f"timestamp {candidate!r}: {exc}"
+                if "outside" in str(exc)
+                else f"timestamp {candidate!r} is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss",
             ) from None
     raise HTTPException(
         422, detail="no timestamp: give ?timestamp=, or ?filename= / an uploaded file named by it"
     )
+
+
+def check_layout(content: bytes, settings: Settings) -> None:
+    """Refuse, before parsing, a body whose lines could not be a recording: too many lines,
+    a line too long, or too many values on a line. Parsing such a body costs seconds of CPU."""
+    ends = np.flatnonzero(np.frombuffer(content, dtype=np.uint8) == ord("\n"))
+    lengths = np.diff(np.concatenate(([-1], ends, [len(content)]))) - 1
+    if len(lengths) and lengths[-1] == 0:  # the final newline ends the last line
+        lengths = lengths[:-1]
+    if len(lengths) > 2 * settings.expected_rows:  # slack: a stray line is diagnosed by parsing
+        raise RecordingError(f"{len(lengths)} rows, expected {settings.expected_rows}")
+    if len(lengths) and lengths.max() > settings.max_line_bytes:
+        line = int(np.argmax(lengths))
+        raise RecordingError(
+            f"line {line + 1} is {int(lengths[line])} bytes long, over the limit of "
+            f"{settings.max_line_bytes}",
+            line=line + 1,
+        )
+    first = content[: int(lengths[0]) if len(lengths) else 0]
+    values = first.count(b"\t") + 1
+    if values > settings.max_values_per_line:
+        raise RecordingError(
+            f"line 1 has {values} values, over the limit of {settings.max_values_per_line} "
+            "channels",
+            line=1,
+        )
 
 
 @router.post(
@@ -85,19 +112,21 @@ async def post_recording(
     scorer: ScorerDep,
     metrics: MetricsDep,
     _role: ReaderDep,
-    machine: Annotated[str, Query(min_length=1, max_length=200, description="machine or run id")],
+    machine: Annotated[
+        str, Query(pattern=MACHINE_PATTERN, description=f"machine or run id: {MACHINE_RULE}")
+    ],
     timestamp: Annotated[str | None, Query(description="ISO 8601 or YYYY.MM.DD.hh.mm.ss")] = None,
     filename: Annotated[
         str | None, Query(description="IMS file name, read as the timestamp")
     ] = None,
 ) -> PredictionResponse:
+    # The body is already bounded by the limits middleware; the file part is bounded here.
     limit = settings.max_upload_bytes
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise HTTPException(
-                413, detail=f"body of {declared} bytes is over the limit of {limit}"
-            )
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    if not multipart:
+        when = _timestamp(timestamp, filename)  # before reading: a bad query costs nothing
+        content = await request.body()
+    else:
         form = await request.form(max_files=1, max_fields=5, max_part_size=limit)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -105,12 +134,10 @@ async def post_recording(
         content = await upload.read(limit + 1)
         if len(content) > limit:
             raise HTTPException(413, detail=f"file is over the limit of {limit} bytes")
-        filename = filename or upload.filename
-    else:
-        content = await _read_limited(request, limit)
-    when = _timestamp(timestamp, filename)
+        when = _timestamp(timestamp, filename or upload.filename)
 
     def work() -> PredictionResponse:
+        check_layout(content, settings)
         data = parse_recording(content)
         validate_signal(data, settings, expected_channels=None)
         if data.shape[1] % settings.bearings_per_machine:
@@ -123,4 +150,4 @@ async def post_recording(
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
 
-    return await run_in_threadpool(work)
+    return await anyio.to_thread.run_sync(work, limiter=request.app.state.scoring_slots)

@@ -12,7 +12,7 @@ import pandas as pd
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, Field
 
-from wearcast.api.deps import ModelDep, ReaderDep, StoreDep
+from wearcast.api.deps import ModelDep, ReaderDep, SettingsDep, StoreDep
 from wearcast.api.schemas import ERROR_RESPONSES
 
 _UNKNOWN_MODEL = ERROR_RESPONSES | {404: {"description": "unknown model"}}
@@ -33,12 +33,12 @@ class InferRequest(BaseModel):
 
 
 @router.get("/health/live")
-def live() -> dict:
+async def live() -> dict:
     return {"live": True}
 
 
 @router.get("/health/ready", responses={503: {"description": "no model loaded"}})
-def ready(store: StoreDep, response: Response) -> dict:
+async def ready(store: StoreDep, response: Response) -> dict:
     if store.current is None:
         response.status_code = 503
     return {"ready": store.current is not None}
@@ -73,9 +73,15 @@ def model_ready(name: str, model: ModelDep, _role: ReaderDep) -> dict:
 
 
 @router.post("/models/{name}/infer", responses=_UNKNOWN_MODEL)
-def infer(name: str, body: InferRequest, model: ModelDep, _role: ReaderDep) -> dict:
+def infer(
+    name: str, body: InferRequest, model: ModelDep, settings: SettingsDep, _role: ReaderDep
+) -> dict:
     _check_name(name, model)
     tensor = body.inputs[0]
+    if tensor.shape[0] > settings.max_request_rows:
+        raise HTTPException(
+            413, detail=f"{tensor.shape[0]} rows, over the limit of {settings.max_request_rows}"
+        )
     if tensor.datatype not in ("FP64", "FP32"):
         raise HTTPException(422, detail=f"datatype {tensor.datatype!r}: FP64 or FP32 expected")
     columns = model.input_columns

@@ -1,0 +1,124 @@
+"""Checks that run before any route, and before any byte of the body is read.
+
+In this order: the request's headers are bounded (431); a protected route needs a valid API
+key (401: who may call is decided before what they send is read); a declared body over the
+limit is refused (413); an undeclared (chunked) body is counted as it streams and the request
+is refused as soon as it passes the limit, so nothing over it is ever buffered or parsed.
+Roles (403) are checked by the routes' dependencies, which also document them in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wearcast.api.security import HEADER, KeyRing
+
+__all__ = ["OPEN_PATHS", "RequestLimits", "error_body"]
+
+# Probes, metrics and the API's own description: open to all, as orchestrators need them.
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+    }
+)
+
+
+def error_body(kind: str, detail) -> bytes:
+    """The documented error shape, ``{"error": ..., "detail": ...}``."""
+    return json.dumps({"error": kind, "detail": detail}).encode()
+
+
+class RequestLimits:
+    def __init__(self, app: ASGIApp, *, keys: KeyRing, max_body_bytes: int, max_header_bytes: int):
+        self.app = app
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.max_header_bytes:
+            await _refuse(
+                send,
+                431,
+                "request headers too large",
+                f"headers of {size} bytes are over the limit of {self.max_header_bytes}",
+            )
+            return
+        if not self.keys.empty and scope["path"] not in OPEN_PATHS:
+            key = _header(headers, HEADER.lower().encode())
+            if self.keys.role_of(key) is None:
+                await _refuse(
+                    send,
+                    401,
+                    "unauthorized",
+                    f"missing or unknown API key (send it in the {HEADER} header)",
+                    [(b"www-authenticate", b"APIKey")],
+                )
+                return
+        declared = _header(headers, b"content-length")
+        limit = self.max_body_bytes
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(
+                send,
+                413,
+                "payload too large",
+                f"body of {declared[:20]} bytes is over the limit of {limit}"
+                if declared.isdigit()
+                else "Content-Length is not a number",
+            )
+            return
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Raised into the route that reads the body; the app's handler answers 413.
+                    raise HTTPException(413, detail=f"body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _refuse(
+    send: Send, status: int, kind: str, detail: str, extra: list | None = None
+) -> None:
+    body = error_body(kind, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *(extra or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

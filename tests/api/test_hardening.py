@@ -1,0 +1,295 @@
+"""The API as a hostile client and a heavy user probe it: every request below once got a 500,
+work before authentication, or a wrong answer (issue 12). Each is replayed and answered right."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from wearcast.api.main import create_app
+
+from .conftest import READER, LiveServer, api_settings
+
+pytestmark = pytest.mark.slow
+
+ERROR_KEYS = {"error", "detail"}
+
+
+@pytest.fixture
+def client(model_home, tmp_path):
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        yield c
+
+
+@pytest.fixture(scope="module")
+def recording(model_home) -> Path:
+    return sorted((model_home[1] / "sim_run_01").glob("2004.*"))[0]
+
+
+def _post_recording(client, content: bytes, **params):
+    return client.post(
+        "/v1/recordings",
+        params={"machine": "m", "timestamp": "2004-01-01T00:00:00", **params},
+        content=content,
+        headers={"content-type": "text/plain"},
+    )
+
+
+def _chunks(total: int, piece: int = 1 << 16):
+    sent = 0
+    while sent < total:
+        yield b"x" * piece
+        sent += piece
+
+
+def _shape(response) -> dict:
+    body = response.json()
+    assert set(body) == ERROR_KEYS, body
+    assert "/tmp" not in response.text and "Traceback" not in response.text
+    return body
+
+
+@pytest.mark.parametrize("path", ["/v2/models/wearcast-wear/infer", "/v1/predict"])
+def test_no_key_is_refused_before_the_body_is_read(model_home, tmp_path, path):
+    settings = api_settings(model_home, tmp_path)
+    with LiveServer(create_app(settings)) as server, httpx.Client(timeout=60) as http:
+        # A chunked body with no declared length, 4x over the limit: answered 401, not parsed.
+        unread = http.post(
+            server.url + path,
+            content=_chunks(4 * settings.max_upload_bytes),
+            headers={"content-type": "application/json"},
+        )
+        assert unread.status_code == 401, unread.text
+        assert _shape(unread)["error"] == "unauthorized"
+        declared = http.post(
+            server.url + path, content=b"x" * 1000, headers={"content-type": "text/plain"}
+        )
+        assert declared.status_code == 401
+
+
+def test_bodies_over_the_limit_are_413_declared_or_streamed(model_home, tmp_path, recording):
+    settings = api_settings(model_home, tmp_path, max_upload_bytes=200_000)
+    with LiveServer(create_app(settings)) as server, httpx.Client(timeout=60) as http:
+        http.headers["X-API-Key"] = READER
+        for path, kind in (
+            ("/v2/models/wearcast-wear/infer", "application/json"),
+            ("/v1/predict", "application/json"),
+            ("/v1/recordings?machine=m&timestamp=2004-01-01", "text/plain"),
+        ):
+            streamed = http.post(
+                server.url + path, content=_chunks(1_000_000), headers={"content-type": kind}
+            )
+            assert streamed.status_code == 413, (path, streamed.text)
+            assert "over the limit of 200000" in _shape(streamed)["detail"]
+        # A multipart upload without a declared length is cut off at the limit too.
+        boundary = b"b0undary"
+        head = (
+            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; '
+            b'filename="2004.01.01.00.00.00"\r\n\r\n'
+        )
+
+        def multipart():
+            yield head
+            yield from _chunks(1_000_000)
+            yield b"\r\n--" + boundary + b"--\r\n"
+
+        upload = http.post(
+            server.url + "/v1/recordings?machine=m",
+            content=multipart(),
+            headers={"content-type": "multipart/form-data; boundary=b0undary"},
+        )
+        assert upload.status_code == 413, upload.text
+        _shape(upload)
+
+
+def test_oversized_headers_are_431(client):
+    response = client.get("/v1/models", headers={"X-Padding": "p" * 20_000})
+    assert response.status_code == 431
+    assert "over the limit" in _shape(response)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"0.1\t" * 975_000, "bytes long, over the limit"),  # one line of 975,000 values
+        (b"0.1\t" * 100_000, "bytes long, over the limit"),
+        (b"0.1\t" * 200 + b"0.1\n", "201 values, over the limit of 16"),
+        (b"0.1\t0.2\t0.3\t0.4\n" * 50_000, "50000 rows, expected 20480"),
+    ],
+    ids=["975k-values", "100k-values", "wide-line", "too-many-rows"],
+)
+def test_shapes_no_recording_has_are_refused_before_parsing(client, content, words):
+    response = _post_recording(client, content)
+    assert response.status_code == 422, response.text
+    assert words in _shape(response)["detail"]
+
+
+def test_huge_finite_samples_are_a_422(client, recording):
+    lines = recording.read_text().splitlines()
+    lines[100] = "\t".join(["1e308"] * len(lines[100].split("\t")))
+    response = _post_recording(client, "\n".join(lines).encode())
+    assert response.status_code == 422, response.text
+    assert "not finite" in _shape(response)["detail"]
+
+
+def _columns(client) -> list[str]:
+    return client.get("/v2/models/wearcast-wear").json()["parameters"]["columns"]
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308])
+def test_features_that_overflow_the_model_are_a_422(client, value):
+    columns = _columns(client)
+    features = [c for c in columns if not c.startswith("baseline_")]
+    row = {
+        "machine": "big",
+        "bearing": 1,
+        "timestamp": "2004-01-01T00:00:00",
+        "features": dict.fromkeys(features, value),
+        "baseline": dict.fromkeys(features, -value),
+    }
+    response = client.post("/v1/predict", json={"rows": [row]})
+    assert response.status_code == 422, response.text
+    assert "not finite" in _shape(response)["detail"]
+    infer = client.post(
+        "/v2/models/wearcast-wear/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, len(columns)],
+                    "datatype": "FP64",
+                    "data": [value] * (len(columns) // 2) + [-value] * (len(columns) // 2),
+                }
+            ]
+        },
+    )
+    assert infer.status_code == 422, infer.text
+    _shape(infer)
+
+
+@pytest.mark.parametrize(
+    "bearing_id", ["m:²", "m:99999999999999999999", "m:0", "m:65", "a/b:1", "m%00:1", ":1"]
+)
+def test_bad_bearing_ids_are_a_422(client, bearing_id):
+    response = client.get(f"/v1/bearings/{bearing_id}")
+    assert response.status_code in (404, 422), response.text
+    _shape(response)
+
+
+@pytest.mark.parametrize("machine", ["a/b", "m\x00", "m:1", "x" * 65, ""])
+def test_machine_ids_outside_the_charset_are_refused(client, recording, machine):
+    response = _post_recording(client, recording.read_bytes(), machine=machine)
+    assert response.status_code == 422, response.text
+    _shape(response)
+    row = {
+        "machine": machine,
+        "bearing": 1,
+        "timestamp": "2004-01-01T00:00:00",
+        "features": {"a": 1.0},
+    }
+    response = client.post("/v1/predict", json={"rows": [row]})
+    assert response.status_code == 422, response.text
+
+
+def test_unknown_routes_wrong_methods_and_malformed_json_have_the_error_shape(client):
+    assert client.get("/nowhere").status_code == 404
+    assert _shape(client.get("/nowhere"))["error"] == "not found"
+    wrong = client.delete("/v1/predict")
+    assert wrong.status_code == 405 and _shape(wrong)["error"] == "method not allowed"
+    malformed = client.post(
+        "/v1/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 422 and _shape(malformed)["error"] == "invalid request"
+
+
+def test_timestamps_with_offsets_are_converted_to_utc(client, recording):
+    response = _post_recording(
+        client, recording.read_bytes(), machine="tz", timestamp="2004-01-01T02:30:00+02:00"
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["timestamp"] == "2004-01-01T00:30:00"
+    history = client.get("/v1/bearings/tz:1").json()
+    assert history["predictions"][0]["timestamp"] == "2004-01-01T00:30:00"
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["1" * 10_000, "1111-11-11T00:00:00", "9999-01-01T00:00:00", "11111111"]
+)
+def test_absurd_timestamps_are_refused(client, recording, timestamp):
+    response = _post_recording(client, recording.read_bytes(), timestamp=timestamp)
+    assert response.status_code == 422, response.text[:300]
+    assert len(response.text) < 1000  # the input is not echoed back
+    row = {"machine": "m", "bearing": 1, "timestamp": timestamp, "features": {"a": 1.0}}
+    assert client.post("/v1/predict", json={"rows": [row]}).status_code == 422
+
+
+def test_rows_per_request_are_bounded(model_home, tmp_path):
+    with TestClient(create_app(api_settings(model_home, tmp_path, max_request_rows=3))) as c:
+        c.headers["X-API-Key"] = READER
+        row = {
+            "machine": "m",
+            "bearing": 1,
+            "timestamp": "2004-01-01T00:00:00",
+            "features": {"a": 1.0},
+        }
+        response = c.post("/v1/predict", json={"rows": [row] * 4})
+        assert response.status_code == 413 and "over the limit of 3" in _shape(response)["detail"]
+        n = len(_columns(c))
+        infer = c.post(
+            "/v2/models/wearcast-wear/infer",
+            json={"inputs": [{"name": "i", "shape": [4, n], "datatype": "FP64", "data": [0] * n}]},
+        )
+        assert infer.status_code == 413, infer.text
+
+
+def test_probes_keep_answering_while_45_abusive_uploads_run(model_home, tmp_path):
+    """Liveness only, with a bound no busy machine reaches (benchmarks/abuse.py measures p99)."""
+    settings = api_settings(model_home, tmp_path)
+    abusive = b"0.1\t" * 100_000
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def abuse(url: str) -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": READER}, timeout=120) as http:
+            while not stop.is_set():
+                r = http.post(
+                    "/v1/recordings",
+                    params={"machine": "abuse", "timestamp": "2004-01-01"},
+                    content=abusive,
+                    headers={"content-type": "text/plain"},
+                )
+                statuses.append(r.status_code)
+
+    with LiveServer(create_app(settings)) as server:
+        threads = [threading.Thread(target=abuse, args=(server.url,)) for _ in range(45)]
+        for t in threads:
+            t.start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as probe:
+                while len(statuses) < 45:  # every abuser has been answered at least once
+                    assert probe.get("/healthz").status_code == 200
+                for _ in range(20):
+                    assert probe.get("/healthz").status_code == 200
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    assert set(statuses) == {422}
+
+
+def test_the_serving_process_imports_neither_the_search_nor_plotting():
+    code = (
+        "import sys, wearcast.api.main; "
+        "print(sorted(m for m in ('optuna', 'matplotlib', 'wearcast.train') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,234 @@
+"""What the API logs and answers does not depend on arrival order, retries or the number of
+workers (issue 12); a broken version is never promoted."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from wearcast import registry
+from wearcast.api.main import create_app
+from wearcast.baseline import add_baselines
+from wearcast.config import Settings
+from wearcast.model import build_pipeline
+from wearcast.rig import parse_timestamp
+
+from .conftest import ADMIN, READER, api_settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def recordings(model_home) -> list[Path]:
+    return sorted((model_home[1] / "sim_run_01").glob("2004.*"))
+
+
+def _upload(client, path: Path, machine: str, content: bytes | None = None):
+    return client.post(
+        "/v1/recordings",
+        params={"machine": machine, "filename": path.name},
+        content=path.read_bytes() if content is None else content,
+        headers={"content-type": "text/plain"},
+    )
+
+
+def test_two_workers_agree_on_the_first_recordings_by_time(model_home, tmp_path, recordings):
+    """40 recordings of one machine, sent 16 at a time, latest first, to two apps sharing one
+    log: each bearing keeps exactly its first 20 recordings by time as its baseline."""
+    settings = api_settings(model_home, tmp_path)
+    files = recordings[:40]
+    with (
+        TestClient(create_app(settings)) as one,
+        TestClient(create_app(settings)) as two,
+        ThreadPoolExecutor(16) as pool,
+    ):
+        for c in (one, two):
+            c.headers["X-API-Key"] = READER
+        jobs = [
+            pool.submit(_upload, (one, two)[i % 2], path, "rig")
+            for i, path in enumerate(reversed(files))
+        ]
+        assert all(job.result().status_code == 200 for job in jobs)
+        engine = create_engine(settings.resolved_prediction_db_url)
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text(
+                    "SELECT bearing, recorded_at FROM baseline_samples "
+                    "WHERE machine = 'rig' ORDER BY bearing, recorded_at"
+                )
+            ).all()
+        engine.dispose()
+        first_20 = sorted(parse_timestamp(p.name) for p in files)[:20]
+        for bearing in range(1, 5):
+            times = [pd.Timestamp(t).to_pydatetime() for b, t in stored if b == bearing]
+            assert times == first_20, bearing
+        # Both workers now answer a later recording of the machine with the same baseline.
+        later = [_upload(c, recordings[40 + i], "rig").json() for i, c in enumerate((one, two))]
+        assert [b["baseline_recordings"] for b in later[0]["bearings"]] == [20] * 4
+        assert [b["baseline_recordings"] for b in later[1]["bearings"]] == [20] * 4
+
+
+def test_the_api_baseline_is_the_training_baseline(model_home, tmp_path, recordings):
+    """Features sent as rows out of time order get the baseline training would compute."""
+    settings = api_settings(model_home, tmp_path, baseline_recordings=3)
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READER
+        columns = c.get("/v2/models/wearcast-wear").json()["parameters"]["columns"]
+        features = [f for f in columns if not f.startswith("baseline_")]
+        rng = np.random.default_rng(0)
+        table = pd.DataFrame(rng.uniform(0.5, 2.0, (6, len(features))), columns=features)
+        table["timestamp"] = pd.date_range("2004-01-01", periods=6, freq="10min")
+        table["run"], table["bearing"] = "twin", 1
+        expected = add_baselines(table, features, 3)
+        order = [4, 1, 5, 0, 3, 2]
+        rows = [
+            {
+                "machine": "twin",
+                "bearing": 1,
+                "timestamp": table["timestamp"][i].isoformat(),
+                "features": table.loc[i, features].to_dict(),
+            }
+            for i in order
+        ]
+        for row in rows:
+            assert c.post("/v1/predict", json={"rows": [row]}).status_code == 200
+        probe = {**rows[0], "timestamp": "2004-02-01T00:00:00"}
+        answer = c.post("/v1/predict", json={"rows": [probe]}).json()[0]["bearings"][0]
+        assert answer["baseline_recordings"] == 3
+        baseline = c.app.state.scorer._baselines[("twin", 1)]
+        assert list(baseline.times) == list(table["timestamp"][:3])
+        assert [baseline.medians[f] for f in features] == pytest.approx(
+            expected.loc[0, ["baseline_" + f for f in features]].to_list()
+        )
+
+
+def test_a_retry_gets_the_same_answer_and_is_logged_once(model_home, tmp_path, recordings):
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        first = _upload(c, recordings[0], "retry")
+        again = _upload(c, recordings[0], "retry")
+        assert first.status_code == again.status_code == 200
+        assert again.json() == first.json()
+        assert len(c.get("/v1/bearings/retry:1").json()["predictions"]) == 1
+        # Different content at the same machine and time is a conflict, not a second answer.
+        other = _upload(c, recordings[0], "retry", content=recordings[1].read_bytes())
+        assert other.status_code == 409, other.text
+        assert "already answered" in other.json()["detail"]
+        assert len(c.get("/v1/bearings/retry:1").json()["predictions"]) == 1
+        # Rows already answered and new rows in one request: each gets its own answer.
+        columns = c.get("/v2/models/wearcast-wear").json()["parameters"]["columns"]
+        features = {f: 1.0 for f in columns if not f.startswith("baseline_")}
+        rows = [
+            {"machine": "mix", "bearing": 1, "timestamp": f"2004-01-0{d}T00:00:00", "features": f}
+            for d, f in ((1, features), (2, {k: 2.0 for k in features}))
+        ]
+        old = c.post("/v1/predict", json={"rows": rows[:1]}).json()[0]
+        both = c.post("/v1/predict", json={"rows": rows})
+        assert both.status_code == 200, both.text
+        assert both.json()[0]["bearings"] == old["bearings"]
+        assert len(c.get("/v1/bearings/mix:1").json()["predictions"]) == 2
+
+
+def test_answers_agree_with_the_bearing_page(model_home, tmp_path, recordings):
+    """Alarm state and remaining life of the last answer are those of GET /v1/bearings, with
+    an alarm threshold low enough that some answers do alarm."""
+    settings = api_settings(model_home, tmp_path, alarm_threshold=0.01, alarm_k=1, alarm_n=1)
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READER
+        answers = [_upload(c, p, "agree").json()["bearings"] for p in recordings[-30:]]
+        page = {b: c.get(f"/v1/bearings/agree:{b}").json() for b in range(1, 5)}
+    assert any(b["alarm"] for bearings in answers for b in bearings)
+    for b in answers[-1]:
+        assert (b["alarm"], b["rul_h"]) == (
+            page[b["bearing"]]["alarm"],
+            page[b["bearing"]]["rul_h"],
+        )
+
+
+def test_history_is_paged(model_home, tmp_path, recordings):
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        for p in recordings[:7]:
+            assert _upload(c, p, "paged").status_code == 200
+        whole = c.get("/v1/bearings/paged:2").json()
+        assert len(whole["predictions"]) == 7 and whole["next_before"] is None
+        page = c.get("/v1/bearings/paged:2", params={"limit": 3}).json()
+        assert page["predictions"] == whole["predictions"][-3:]
+        back = c.get(
+            "/v1/bearings/paged:2", params={"limit": 3, "before": page["next_before"]}
+        ).json()
+        assert back["predictions"] == whole["predictions"][-6:-3]
+        assert page["alarm"] == whole["alarm"] and page["rul_h"] == whole["rul_h"]
+        assert c.get("/v1/bearings/paged:2", params={"limit": 0}).status_code == 422
+
+
+@pytest.fixture
+def tiny_registry(tmp_path) -> Settings:
+    """A registry of its own: version 1 works, version 2 predicts NaN, version 3 lost its
+    files."""
+    settings = Settings(home=tmp_path / "home", reload_interval_s=0)
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.uniform(1, 2, (30, 2)), columns=["rms", "baseline_rms"])
+    good = build_pipeline({"family": "ridge"}).fit(X, rng.uniform(0, 1, 30))
+    broken = build_pipeline({"family": "ridge"}).fit(X, rng.uniform(0, 1, 30))
+    broken.named_steps["model"].estimator_.intercept_ = float("nan")
+    registry.connect(settings)
+    for model in (good, broken, good):
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name=settings.model_name,
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            )
+    client = registry.client(settings)
+    lost = client.get_model_version_download_uri(settings.model_name, "3")
+    shutil.rmtree(Path(lost.removeprefix("file://")))
+    registry.promote(client, settings, 1, "works")
+    return settings
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_version_that_fails_to_load_or_its_smoke_test_is_not_promoted(tiny_registry, version):
+    settings = tiny_registry
+    client = registry.client(settings)
+    with pytest.raises(registry.PromotionRefused, match=f"version {version} was not promoted"):
+        registry.promote(client, settings, version, "should not happen")
+    assert registry.champion_version(client, settings) == 1
+    with TestClient(create_app(settings)) as c:
+        refused = c.post(f"/v1/admin/promote/{version}")
+        assert refused.status_code == 409, refused.text
+        assert str(settings.home) not in refused.text and "unchanged" in refused.json()["detail"]
+        assert c.get("/readyz").json()["version"] == 1
+        models = c.get("/v1/models").json()
+        assert [v["aliases"] for v in models["versions"]] == [["champion"], [], []]
+    assert registry.champion_version(client, settings) == 1
+
+
+def test_registry_metadata_is_cached_between_polls(model_home, tmp_path):
+    settings = api_settings(model_home, tmp_path)
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = ADMIN
+        store = c.app.state.store
+        calls = []
+        original = store.refresh_versions
+
+        def counted():
+            calls.append(threading.get_ident())
+            return original()
+
+        store.refresh_versions = counted
+        for _ in range(5):
+            assert c.get("/v1/models").status_code == 200
+        assert calls == []  # read at start-up, not per request
+        assert c.post("/v1/admin/reload").status_code == 200
+        assert len(calls) == 1
