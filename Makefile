@@ -44,9 +44,14 @@ bench-featurize: $(BIN)/wearcast
 bench-serve: $(BIN)/wearcast
 	$(BIN)/python benchmarks/serve.py
 
-airflow: $(AIRFLOW_BIN)/airflow  ## Airflow standalone (web UI on :8080) with the wearcast DAG
-	AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	AIRFLOW__CORE__PARALLELISM=4 $(AIRFLOW_BIN)/airflow standalone
+# standalone starts its components as `airflow` by name (so its venv's bin goes on PATH) and
+# stops only on SIGINT, which a shell may have set to ignored: exec it with SIGINT restored.
+airflow: $(AIRFLOW_BIN)/airflow  ## Airflow standalone (web UI on :8080) with the wearcast DAG; Ctrl-C stops it
+	PATH="$(abspath $(AIRFLOW_BIN)):$$PATH" AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=60 \
+	$(AIRFLOW_BIN)/python -c 'import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); \
+	os.execvp("airflow", ["airflow", "standalone"])'
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) .pytest_cache .ruff_cache

@@ -24,9 +24,14 @@ FEATURE_TABLE = Asset(
 )
 
 
+# Every task has a deadline: a hung task (stuck mount, dead worker pool) fails and is retried
+# instead of holding its executor slot forever.
+_train_timeout = timedelta(seconds=3 * _settings.search_budget_s) + timedelta(minutes=30)
+
+
 @dag(
     dag_id="wearcast_retrain",
-    schedule=_settings.retrain_schedule,
+    schedule=_settings.retrain_schedule or None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -36,73 +41,91 @@ FEATURE_TABLE = Asset(
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(minutes=30),
     },
     doc_md=__doc__,
 )
 def wearcast_retrain():
     @task
-    def find_new_recordings() -> list[list]:
-        from wearcast.dataset import pending_files
+    def find_new_recordings(run_id: str | None = None) -> list[str]:
+        """Paths of batch manifests: a million new files are a few thousand short strings."""
+        import logging
+
+        from wearcast.dataset import pending_files, write_batches
 
         settings = Settings()
-        tasks = pending_files(settings.watched_data_dir, settings.tables_dir / "default")
-        size = settings.featurize_batch_files
-        return [[list(t) for t in tasks[i : i + size]] for i in range(0, len(tasks), size)]
+        table_dir = settings.tables_dir / "default"
+        unreadable = []
+        tasks = pending_files(settings.watched_data_dir, table_dir, unreadable=unreadable)
+        for folder in unreadable:
+            logging.getLogger(__name__).warning("skipped %s: %s", folder.file, folder.reason)
+        folder = table_dir / "batches" / run_id.replace(":", "-").replace("+", "-")
+        return write_batches(tasks, folder, settings.featurize_batch_files)
 
-    @task
-    def featurize_batch(batch: list[list]) -> int:
-        from wearcast.dataset import featurize_files
+    @task(execution_timeout=timedelta(hours=2))
+    def featurize_batch(manifest: str) -> int:
+        from wearcast.dataset import featurize_batch
 
         settings = Settings()
-        return featurize_files([tuple(t) for t in batch], settings.tables_dir / "default", settings)
+        return featurize_batch(manifest, settings.tables_dir / "default", settings)
 
     # Runs when nothing was new too (the mapped task is then skipped), so that a run that
     # failed after featurizing is completed by the next one.
-    @task(outlets=[FEATURE_TABLE], trigger_rule="none_failed")
+    @task(outlets=[FEATURE_TABLE], trigger_rule="none_failed", execution_timeout=timedelta(hours=2))
     def merge_table(processed: list[int]) -> dict:
+        import shutil
+
         from wearcast.dataset import build_table
 
         settings = Settings()
-        result = build_table(settings.watched_data_dir, settings.tables_dir / "default", settings)
-        return {"table": str(result.table), "rows": result.rows, "new_files": sum(processed or [])}
+        table_dir = settings.tables_dir / "default"
+        result = build_table(settings.watched_data_dir, table_dir, settings)
+        shutil.rmtree(table_dir / "batches", ignore_errors=True)  # one run at a time
+        return {
+            "table": str(result.table),
+            "rows": result.rows,
+            "new_files": sum(processed or []),
+            "quarantined": result.quarantined,
+        }
 
-    @task
+    @task(execution_timeout=_train_timeout)
     def train_challenger(table: dict) -> int:
         from wearcast.retrain import train_challenger
 
         return train_challenger(Settings(), table["table"], reuse=True)["version"]
 
-    @task
+    @task(execution_timeout=_train_timeout)
     def gate(table: dict, version: int) -> dict:
         from wearcast.retrain import gate_challenger
 
         decision = gate_challenger(Settings(), table["table"], version)
         return {"version": version, "promoted": decision.promoted, "reason": decision.reason}
 
-    @task
+    @task(execution_timeout=timedelta(minutes=10))
     def reload_api(decision: dict) -> dict:
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        from wearcast.retrain import reload_api
+        from wearcast.retrain import reload_replicas
 
-        url, key = Settings().api_url, None
+        urls, key = Settings().api_urls, None
         try:
             conn = BaseHook.get_connection("wearcast_api")
         except AirflowNotFoundException:
             conn = None
         if conn is not None and conn.host:
-            url = conn.host if "://" in conn.host else f"http://{conn.host}:{conn.port or 80}"
+            # host: one API URL, or several (replicas) separated by commas.
+            urls = [u.strip() for u in conn.host.split(",") if u.strip()]
             key = conn.password
-        return reload_api(url, key)
+        return reload_replicas(urls, key)
 
-    @task
+    @task(execution_timeout=timedelta(minutes=10))
     def publish_report(decision: dict) -> str:
         from wearcast.retrain import publish_report
 
         return str(publish_report(Settings(), decision["version"]))
 
-    processed = featurize_batch.expand(batch=find_new_recordings())
+    processed = featurize_batch.expand(manifest=find_new_recordings())
     table = merge_table(processed)
     decision = gate(table, train_challenger(table))
     reload_api(decision)

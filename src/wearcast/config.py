@@ -121,10 +121,10 @@ class Settings(BaseSettings):
     featurize_batch_files: int = Field(
         500, gt=0, description="files per mapped featurize task (the unit spread over workers)"
     )
-    api_url: str | None = Field(
-        None,
-        description="the API the DAG tells to reload (the admin key comes from the "
-        "Airflow connection wearcast_api)",
+    api_urls: list[str] = Field(
+        default_factory=list,
+        description="the API replicas the DAG tells to reload, as a JSON list (the admin key "
+        "comes from the Airflow connection wearcast_api)",
     )
 
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)

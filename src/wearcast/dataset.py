@@ -29,9 +29,13 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import time
+import types
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +50,7 @@ from wearcast.alarms import persistent_alarm
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.formats import resolve_rig
-from wearcast.ingest import RecordingError, RunFiles, discover_runs, read_samples
+from wearcast.ingest import Quarantined, RecordingError, RunFiles, discover_runs, read_samples
 from wearcast.rig import IMS_RUNS, Rig, RunInfo
 from wearcast.storage import write_atomic
 
@@ -56,9 +60,11 @@ __all__ = [
     "FeaturizeResult",
     "build_table",
     "featurize",
+    "featurize_batch",
     "featurize_files",
     "pending_files",
     "process_files",
+    "write_batches",
     "result_columns",
     "Task",
     "run_tasks",
@@ -208,15 +214,58 @@ def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
     ]
 
 
+@contextmanager
+def _pool_start_in_any_host() -> Iterator[None]:
+    """Worker processes can be started in this block from any host process, and do not
+    re-run its ``__main__``.
+
+    - multiprocessing re-imports the parent's main script in every spawn or forkserver child.
+      Inside an Airflow task that script is Airflow's command line, which dies there (its
+      database is forbidden to tasks) and a pool would respawn it forever. The workers need
+      only this module, so they start while ``__main__`` is an empty module.
+    - A task under Celery inherits the prefork pool's daemonic mark, and multiprocessing
+      refuses children to a daemonic process. The mark is lifted while the workers start;
+      what it guards against (orphans) cannot happen: the pool is always shut down first.
+      It also inherits Celery's (billiard's) type of process key, which multiprocessing
+      cannot hand to a child: the same key is given multiprocessing's own type (for good).
+    """
+    main, current = sys.modules["__main__"], multiprocessing.current_process()
+    daemonic = current.daemon
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    current.daemon = False
+    current.authkey = bytes(current.authkey)
+    try:
+        yield
+    finally:
+        current.daemon = daemonic
+        sys.modules["__main__"] = main
+
+
 def process_files(tasks: list[Task], settings: Settings) -> Iterator[dict]:
-    """Validate and featurize files on all cores; results in completion order."""
+    """Validate and featurize files on ``settings.workers`` processes; results in task order.
+
+    Safe in any host process (CLI, notebook, Airflow task under any executor): children
+    fork from a clean forkserver that has imported only wearcast, never from the caller
+    (whose threads could hold locks), and never re-run the caller's entry point. A worker
+    that dies (killed, out of memory) fails the call with ``BrokenProcessPool``; it is not
+    silently replaced.
+    """
     if len(tasks) <= 2 or settings.workers == 1:
         _init_worker(settings)
         yield from map(_process, tasks)
         return
     ctx = multiprocessing.get_context("forkserver")
-    with ctx.Pool(min(settings.workers, len(tasks)), _init_worker, (settings,)) as pool:
-        yield from pool.imap_unordered(_process, tasks, chunksize=16)
+    ctx.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(
+        min(settings.workers, len(tasks)), ctx, initializer=_init_worker, initargs=(settings,)
+    )
+    try:
+        # All workers start inside map(): the executor adds processes only on submit.
+        with _pool_start_in_any_host():
+            results = pool.map(_process, tasks, chunksize=16)
+        yield from results
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def result_columns(result: dict, settings: Settings) -> list[str]:
@@ -301,26 +350,61 @@ def _merge_parts(parts_dir: Path, latest: dict[str, dict]) -> pd.DataFrame:
     return merged.sort_values(["run", "bearing", "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def pending_files(data_dir: Path, table_dir: Path) -> list[Task]:
-    """The input files that are new or changed (size or mtime, or their run's description)
-    since the table last saw them."""
-    data_dir, table_dir = Path(data_dir), Path(table_dir)
-    parts_dir = table_dir / "parts"
+def _unseen(tasks: Iterable[Task], table_dir: Path) -> list[Task]:
+    """The tasks whose file is new or changed (size or mtime, or its run's description)
+    since the table last saw it."""
+    parts_dir = Path(table_dir) / "parts"
     latest = _load_manifests(parts_dir) if parts_dir.exists() else {}
-    tasks = []
-    for run in discover_runs(data_dir):
-        for task in run_tasks(run, data_dir):
-            st = os.stat(task.path)
-            known = latest.get(task.key)
-            if (
-                known
-                and known["size"] == st.st_size
-                and known["mtime_ns"] == st.st_mtime_ns
-                and known.get("described") == task.digest()
-            ):
-                continue
-            tasks.append(task)
-    return tasks
+    unseen = []
+    for task in tasks:
+        st = os.stat(task.path)
+        known = latest.get(task.key)
+        if (
+            known
+            and known["size"] == st.st_size
+            and known["mtime_ns"] == st.st_mtime_ns
+            and known.get("described") == task.digest()
+        ):
+            continue
+        unseen.append(task)
+    return unseen
+
+
+def pending_files(
+    data_dir: Path, table_dir: Path, *, unreadable: list[Quarantined] | None = None
+) -> list[Task]:
+    """The input files that are new or changed since the table last saw them.
+
+    Folders that cannot be listed go to ``unreadable`` if given, else raise ``OSError``.
+    """
+    data_dir = Path(data_dir)
+    runs = discover_runs(data_dir, unreadable=unreadable)
+    return _unseen((t for run in runs for t in run_tasks(run, data_dir)), table_dir)
+
+
+def write_batches(tasks: list[Task], folder: Path, size: int) -> list[str]:
+    """Split ``tasks`` into manifests of ``size`` files under ``folder``; their paths.
+
+    Orchestrators pass these paths between tasks, not the file lists themselves.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, start in enumerate(range(0, len(tasks), size), start=1):
+        path = folder / f"batch-{number:06d}.json"
+        write_atomic(path, json.dumps(tasks[start : start + size]))
+        paths.append(str(path))
+    return paths
+
+
+def featurize_batch(manifest: Path, table_dir: Path, settings: Settings) -> int:
+    """Featurize the files of one batch manifest (:func:`write_batches`) into ``table_dir``.
+
+    A retried batch skips the files an earlier attempt already committed, so no file is
+    featurized twice.
+    """
+    tasks = [Task(*t) for t in json.loads(Path(manifest).read_text())]
+    return featurize_files(_unseen(tasks, table_dir), table_dir, settings)
 
 
 def featurize_files(
@@ -358,18 +442,23 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     manifests = sorted(p.name for p in parts_dir.glob("part-*.json"))
     table_path = table_dir / "table.parquet"
     state_path = table_dir / "state.json"
-    infos = {run.info.name: run.info for run in discover_runs(data_dir)}
+    unreadable: list[Quarantined] = []
+    infos = {run.info.name: run.info for run in discover_runs(data_dir, unreadable=unreadable)}
     described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {
         "manifests": hashlib.blake2b("\n".join(manifests).encode(), digest_size=16).hexdigest(),
         "runs": hashlib.blake2b(described.encode(), digest_size=16).hexdigest(),
         "label_strategy": settings.label_strategy,
+        "unreadable": sorted(q.file for q in unreadable),
     }
     up_to_date = (
         table_path.exists() and state_path.exists() and json.loads(state_path.read_text()) == state
     )
+    # A folder that could not be listed is reported with the files that could not be used.
     quarantined = sorted(
-        (e for e in latest.values() if e["status"] == "quarantined"), key=lambda e: e["file"]
+        [e for e in latest.values() if e["status"] == "quarantined"]
+        + [{**vars(q), "file": q.file + "/"} for q in unreadable],
+        key=lambda e: e["file"],
     )
     if not up_to_date:
         frame = _merge_parts(parts_dir, latest)
@@ -413,7 +502,8 @@ def featurize(
 
     ``progress(done, total)`` is called as files are processed.
     """
-    tasks = pending_files(data_dir, table_dir)
+    # Unreadable folders are reported by build_table, with the files that could not be used.
+    tasks = pending_files(data_dir, table_dir, unreadable=[])
     processed = featurize_files(
         tasks, table_dir, settings, batch_size=batch_size, progress=progress
     )

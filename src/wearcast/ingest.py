@@ -208,17 +208,19 @@ def _visible_files(directory: Path) -> list[str]:
     )
 
 
-def discover_runs(data_dir: Path) -> list[RunFiles]:
+def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None) -> list[RunFiles]:
     """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
 
     Raises ValueError naming a file when there are files but none of them is a recording of
-    a known format.
+    a known format. A folder that cannot be listed is never skipped silently: it is appended
+    to ``unreadable`` (with the reason) if that list is given, else it raises ``OSError``.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such folder")
+    errors: list[OSError] = []
     runs, unknown = [], []
-    for root, dirs, _ in os.walk(data_dir):
+    for root, dirs, _ in os.walk(data_dir, onerror=errors.append):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         directory = Path(root)
         names = _visible_files(directory)
@@ -237,6 +239,18 @@ def discover_runs(data_dir: Path) -> list[RunFiles]:
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"{data_dir}: several run folders share the run name(s) {dup}")
+    found = [
+        Quarantined(
+            str(Path(e.filename).relative_to(data_dir)), f"cannot read folder: {e.strerror}"
+        )
+        for e in errors
+    ]
+    if unreadable is not None:
+        unreadable.extend(found)
+    elif found:
+        raise OSError(
+            f"{data_dir}: cannot read " + "; ".join(f"{q.file or '.'} ({q.reason})" for q in found)
+        )
     return runs
 
 

@@ -1,7 +1,7 @@
 """The retraining cycle, one function per step, shared by the CLI and the Airflow DAG.
 
     pending_files -> featurize_files (in parallel batches) -> build_table
-      -> train_challenger -> gate_challenger -> reload_api, publish_report
+      -> train_challenger -> gate_challenger -> reload_replicas, publish_report
 
 Every step is idempotent: training skips a table it has already trained on (same content
 hash, label strategy and held-out unit), the gate keeps a decision once taken, and reloading
@@ -25,7 +25,7 @@ from wearcast.dataset import load_training_table, table_digest
 from wearcast.evaluate import write_report
 from wearcast.train import evaluate_config, fit_and_evaluate, prepare
 
-__all__ = ["train_challenger", "gate_challenger", "reload_api", "publish_report"]
+__all__ = ["train_challenger", "gate_challenger", "reload_replicas", "publish_report"]
 
 
 def _source(table: Path) -> Path:
@@ -140,17 +140,32 @@ def gate_challenger(
     return registry.gate(client, settings, version, champion_on_same_data)
 
 
-def reload_api(url: str | None, admin_key: str | None, *, timeout: float = 120.0) -> dict:
-    """Ask a running wearcast API to serve the current champion (its admin reload)."""
-    if not url:
+def reload_replicas(urls: list[str], admin_key: str | None, *, timeout: float = 120.0) -> dict:
+    """Ask every running replica of the wearcast API to serve the current champion.
+
+    A replica that cannot be reached is reported, not fatal: it loads the champion when it
+    starts, and its registry poller catches up. A replica that answers with an error (wrong
+    key, model that does not load) fails the call, after all replicas were asked.
+    """
+    if not urls:
         return {"skipped": "no API URL configured"}
     headers = {"X-API-Key": admin_key} if admin_key else {}
-    response = httpx.post(f"{url.rstrip('/')}/v1/admin/reload", headers=headers, timeout=timeout)
-    if response.status_code != 200:
-        raise RuntimeError(
-            f"API reload at {url} answered {response.status_code}: {response.text[:300]}"
-        )
-    return response.json()
+    answers, errors = {}, []
+    for url in urls:
+        try:
+            response = httpx.post(
+                f"{url.rstrip('/')}/v1/admin/reload", headers=headers, timeout=timeout
+            )
+        except httpx.TransportError as exc:
+            answers[url] = {"unreachable": str(exc) or type(exc).__name__}
+            continue
+        if response.status_code != 200:
+            errors.append(f"{url} answered {response.status_code}: {response.text[:300]}")
+            continue
+        answers[url] = response.json()
+    if errors:
+        raise RuntimeError("API reload failed: " + "; ".join(errors))
+    return answers
 
 
 def publish_report(settings: Settings, version: int) -> Path:
