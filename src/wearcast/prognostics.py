@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from wearcast.baseline import BASELINE_PREFIX
 from wearcast.alarms import ALARM, OK, AlarmRule, Episode, next_state, track_alarms
+from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
 from wearcast.dataset import degradation_onset
 from wearcast.health import HealthIndicator

@@ -4,8 +4,9 @@ Each bearing is compared with its own baseline (:mod:`wearcast.baseline`: its fi
 ``baseline_recordings`` recordings by time, kept in the prediction log); its health indicator,
 alarm state (continued from the logged state) and remaining life with interval use its logged
 history (:meth:`wearcast.prognostics.Prognostics.next_step`). The same feature code as
-training computes raw recordings' features. A recording (machine, bearing, time) is answered once: a retry with
-the same content gets the logged answer back, different content at the same time a conflict.
+training computes raw recordings' features. A recording (machine, bearing, time) is answered
+once: a retry with the same content gets the logged answer back, different content at the same
+time a conflict.
 """
 
 from __future__ import annotations
