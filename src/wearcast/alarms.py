@@ -1,8 +1,17 @@
-"""The persistent-alarm rule and remaining useful life by trend.
+"""Alarm states with hysteresis, the persistent-alarm rule, and remaining life by trend.
 
-Both work on any per-recording series: predicted wear, or a raw health indicator such as RMS.
-An alarm is raised at the recording where at least ``k`` of the last ``n`` recordings are above
-the threshold, so one noisy recording does not page anyone, and a real rise does within ``n``.
+All work on any per-recording series: a health indicator, predicted wear, or raw RMS.
+
+The alarm state machine (:func:`track_alarms`) has three states. A bearing in ``ok`` goes to
+``watch`` at its first recording above the threshold; from ``watch`` it goes to ``alarm`` once
+``k`` of the last ``n`` recordings are above (sustained evidence), so one noisy recording does
+not page anyone and a real rise does within ``n``. It goes back to ``ok`` only after ``clear``
+recordings in a row below the threshold (sustained recovery), so an alarm does not flicker
+while a damaged bearing's vibration wanders around the threshold. Each excursion from ``ok`` is
+an :class:`Episode` with its start, end and peak.
+
+The k-of-n rule alone (:func:`alarm_states`, :func:`first_alarm`) is kept for the evaluation of
+raw thresholds, which judges the rule without hysteresis.
 """
 
 from __future__ import annotations
@@ -15,6 +24,15 @@ import numpy as np
 _FLAT_PER_HOUR = 1e-6
 
 __all__ = [
+    "ALARM",
+    "OK",
+    "WATCH",
+    "AlarmRule",
+    "AlarmTrack",
+    "Episode",
+    "episodes_of",
+    "next_state",
+    "track_alarms",
     "BearingStatus",
     "alarm_states",
     "bearing_status",
@@ -22,6 +40,110 @@ __all__ = [
     "persistent_alarm",
     "rul_by_trend",
 ]
+
+
+OK, WATCH, ALARM = "ok", "watch", "alarm"
+STATES = (OK, WATCH, ALARM)
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """When the state machine enters and leaves ``alarm``."""
+
+    k: int = 3  # recordings above the threshold, of the last n, that raise the alarm
+    n: int = 5
+    clear: int = 6  # recordings in a row below the threshold that end an episode
+
+    @property
+    def memory(self) -> int:
+        """How many of the latest recordings decide the next state."""
+        return max(self.n, self.clear)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.k <= self.n or self.clear < 1:
+            raise ValueError(f"alarm rule needs 0 < k <= n and clear >= 1, got {self}")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One excursion from ``ok``: indices into the series it was found on."""
+
+    start: int  # first recording above the threshold
+    end: int | None  # first recording back in ok (None: still open)
+    peak: int  # the recording with the largest value
+    peak_value: float
+    level: str  # the highest state reached: watch or alarm
+    raised: int | None  # the recording where the alarm was raised (None: watch only)
+
+
+@dataclass(frozen=True)
+class AlarmTrack:
+    states: list[str]  # one per recording
+    episodes: list[Episode]
+
+    @property
+    def alarms(self) -> list[Episode]:
+        return [e for e in self.episodes if e.level == ALARM]
+
+
+def track_alarms(
+    values: np.ndarray,
+    threshold: float | np.ndarray,
+    rule: AlarmRule,
+    *,
+    initial: str = OK,
+) -> AlarmTrack:
+    """The state at every recording of a time-ordered series, and its episodes.
+
+    ``initial`` is the state before the first value (a served bearing continues from its
+    logged state); the series then starts without recent evidence either way.
+    """
+    values = np.asarray(values, dtype=float)
+    above = values > threshold
+    if initial not in STATES:
+        raise ValueError(f"unknown alarm state {initial!r}; known: {', '.join(STATES)}")
+    state, states = initial, []
+    for i in range(len(values)):
+        state = next_state(state, above[max(0, i + 1 - rule.memory) : i + 1], rule)
+        states.append(state)
+    return AlarmTrack(states, episodes_of(states, values))
+
+
+def episodes_of(states: list[str | None], values: np.ndarray) -> list[Episode]:
+    """The excursions from ``ok`` of a state sequence (None counts as ok), with their peaks."""
+    episodes: list[Episode] = []
+    current: dict | None = None
+    for i, state in enumerate(states):
+        value = float(values[i])
+        if state in (None, OK):
+            if current is not None:
+                episodes.append(Episode(**current, end=i))
+                current = None
+            continue
+        if current is None:
+            current = {"start": i, "peak": i, "peak_value": value, "level": WATCH, "raised": None}
+        if state == ALARM and current["raised"] is None:
+            current.update(level=ALARM, raised=i)
+        if value > current["peak_value"]:
+            current.update(peak=i, peak_value=value)
+    if current is not None:
+        episodes.append(Episode(**current, end=None))
+    return episodes
+
+
+def next_state(state: str, above: np.ndarray, rule: AlarmRule) -> str:
+    """The state after the latest recording, from the state before it and whether the latest
+    ``rule.memory`` recordings (the latest last) were above the threshold."""
+    above = np.asarray(above, dtype=bool)
+    up = bool(above[-1])
+    below = len(above) - 1 - int(np.flatnonzero(above)[-1]) if above.any() else len(above)
+    if state == OK and up:
+        state = WATCH
+    elif state != OK and below >= rule.clear:
+        state = OK
+    if state == WATCH and int(above[-rule.n :].sum()) >= rule.k:
+        state = ALARM
+    return state
 
 
 def alarm_states(above: np.ndarray, k: int, n: int) -> np.ndarray:

@@ -458,6 +458,15 @@ def train(
         _print_training(summary)
 
 
+def _records_table(title: str, rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in rows[0] if rows else []:
+        table.add_column(column, justify="left" if column in ("detector", "estimator") else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+    return table
+
+
 @app.command()
 def evaluate(
     ctx: typer.Context,
@@ -467,6 +476,13 @@ def evaluate(
     model_version: Annotated[int | None, typer.Option(help="default: the champion")] = None,
     runs_meta: Annotated[Path | None, typer.Option()] = None,
     holdout: Annotated[str, typer.Option(help="run, or bearing")] = "run",
+    life: Annotated[
+        bool,
+        typer.Option(
+            help="also early warning and remaining life, leave one run out, in the PHM 2012 "
+            "challenge's manner, beside the RMS rule and trivial estimators"
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Held-out evaluation of a registered model's configuration on a table, with a report."""
@@ -491,8 +507,21 @@ def evaluate(
             tags.get("label_strategy") or None,
         )
         evaluation, preds = evaluate_config(config, data, settings, holdout=holdout)
+        prognosis = None
+        if life:
+            from wearcast.prognostics_eval import evaluate_prognostics
+
+            prognosis = evaluate_prognostics(
+                data.frame, settings, wear_config=config, label_strategy=data.label_strategy
+            )
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
+    extra = {}
+    if prognosis is not None:
+        extra = {
+            "early_warning": prognosis.detector_summary().to_dict("records"),
+            "remaining_life": prognosis.rul_summary().to_dict("records"),
+        }
     report = write_report(
         settings.reports_dir / f"evaluate-v{version}-{datetime.now():%Y%m%d-%H%M%S}",
         title=f"{settings.model_name} version {version}: held-out evaluation",
@@ -504,12 +533,14 @@ def evaluate(
     if as_json:
         print(
             json.dumps(
-                {"version": version, "report": str(report), **evaluation.as_dict()},
+                {"version": version, "report": str(report), **evaluation.as_dict(), **extra},
                 default=_json_default,
             )
         )
-    else:
-        _print_training({"metrics": evaluation.metrics(), "config": config, "report": str(report)})
+        return
+    _print_training({"metrics": evaluation.metrics(), "config": config, "report": str(report)})
+    for title, rows in extra.items():
+        console.print(_records_table(title.replace("_", " "), rows))
 
 
 @app.command()
@@ -521,12 +552,13 @@ def predict(
 ) -> None:
     """Score recordings with the champion: wear, alarm state and remaining life per bearing."""
     from wearcast.predict import score_path
-    from wearcast.registry import load_model
+    from wearcast.registry import client, load_model, load_prognostics
 
     settings = settings_of(ctx)
     try:
         model, version = load_model(settings, model_version)
-        results, bad = score_path(path, model, version, settings)
+        prognostics = load_prognostics(client(settings), settings, version)
+        results, bad = score_path(path, model, version, settings, prognostics)
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     for q in bad:
@@ -535,17 +567,30 @@ def predict(
         print(json.dumps(results, indent=2))
         return
     table = Table(title=f"{settings.model_name} version {version}")
-    for header in ("file", "bearing", "wear", "alarm", "RUL h"):
+    for header in ("file", "bearing", "wear", "health", "state", "RUL h", "RUL interval h"):
         table.add_column(header, justify="right" if header != "file" else "left")
+    shown = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
     for r in results:
+        state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
+        interval = (
+            f"{r['rul_low_h']:.1f}-{r['rul_high_h']:.1f}" if r.get("rul_low_h") is not None else "-"
+        )
         table.add_row(
             r["file"],
             str(r["bearing"]),
             f"{r['wear']:.3f}",
-            "[red]ALARM[/red]" if r["alarm"] else "ok",
+            f"{r['health']:.2f} / {r['health_threshold']:.2f}" if "health" in r else "-",
+            shown.get(state, state),
             "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}",
+            interval,
         )
     console.print(table)
+    for r in results:
+        for e in r.get("episodes", []):
+            console.print(
+                f"bearing {r['run']}:{r['bearing']} {e['level']} episode from {e['start']}"
+                f" to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at {e['peak']}"
+            )
 
 
 @app.command()

@@ -77,6 +77,23 @@ class Settings(BaseSettings):
     rul_trend_recordings: int = Field(
         12, ge=3, description="recent predictions used to extrapolate wear to 1"
     )
+    alarm_clear: int = Field(
+        6, gt=0, description="recordings in a row below the threshold that end an alarm episode"
+    )
+    health_features: list[str] | None = Field(
+        None,
+        description="features of the health indicator; default: the vibration levels (not the DC "
+        "mean nor the shape statistics such as kurtosis)",
+    )
+    health_false_alarm_rate: float = Field(
+        0.002,
+        gt=0,
+        lt=0.5,
+        description="share of healthy recordings above the health indicator's alarm threshold",
+    )
+    rul_interval_coverage: float = Field(
+        0.8, gt=0, lt=1, description="nominal coverage of the remaining-life interval"
+    )
 
     # Serving.
     api_keys: list[str] = Field(

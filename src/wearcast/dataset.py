@@ -74,6 +74,7 @@ __all__ = [
     "feature_columns",
     "model_columns",
     "table_digest",
+    "degradation_onset",
 ]
 
 KEY_COLUMNS = ["run", "bearing", "timestamp", "file"]
@@ -513,7 +514,7 @@ def featurize(
 # --- labels ------------------------------------------------------------------------------
 
 
-def _degradation_onset(
+def degradation_onset(
     times: pd.Series, indicator: np.ndarray, settings: Settings
 ) -> datetime | None:
     """First recording of the first persistent rise of the health indicator above baseline."""
@@ -563,7 +564,7 @@ def label_table(
         frame.loc[rows.index, "rul_h"] = to_end
         linear = (elapsed / total).clip(0.0, 1.0)
         frame.loc[rows.index, "wear_linear"] = linear
-        onset = _degradation_onset(
+        onset = degradation_onset(
             times, frame.loc[rows.index, "health_indicator"].to_numpy(), settings
         )
         if onset is None:  # never rose: the failure came without warning on this indicator

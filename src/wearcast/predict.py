@@ -1,9 +1,12 @@
 """Batch scoring: recordings through the same validation and features as training.
 
 A folder is scored run by run, each bearing against its own baseline (its first
-``baseline_recordings`` recordings in the folder), with the alarm rule and the remaining life by
-trend over its predictions. A single file has no history: it is compared with the training
-fleet's baseline, which is less reliable, and the answer says so.
+``baseline_recordings`` recordings in the folder). With the version's prognostics (health
+indicator, alarm states, remaining life: :mod:`wearcast.prognostics`) every recording gets its
+health indicator, alarm state and remaining life with an interval, each from the recordings up
+to it; a version trained without them falls back on the wear k-of-n rule and the wear trend. A
+single file has no history: it is compared with the training fleet's baseline, which is less
+reliable, and the answer says so.
 """
 
 from __future__ import annotations
@@ -13,17 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wearcast.alarms import bearing_status
-from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
+from wearcast.alarms import ALARM, Episode, bearing_status
+from wearcast.baseline import BASELINE_PREFIX, baseline_median, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
+from wearcast.prognostics import BearingStep, Prognostics
 
-__all__ = ["score_path"]
+__all__ = ["growing_baselines", "score_path"]
 
 
 def score_path(
-    path: Path, model, version: int, settings: Settings
+    path: Path, model, version: int, settings: Settings, prognostics: Prognostics | None = None
 ) -> tuple[list[dict], list[Quarantined]]:
     """Per recording and bearing: wear, alarm state and remaining life; and the bad files."""
     path = Path(path)
@@ -59,40 +63,106 @@ def score_path(
         )
         table = pd.concat([table, missing], axis=1)
     else:
-        table = add_baselines(table, columns, settings.baseline_recordings)
+        table = growing_baselines(table, columns, settings.baseline_recordings)
     table["wear"] = model.predict(model_inputs(table, columns))
+    if prognostics is not None:
+        table["health"] = prognostics.health.score_samples(table)
     results = []
     for (run, bearing), group in table.groupby(["run", "bearing"], sort=True):
         hours = (
             (group["timestamp"] - group["timestamp"].iloc[0]).dt.total_seconds() / 3600
         ).to_numpy()
-        wear = group["wear"].to_numpy()
         history = min(len(group), settings.baseline_recordings)
-        window = max(settings.alarm_n, settings.rul_trend_recordings)
-        for i in range(len(group)):
-            start = max(0, i + 1 - window)  # what the status needs, not the whole prefix
-            status = bearing_status(
-                hours[start : i + 1],
-                wear[start : i + 1],
-                threshold=settings.alarm_threshold,
-                k=settings.alarm_k,
-                n=settings.alarm_n,
-                recent=settings.rul_trend_recordings,
+        common = {
+            "run": run,
+            "bearing": int(bearing),
+            "baseline": "training fleet (no history)"
+            if single
+            else f"this bearing's first {history} recordings",
+            "model_version": version,
+        }
+        if prognostics is None:
+            statuses = _wear_statuses(hours, group["wear"].to_numpy(), settings)
+        else:
+            steps, episodes = prognostics.follow(
+                hours, group["health"].to_numpy(), warmup=0 if single else history - 1
             )
+            statuses = [_step_answer(step) for step in steps]
+            stamps = group["timestamp"]
+            common["episodes"] = [_episode_answer(e, stamps) for e in episodes]
+        for i, status in enumerate(statuses):
             results.append(
                 {
                     "file": group["file"].iloc[i],
-                    "run": run,
-                    "bearing": int(bearing),
                     "timestamp": group["timestamp"].iloc[i].isoformat(),
                     "wear": float(group["wear"].iloc[i]),
-                    "alarm": status.alarm,
-                    "rul_h": status.rul_h,
-                    "rul_method": status.rul_method,
-                    "baseline": "training fleet (no history)"
-                    if single
-                    else f"this bearing's first {history} recordings",
-                    "model_version": version,
+                    **status,
+                    **{k: v for k, v in common.items() if k != "episodes"},
                 }
             )
+        if "episodes" in common and results:
+            results[-1]["episodes"] = common["episodes"]  # once per bearing, on its latest
     return results, bad
+
+
+def growing_baselines(table: pd.DataFrame, columns: list[str], recordings: int) -> pd.DataFrame:
+    """``baseline_<col>`` of each recording: the median of its bearing's first recordings up to
+    it (at most ``recordings``), as the API builds it, so a folder cut at any recording scores
+    that recording the same."""
+    values = table[columns].to_numpy(dtype=float)
+    out = np.full_like(values, np.nan)
+    for rows in table.groupby(["run", "bearing"], sort=False).indices.values():
+        rows = np.sort(rows)  # the table is in time order within a bearing
+        for j, row in enumerate(rows):
+            first = rows[: min(j + 1, recordings)]
+            if j < recordings:
+                out[row] = baseline_median(values[first])
+            else:
+                out[row] = out[rows[recordings - 1]]
+    baselines = pd.DataFrame(out, index=table.index, columns=[BASELINE_PREFIX + c for c in columns])
+    return pd.concat([table, baselines], axis=1)
+
+
+def _wear_statuses(hours: np.ndarray, wear: np.ndarray, settings: Settings) -> list[dict]:
+    """A version without prognostics: the wear k-of-n rule and the wear trend."""
+    window = max(settings.alarm_n, settings.rul_trend_recordings)
+    out = []
+    for i in range(len(wear)):
+        start = max(0, i + 1 - window)  # what the status needs, not the whole prefix
+        status = bearing_status(
+            hours[start : i + 1],
+            wear[start : i + 1],
+            threshold=settings.alarm_threshold,
+            k=settings.alarm_k,
+            n=settings.alarm_n,
+            recent=settings.rul_trend_recordings,
+        )
+        out.append({"alarm": status.alarm, "rul_h": status.rul_h, "rul_method": status.rul_method})
+    return out
+
+
+def _step_answer(step: BearingStep) -> dict:
+    return {
+        "alarm": step.state == ALARM,
+        "alarm_state": step.state,
+        "health": step.health,
+        "health_threshold": step.threshold,
+        "rul_h": step.rul.rul_h,
+        "rul_low_h": step.rul.low_h,
+        "rul_high_h": step.rul.high_h,
+        "rul_method": step.rul.method,
+    }
+
+
+def _episode_answer(episode: Episode, stamps: pd.Series) -> dict:
+    def at(i: int | None) -> str | None:
+        return None if i is None else stamps.iloc[i].isoformat()
+
+    return {
+        "level": episode.level,
+        "start": at(episode.start),
+        "raised": at(episode.raised),
+        "end": at(episode.end),
+        "peak": at(episode.peak),
+        "peak_health": episode.peak_value,
+    }

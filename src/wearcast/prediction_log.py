@@ -45,7 +45,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-__all__ = ["LoggedAnswer", "PredictionLog", "PredictionRecord"]
+__all__ = ["LoggedAnswer", "LoggedPoint", "PredictionLog", "PredictionRecord"]
 
 log = logging.getLogger("wearcast.api")
 
@@ -74,6 +74,10 @@ class _Prediction(_Base):
     wear: Mapped[float] = mapped_column(Float)
     rul_h: Mapped[float | None] = mapped_column(Float, nullable=True)
     alarm: Mapped[bool] = mapped_column(Boolean)
+    health: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    rul_low_h: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rul_high_h: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[int] = mapped_column(Integer)
     answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the client got
@@ -102,6 +106,20 @@ class PredictionRecord:
     model_name: str
     model_version: int
     answer: dict | None = None
+    health: float | None = None
+    state: str | None = None
+    rul_low_h: float | None = None
+    rul_high_h: float | None = None
+
+
+@dataclass(frozen=True)
+class LoggedPoint:
+    """What a new prediction needs of a bearing's earlier ones."""
+
+    recorded_at: datetime
+    wear: float
+    health: float | None  # None: logged by a version without the health indicator
+    state: str | None
 
 
 @dataclass(frozen=True)
@@ -138,9 +156,11 @@ class PredictionLog:
     def _upgrade(self) -> None:
         """Bring a log written by an older wearcast up to this schema."""
         columns = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
-        if "answer" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE predictions ADD COLUMN answer JSON"))
+        with self.engine.begin() as conn:  # nullable columns added since: create_all skips them
+            for column in _Prediction.__table__.columns:
+                if column.name not in columns and column.nullable:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(text(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}"))
         try:
             _Prediction.__table_args__[0].create(self.engine, checkfirst=True)
         except (OperationalError, ProgrammingError) as exc:  # duplicates logged before
@@ -185,6 +205,10 @@ class PredictionLog:
                 r.model_name,
                 r.model_version,
                 r.answer,
+                r.health,
+                r.state,
+                r.rul_low_h,
+                r.rul_high_h,
             )
             for r in reversed(rows)
         ]
@@ -222,15 +246,32 @@ class PredictionLog:
                 found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer))
         return found
 
+    def first_times(self, keys: list[Key]) -> dict[Key, datetime | None]:
+        """Each bearing's first logged recording (its age counts from there)."""
+        with self._session() as session:
+            return {
+                (machine, bearing): session.scalar(
+                    select(func.min(_Prediction.recorded_at)).where(
+                        _Prediction.machine == machine, _Prediction.bearing == bearing
+                    )
+                )
+                for machine, bearing in keys
+            }
+
     def recent(
         self, keys: list[Key], window: int, before: datetime
-    ) -> dict[Key, list[tuple[datetime, float]]]:
-        """Each bearing's last ``window`` (time, wear) before ``before``, in time order."""
+    ) -> dict[Key, list[LoggedPoint]]:
+        """Each bearing's last ``window`` predictions before ``before``, in time order."""
         out = {}
         with self._session() as session:
             for machine, bearing in keys:
                 rows = session.execute(
-                    select(_Prediction.recorded_at, _Prediction.wear)
+                    select(
+                        _Prediction.recorded_at,
+                        _Prediction.wear,
+                        _Prediction.health,
+                        _Prediction.state,
+                    )
                     .where(
                         _Prediction.machine == machine,
                         _Prediction.bearing == bearing,
@@ -239,7 +280,7 @@ class PredictionLog:
                     .order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
                     .limit(window)
                 ).all()
-                out[(machine, bearing)] = [(t, w) for t, w in reversed(rows)]
+                out[(machine, bearing)] = [LoggedPoint(*row) for row in reversed(rows)]
         return out
 
     def baseline_times(self, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:

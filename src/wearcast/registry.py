@@ -15,11 +15,13 @@ champion is appended to the registered model's ``champion_history`` tag, which i
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import joblib
 import mlflow
 import mlflow.sklearn
 import pandas as pd
@@ -46,10 +48,11 @@ __all__ = [
     "champion_version",
     "find_version",
     "load_model",
-    "load_version",
+    "load_prognostics",
 ]
 
 CHAMPION = "champion"
+PROGNOSTICS_FILE = "prognostics.joblib"
 EXPERIMENT = "wearcast"
 
 
@@ -101,9 +104,16 @@ def log_training(
     example: pd.DataFrame,
     report_dir,
     params: dict,
+    prognostics=None,
 ) -> int:
-    """Log one training run (parameters, metrics, report, model) and register the model."""
+    """Log one training run (parameters, metrics, report, model, and the early-warning and
+    remaining-life estimators beside it) and register the model."""
     with mlflow.start_run(run_name=f"{config['family']}-{params.get('label_strategy', '')}"):
+        if prognostics is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / PROGNOSTICS_FILE
+                joblib.dump(prognostics, path)
+                mlflow.log_artifact(str(path), artifact_path="prognostics")
         mlflow.log_params({**params, "family": config["family"], "config": json.dumps(config)})
         mlflow.log_metrics({**evaluation.metrics(), "cv_wear_mae": cv_mae})
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
@@ -267,3 +277,15 @@ def load_model(settings: Settings, version: int | None = None):
                 f"model {settings.model_name!r} has no champion yet (run `wearcast train`)"
             )
     return load_version(store, settings, version), version
+
+
+def load_prognostics(store: MlflowClient, settings: Settings, version: int):
+    """The health indicator, alarm rule and remaining-life estimator trained with ``version``
+    (None for a version trained before they existed)."""
+    run_id = store.get_model_version(settings.model_name, str(version)).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = store.download_artifacts(run_id, f"prognostics/{PROGNOSTICS_FILE}", tmp)
+        except (MlflowException, OSError):
+            return None
+        return joblib.load(path)

@@ -23,6 +23,7 @@ from wearcast import registry
 from wearcast.config import Settings
 from wearcast.dataset import load_training_table, table_digest
 from wearcast.evaluate import write_report
+from wearcast.prognostics import fit_prognostics
 from wearcast.train import evaluate_config, fit_and_evaluate, prepare
 
 __all__ = ["train_challenger", "gate_challenger", "reload_replicas", "publish_report"]
@@ -78,6 +79,9 @@ def train_challenger(
         config=config,
         progress=progress,
     )
+    say = progress or (lambda _msg: None)
+    say("fitting the health indicator and remaining life")
+    prognostics = fit_prognostics(data.frame, data.feature_columns, settings)
     params = {
         "table": str(table),
         "table_digest": digest,
@@ -120,6 +124,7 @@ def train_challenger(
             example=data.X.head(5),
             report_dir=report_dir,
             params=params,
+            prognostics=prognostics,
         )
     return summary
 

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 
-from wearcast.baseline import add_baselines, model_inputs
+from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns
 from wearcast.evaluate import Evaluation, evaluate_predictions, held_out_predictions
@@ -159,6 +159,10 @@ class TrainingData:
     y: np.ndarray  # wear under the chosen label strategy
     groups: np.ndarray  # run/bearing, for grouped cross-validation
     label_strategy: str
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [c for c in self.X.columns if not c.startswith(BASELINE_PREFIX)]
 
     @property
     def run_ends(self) -> dict[str, pd.Timestamp | None]:

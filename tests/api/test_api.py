@@ -296,3 +296,45 @@ def test_not_ready_without_a_model(tmp_path):
             },
         )
         assert response.status_code == 503 and "no model" in response.json()["detail"]
+
+
+def test_health_state_and_remaining_life_match_batch_scoring(client, model_home, recordings):
+    """Served one recording at a time, a failing bearing gets the same health indicator, alarm
+    states and remaining life as `wearcast predict` on the folder, and its episodes are shown."""
+    from wearcast.predict import score_path
+
+    settings, data = model_home
+    model, version = registry.load_model(settings, 1)
+    batch, _ = score_path(
+        data / "sim_run_01",
+        model,
+        version,
+        settings,
+        registry.load_prognostics(registry.client(settings), settings, 1),
+    )
+    served = []
+    for path in recordings:
+        response = _upload(client, path, machine="rig-9")
+        assert response.status_code == 200, response.text
+        served += response.json()["bearings"]
+    by_key = {(r["bearing"], r["timestamp"]): r for r in batch}
+    stamps = sorted({r["timestamp"] for r in batch})
+    for i, answer in enumerate(served):
+        expected = by_key[(answer["bearing"], stamps[i // 4])]
+        assert answer["alarm_state"] == expected["alarm_state"]
+        assert answer["health"] == pytest.approx(expected["health"], rel=1e-4)
+        assert answer["rul_h"] == pytest.approx(expected["rul_h"], rel=1e-4)
+        assert answer["rul_low_h"] <= answer["rul_h"] <= answer["rul_high_h"]
+    alarmed = {a["bearing"] for a in served if a["alarm_state"] == "alarm"}
+    assert alarmed, "the simulated failure was never alarmed"
+    bearing = min(alarmed)
+    history = client.get(f"/v1/bearings/rig-9:{bearing}").json()
+    assert history["alarm_state"] in ("watch", "alarm") or history["episodes"][-1]["end"]
+    (first_alarm, *_) = [e for e in history["episodes"] if e["level"] == "alarm"]
+    assert first_alarm["start"] <= first_alarm["raised"] <= first_alarm["peak"] or (
+        first_alarm["start"] <= first_alarm["peak"]
+    )
+    assert history["health_threshold"] == pytest.approx(served[0]["health_threshold"])
+    assert [p["alarm_state"] for p in history["predictions"]] == [
+        a["alarm_state"] for a in served if a["bearing"] == bearing
+    ]

@@ -109,5 +109,5 @@ def test_history_pages_and_recent_windows(log):
     assert older == everything[-6:-3]
     assert log.history("p", 1, since=everything[7].recorded_at) == everything[8:]
     recent = log.recent([("p", 1), ("p", 2)], 2, before=everything[5].recorded_at)
-    assert [w for _, w in recent[("p", 1)]] == [0.12, 0.16]
+    assert [p.wear for p in recent[("p", 1)]] == [0.12, 0.16]
     assert recent[("p", 2)] == []

@@ -21,6 +21,7 @@ from wearcast.api.schemas import ModelInfo
 from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
 from wearcast.model import smoke_test
+from wearcast.prognostics import Prognostics
 
 __all__ = ["LoadedModel", "ModelStore", "UnusableInput"]
 
@@ -38,6 +39,7 @@ class LoadedModel:
     name: str
     version: int
     metrics: dict[str, float]
+    prognostics: Prognostics | None = None  # None: trained before the health indicator
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -100,11 +102,15 @@ class ModelStore:
         pipeline = registry.load_version(self.client, self.settings, version)
         tags = self.client.get_model_version(self.settings.model_name, str(version)).tags
         smoke_test(pipeline)
+        prognostics = registry.load_prognostics(self.client, self.settings, version)
+        if prognostics is not None:
+            prognostics.smoke_test(pipeline)
         return LoadedModel(
             pipeline=pipeline,
             name=self.settings.model_name,
             version=version,
             metrics=json.loads(tags.get("metrics", "{}")),
+            prognostics=prognostics,
         )
 
     def reload(self) -> tuple[bool, str]:

@@ -15,6 +15,7 @@ __all__ = [
     "FeatureRow",
     "FeatureRowsRequest",
     "HistoryPoint",
+    "AlarmEpisode",
     "BearingHistory",
     "ModelInfo",
     "ModelsResponse",
@@ -76,9 +77,19 @@ class BearingPrediction(BaseModel):
     bearing: int
     bearing_id: str = Field(description="MACHINE:BEARING, for /v1/bearings/{id}")
     wear: float = Field(ge=0, le=1, description="0 = new, 1 = failed")
-    alarm: bool = Field(description="the persistent-alarm rule holds at this recording")
-    alarm_state: str = Field(description="ok or alarm")
-    rul_h: float | None = Field(description="remaining useful life, hours, by trend")
+    alarm: bool = Field(description="the bearing is in the alarm state at this recording")
+    alarm_state: str = Field(
+        description="ok, watch (above the threshold, not yet sustained) or alarm"
+    )
+    health: float | None = Field(
+        None, description="health indicator: distance from the bearing's own healthy state"
+    )
+    health_threshold: float | None = Field(
+        None, description="the health indicator's alarm threshold (calibrated false-alarm rate)"
+    )
+    rul_h: float | None = Field(description="remaining useful life, hours")
+    rul_low_h: float | None = Field(None, description="lower end of the remaining-life interval")
+    rul_high_h: float | None = Field(None, description="upper end of the remaining-life interval")
     rul_method: str
     baseline_recordings: int = Field(description="recordings the bearing's baseline is made of")
 
@@ -117,8 +128,21 @@ class HistoryPoint(BaseModel):
     timestamp: datetime
     wear: float
     alarm: bool
+    alarm_state: str | None = None
+    health: float | None = None
     rul_h: float | None
+    rul_low_h: float | None = None
+    rul_high_h: float | None = None
     model_version: int
+
+
+class AlarmEpisode(BaseModel):
+    level: str = Field(description="the highest state reached: watch or alarm")
+    start: datetime = Field(description="first recording above the threshold")
+    raised: datetime | None = Field(description="when the alarm was raised (None: watch only)")
+    end: datetime | None = Field(description="first recording back in ok (None: still open)")
+    peak: datetime
+    peak_health: float
 
 
 class BearingHistory(BaseModel):
@@ -129,8 +153,17 @@ class BearingHistory(BaseModel):
     )
     wear_slope_per_h: float
     rul_h: float | None
+    rul_low_h: float | None = None
+    rul_high_h: float | None = None
     rul_method: str
     alarm: bool
+    alarm_state: str | None = None
+    health_threshold: float | None = Field(
+        None, description="the served model's health alarm threshold"
+    )
+    episodes: list[AlarmEpisode] = Field(
+        default_factory=list, description="excursions from ok within this page (logged states)"
+    )
 
 
 class ModelInfo(BaseModel):

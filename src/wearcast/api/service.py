@@ -1,10 +1,12 @@
 """Scoring behind the API: features (or feature rows) to logged per-bearing predictions.
 
 Each bearing is compared with its own baseline (:mod:`wearcast.baseline`: its first
-``baseline_recordings`` recordings by time, kept in the prediction log); the alarm state and
-the remaining life by trend use its logged history. The same feature code as training computes
-raw recordings' features. A recording (machine, bearing, time) is answered once: a retry with
-the same content gets the logged answer back, different content at the same time a conflict.
+``baseline_recordings`` recordings by time, kept in the prediction log); its health indicator,
+alarm state (continued from the logged state) and remaining life with interval use its logged
+history (:meth:`wearcast.prognostics.Prognostics.next_step`). The same feature code as
+training computes raw recordings' features. A recording (machine, bearing, time) is answered
+once: a retry with the same content gets the logged answer back, different content at the same
+time a conflict.
 """
 
 from __future__ import annotations
@@ -19,20 +21,24 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from wearcast.alarms import bearing_status
+from wearcast.alarms import ALARM, OK, bearing_status
 from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
 from wearcast.baseline import BASELINE_PREFIX, baseline_median
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.ingest import RecordingError
-from wearcast.prediction_log import LoggedAnswer, PredictionLog, PredictionRecord
+from wearcast.prediction_log import LoggedAnswer, LoggedPoint, PredictionLog, PredictionRecord
+from wearcast.prognostics import Prognostics
 from wearcast.rig import bearing_channels
 
 __all__ = ["BearingInput", "ConflictingRecording", "Scorer", "UnknownFeatures", "responses"]
 
 
 _BASELINE_CACHE = 100_000  # bearings
+# Logged predictions a request reads back per bearing: the alarm rule's memory and the health
+# trend since an alarm (the remaining-life fit) need this many at most.
+HEALTH_HISTORY = 60
 
 
 class UnknownFeatures(ValueError):
@@ -117,8 +123,10 @@ class Scorer:
             columns=model.features + [BASELINE_PREFIX + f for f in model.features],
         )
         wear = model.predict(X)
+        prognostics = model.prognostics
+        health = prognostics.health.score_samples(X) if prognostics is not None else None
         request_id = uuid.uuid4().hex
-        answers = self._answers(inputs, wear, counts)
+        answers = self._answers(inputs, wear, counts, health, prognostics)
         records = {}
         for j in fresh:  # the first of duplicates within the request is logged
             item = inputs[j]
@@ -136,6 +144,10 @@ class Scorer:
                     model.name,
                     model.version,
                     answers[j].model_dump(mode="json"),
+                    answers[j].health,
+                    answers[j].alarm_state,
+                    answers[j].rul_low_h,
+                    answers[j].rul_high_h,
                 ),
             )
         stored = logged | self.log.commit(list(records.values()))
@@ -217,40 +229,82 @@ class Scorer:
             self._baselines.popitem(last=False)
 
     def _answers(
-        self, inputs: list[BearingInput], wear: np.ndarray, counts: list[int]
+        self,
+        inputs: list[BearingInput],
+        wear: np.ndarray,
+        counts: list[int],
+        health: np.ndarray | None,
+        prognostics: Prognostics | None,
     ) -> list[BearingPrediction]:
-        """Alarm state and remaining life of each input, from the bearing's logged history
-        before it and the inputs of this request, in time order."""
+        """Health indicator, alarm state and remaining life of each input, from the bearing's
+        logged history before it and the inputs of this request, in time order."""
         settings = self.settings
         window = max(settings.alarm_n, settings.rul_trend_recordings)
+        if prognostics is not None:  # the alarm rule's memory and the trend since the alarm
+            window = max(window, prognostics.rule.memory, HEALTH_HISTORY)
         keys = sorted({(i.machine, i.bearing) for i in inputs})
         recent = self.log.recent(keys, window - 1, before=min(i.timestamp for i in inputs))
+        first = self.log.first_times(keys) if prognostics is not None else {}
+        k = settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
         for j in sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp):
             item = inputs[j]
-            history = recent[(item.machine, item.bearing)]
-            history.append((item.timestamp, float(wear[j])))
-            tail = history[-window:]
-            hours = np.array([(t - tail[0][0]).total_seconds() / 3600 for t, _ in tail])
-            status = bearing_status(
-                hours,
-                np.array([w for _, w in tail]),
-                threshold=settings.alarm_threshold,
-                k=settings.alarm_k,
-                n=settings.alarm_n,
-                recent=settings.rul_trend_recordings,
+            key = (item.machine, item.bearing)
+            tail = recent[key][-(window - 1) :] if window > 1 else []
+            if prognostics is None:
+                status = self._wear_status(tail, item.timestamp, float(wear[j]))
+            else:
+                start = min(first[key] or item.timestamp, item.timestamp)
+                step = prognostics.next_step(
+                    [(p.recorded_at - start).total_seconds() / 3600 for p in tail]
+                    + [(item.timestamp - start).total_seconds() / 3600],
+                    [_nan(p.health) for p in tail] + [float(health[j])],
+                    [p.state for p in tail],
+                    warming_up=counts[j] < k and item.baseline is None,
+                )
+                status = {
+                    "alarm": step.state == ALARM,
+                    "alarm_state": step.state,
+                    "health": step.health,
+                    "health_threshold": step.threshold,
+                    "rul_h": step.rul.rul_h,
+                    "rul_low_h": step.rul.low_h,
+                    "rul_high_h": step.rul.high_h,
+                    "rul_method": step.rul.method,
+                }
+            recent[key].append(
+                LoggedPoint(
+                    item.timestamp, float(wear[j]), status.get("health"), status["alarm_state"]
+                )
             )
             answers[j] = BearingPrediction(
                 bearing=item.bearing,
                 bearing_id=f"{item.machine}:{item.bearing}",
                 wear=float(wear[j]),
-                alarm=status.alarm,
-                alarm_state="alarm" if status.alarm else "ok",
-                rul_h=status.rul_h,
-                rul_method=status.rul_method,
                 baseline_recordings=counts[j],
+                **status,
             )
         return answers
+
+    def _wear_status(self, tail: list[LoggedPoint], timestamp: datetime, wear: float) -> dict:
+        """A version trained without prognostics: the wear k-of-n rule and the wear trend."""
+        settings = self.settings
+        points = [(p.recorded_at, p.wear) for p in tail] + [(timestamp, wear)]
+        hours = np.array([(t - points[0][0]).total_seconds() / 3600 for t, _ in points])
+        status = bearing_status(
+            hours,
+            np.array([w for _, w in points]),
+            threshold=settings.alarm_threshold,
+            k=settings.alarm_k,
+            n=settings.alarm_n,
+            recent=settings.rul_trend_recordings,
+        )
+        return {
+            "alarm": status.alarm,
+            "alarm_state": ALARM if status.alarm else OK,
+            "rul_h": status.rul_h,
+            "rul_method": status.rul_method,
+        }
 
 
 def _check_conflicts(

@@ -8,10 +8,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from wearcast.alarms import bearing_status
-from wearcast.api.deps import LogDep, ReaderDep, SettingsDep
+from wearcast.alarms import bearing_status, episodes_of
+from wearcast.api.deps import LogDep, ReaderDep, SettingsDep, StoreDep
 from wearcast.api.schemas import (
     ERROR_RESPONSES,
+    AlarmEpisode,
     BearingHistory,
     HistoryPoint,
     parse_bearing_id,
@@ -46,6 +47,7 @@ def bearing_history(
     bearing_id: str,
     log: LogDep,
     settings: SettingsDep,
+    store: StoreDep,
     _role: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="predictions per page")] = 500,
     since: Annotated[datetime | None, Query(description="only predictions after this")] = None,
@@ -73,6 +75,11 @@ def bearing_history(
     )
     page = log.history(machine, bearing, since=since, before=before, limit=limit + 1)
     more, page = len(page) > limit, page[-limit:]
+    now = latest[-1]
+    episodes = episodes_of(
+        [p.state for p in page], np.array([np.nan if p.health is None else p.health for p in page])
+    )
+    served = store.current
     return BearingHistory(
         bearing_id=bearing_id,
         predictions=[
@@ -80,14 +87,36 @@ def bearing_history(
                 timestamp=p.recorded_at,
                 wear=p.wear,
                 alarm=p.alarm,
+                alarm_state=p.state,
+                health=p.health,
                 rul_h=p.rul_h,
+                rul_low_h=p.rul_low_h,
+                rul_high_h=p.rul_high_h,
                 model_version=p.model_version,
             )
             for p in page
         ],
         next_before=page[0].recorded_at if more else None,
         wear_slope_per_h=status.wear_slope_per_h,
-        rul_h=status.rul_h,
-        rul_method=status.rul_method,
-        alarm=status.alarm,
+        # A prediction with a health indicator says its state and remaining life itself.
+        rul_h=status.rul_h if now.state is None else now.rul_h,
+        rul_low_h=now.rul_low_h,
+        rul_high_h=now.rul_high_h,
+        rul_method=status.rul_method if now.state is None else "as answered for the latest",
+        alarm=status.alarm if now.state is None else now.alarm,
+        alarm_state=now.state,
+        health_threshold=served.prognostics.threshold
+        if served is not None and served.prognostics is not None
+        else None,
+        episodes=[
+            AlarmEpisode(
+                level=e.level,
+                start=page[e.start].recorded_at,
+                raised=None if e.raised is None else page[e.raised].recorded_at,
+                end=None if e.end is None else page[e.end].recorded_at,
+                peak=page[e.peak].recorded_at,
+                peak_health=e.peak_value,
+            )
+            for e in episodes
+        ],
     )

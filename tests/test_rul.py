@@ -1,0 +1,86 @@
+import math
+
+import numpy as np
+import pytest
+
+from wearcast.alarms import AlarmRule
+from wearcast.rul import RemainingLife, Trajectory, phm2012_score
+
+
+def _fleet(n: int, seed: int) -> list[Trajectory]:
+    """Lives log-normal around 100 h; health flat at 1, then exponential from 70 % of life to
+    about 30 at failure; alarm when it passes 3."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for _ in range(n):
+        life = math.exp(rng.normal(math.log(100), 0.3))
+        hours = np.linspace(0, life, 200, endpoint=False)
+        onset = 0.7 * life
+        rate = math.log(30) / (life - onset)
+        health = np.exp(np.clip(hours - onset, 0, None) * rate + rng.normal(0, 0.1, len(hours)))
+        above = np.flatnonzero(health > 3)
+        runs.append(Trajectory(hours, health, int(above[0]) if len(above) else None, life))
+    return runs
+
+
+def test_before_an_alarm_remaining_life_is_the_fleet_conditioned_on_survival():
+    fleet = _fleet(30, 0)
+    life = RemainingLife(coverage=0.8).fit(fleet)
+    young = life.estimate(np.array([0.0, 1.0]), np.ones(2), None)
+    median_life = math.exp(np.mean([math.log(r.life_h) for r in fleet]))
+    assert young.rul_h == pytest.approx(median_life - 1, rel=0.02)
+    assert young.low_h < young.rul_h < young.high_h
+    old = life.estimate(np.array([0.0, 150.0]), np.ones(2), None)
+    assert 0 < old.rul_h < 50 and "survival to 150 h" in old.method  # survived past most
+
+
+def test_after_an_alarm_the_trend_narrows_the_estimate():
+    runs = _fleet(30, 1)
+    life = RemainingLife(coverage=0.8).fit(runs)
+    run = runs[0]
+    late = int(0.9 * len(run.hours))
+    estimate = life.estimate(run.hours[: late + 1], run.health[: late + 1], run.raised)
+    truth = run.life_h - run.hours[late]
+    assert "exponential trend" in estimate.method
+    assert estimate.low_h <= truth <= estimate.high_h
+    assert abs(estimate.rul_h - truth) < 0.5 * truth
+
+
+def test_interval_coverage_on_new_bearings_is_near_nominal():
+    life = RemainingLife(coverage=0.8).fit(_fleet(30, 2))
+    hits = []
+    for run in _fleet(40, 3):
+        for share in (0.3, 0.5, 0.7, 0.8, 0.9):
+            i = int(share * len(run.hours))
+            est = life.estimate(run.hours[: i + 1], run.health[: i + 1], _raised(run, i))
+            hits.append(est.low_h <= run.life_h - run.hours[i] <= est.high_h)
+    assert 0.7 <= np.mean(hits) <= 0.95, np.mean(hits)
+
+
+def _raised(run: Trajectory, i: int) -> int | None:
+    return run.raised if run.raised is not None and run.raised <= i else None
+
+
+def test_phm2012_score_punishes_late_estimates_harder():
+    assert phm2012_score(10, 10) == 1
+    assert phm2012_score(10, 9.5) == pytest.approx(0.5 ** (5 / 20))  # 5 % early
+    assert phm2012_score(10, 10.5) == pytest.approx(0.5)  # 5 % late
+    assert phm2012_score(10, 0) == pytest.approx(0.5**5)
+
+
+def test_alarm_rule_rejects_impossible_settings():
+    with pytest.raises(ValueError):
+        AlarmRule(k=4, n=3)
+
+
+def test_the_phm_optimal_point_is_early_and_scores_better_on_its_own_distribution():
+    from wearcast.rul import Estimate, phm2012_point
+
+    est = Estimate(rul_h=10.0, low_h=5.0, high_h=20.0, method="")
+    point = phm2012_point(est, 0.8)
+    assert 5.0 < point < 10.0
+    rng = np.random.default_rng(0)
+    sigma = math.log(2) / 1.2816  # the interval is the central 80 %
+    outcomes = 10 * np.exp(sigma * rng.standard_normal(4000))
+    mean = lambda e: np.mean([phm2012_score(t, e) for t in outcomes])  # noqa: E731
+    assert mean(point) > mean(10.0)
