@@ -227,14 +227,15 @@ def _pool_start_in_any_host() -> Iterator[None]:
     - A task under Celery inherits the prefork pool's daemonic mark, and multiprocessing
       refuses children to a daemonic process. The mark is lifted while the workers start;
       what it guards against (orphans) cannot happen: the pool is always shut down first.
-      It also inherits Celery's (billiard's) type of process key, which multiprocessing
-      cannot hand to a child: the same key is given multiprocessing's own type (for good).
+      Its current process is billiard's, whose key multiprocessing cannot hand to a child:
+      the same key is given multiprocessing's own type (for good).
     """
     main, current = sys.modules["__main__"], multiprocessing.current_process()
     daemonic = current.daemon
     sys.modules["__main__"] = types.ModuleType("__main__")
     current.daemon = False
-    current.authkey = bytes(current.authkey)
+    # Celery's current process is billiard's, whose setter would keep billiard's key type.
+    current._config["authkey"] = multiprocessing.process.AuthenticationString(current.authkey)
     try:
         yield
     finally:
