@@ -220,7 +220,14 @@ def test_timestamps_with_offsets_are_converted_to_utc(client, recording):
 
 
 @pytest.mark.parametrize(
-    "timestamp", ["1" * 10_000, "1111-11-11T00:00:00", "9999-01-01T00:00:00", "11111111"]
+    "timestamp",
+    [
+        "1" * 10_000,
+        "1111-11-11T00:00:00",
+        "9999-01-01T00:00:00",
+        "11111111",
+        "0001-01-01T00:00:00+01:00",  # no UTC time in datetime's range (was a 500)
+    ],
 )
 def test_absurd_timestamps_are_refused(client, recording, timestamp):
     response = _post_recording(client, recording.read_bytes(), timestamp=timestamp)

@@ -39,7 +39,10 @@ EARLIEST, LATEST = datetime(1970, 1, 1), datetime(2200, 1, 1)
 def recording_time(value: datetime) -> datetime:
     """A recording time as stored: naive UTC (an offset is converted, not dropped)."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time in datetime's range
+            raise ValueError(f"timestamp {value.isoformat()} has no UTC time") from None
     if not EARLIEST <= value < LATEST:
         raise ValueError(
             f"timestamp {value.isoformat()} is outside {EARLIEST.year}-{LATEST.year - 1}"
