@@ -262,9 +262,18 @@ def gate(
 
 
 def load_version(client: MlflowClient, settings: Settings, version: int):
-    """One registered version as a scikit-learn Pipeline."""
+    """One registered version as a scikit-learn Pipeline.
+
+    Downloaded from the configured store explicitly: mlflow's process-wide tracking URI is
+    not set in the API (see :func:`client`), and an MLflow server's proxied artifacts
+    (``mlflow-artifacts:/``) cannot be resolved without it.
+    """
     uri = client.get_model_version_download_uri(settings.model_name, str(version))
-    return mlflow.sklearn.load_model(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.resolved_tracking_uri
+        )
+        return mlflow.sklearn.load_model(path)
 
 
 def load_model(settings: Settings, version: int | None = None):
