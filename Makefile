@@ -7,7 +7,7 @@ AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_BIN := $(AIRFLOW_VENV)/bin
 DATA ?=
 
-.PHONY: run test lint bench-featurize bench-serve calibrate experiments airflow clean
+.PHONY: run test lint bench-featurize bench-featurize-pronostia bench-serve calibrate experiments airflow clean
 
 $(BIN)/wearcast: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ experiments: $(BIN)/wearcast  ## rerun the model experiments behind docs/model.m
 
 bench-featurize: $(BIN)/wearcast
 	$(BIN)/python benchmarks/featurize.py
+
+bench-featurize-pronostia: $(BIN)/wearcast  ## the six real PRONOSTIA bearings (../shared/data/femto)
+	$(BIN)/python benchmarks/featurize_pronostia.py
 
 bench-serve: $(BIN)/wearcast
 	$(BIN)/python benchmarks/serve.py
