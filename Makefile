@@ -24,9 +24,13 @@ $(AIRFLOW_BIN)/airflow: pyproject.toml
 run: $(BIN)/wearcast  ## the main job, on the simulator's data unless DATA=folder is given
 	$(BIN)/wearcast pipeline $(DATA)
 
+# Both suites always run; the target fails if either did, so one failure never hides another.
 test: $(BIN)/wearcast $(AIRFLOW_BIN)/airflow  ## the whole test suite, DAG tests included
-	$(BIN)/pytest
-	WEARCAST_API_PYTHON=$(abspath $(BIN)/python) $(AIRFLOW_BIN)/pytest tests/dags -p no:cacheprovider
+	@status=0; \
+	$(BIN)/pytest || status=1; \
+	WEARCAST_API_PYTHON=$(abspath $(BIN)/python) $(AIRFLOW_BIN)/pytest tests/dags \
+		-p no:cacheprovider || status=1; \
+	exit $$status
 
 lint: $(BIN)/wearcast
 	$(BIN)/ruff check src tests benchmarks scripts dags

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL server on loopback for the prediction-log tests, installing
 # Debian's postgresql package first if it is missing. Prints the SQLAlchemy URL to use.
-# Usage: eval "$(scripts/start-test-postgres.sh)"   (exports WEARCAST_TEST_POSTGRES_URL)
+# Usage: eval "$(scripts/start-test-postgres.sh)"   (exports WEARCAST_TEST_POSTGRES_URL, and
+# WEARCAST_TEST_POSTGRES_STARTED=1 if this call started the server: scripts/stop-test-postgres.sh
+# then stops it, and leaves alone a server someone else started)
 set -euo pipefail
 PORT="${WEARCAST_TEST_POSTGRES_PORT:-55432}"
 DATA="${WEARCAST_TEST_POSTGRES_DIR:-/tmp/wearcast-test-postgres}"
@@ -26,5 +28,6 @@ if ! "${RUN[@]}" "$BIN/pg_isready" -h 127.0.0.1 -p "$PORT" -q; then
   "${RUN[@]}" "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
     -o "-h 127.0.0.1 -p $PORT -k $DATA" start >&2
   "${RUN[@]}" "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres wearcast_test
+  echo "export WEARCAST_TEST_POSTGRES_STARTED=1"
 fi
 echo "export WEARCAST_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:$PORT/wearcast_test"

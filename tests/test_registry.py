@@ -113,5 +113,6 @@ def test_external_feature_table_with_run_metadata(tmp_path, world):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["metrics"]["wear_mae"] < 0.2
-    bad = CliRunner().invoke(app, ["train", str(tmp_path / "nope.csv")])
-    assert bad.exit_code == 2 and "no such file" in bad.output
+    missing = tmp_path / ("a-folder-name-longer-than-a-terminal-" * 4) / "nope.csv"
+    bad = CliRunner().invoke(app, ["train", str(missing)])
+    assert bad.exit_code == 2 and f"{missing}: no such file" in bad.output

@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 console = Console()
-err = Console(stderr=True)
+# Errors are never hard-wrapped: a long path in a message stays whole, to copy or grep.
+err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document for scripts")]
 
