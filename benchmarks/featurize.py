@@ -6,9 +6,11 @@ Measures in one run, on the same files and the same number of worker processes:
 (a) parse only: read and parse every file into numbers, nothing else (the floor);
 (b) `wearcast featurize` into a fresh table (validation, features, Parquet, labels);
 (c) a naive baseline as public notebooks do it: pandas.read_csv per file, numpy FFT,
-    band sums, one DataFrame row appended per recording (single process, on a sample);
+    band sums, one DataFrame row appended per recording, on a sample, given the same number of
+    worker processes as wearcast (the sample split into one chunk per process);
 (d) `wearcast featurize` again with nothing new.
-Prints files/s, MB/s, peak memory of the process tree and the ratios.
+Prints files/s, MB/s, peak memory of the process tree and the ratios, overall and per
+process, so a ratio never compares several processes with one.
 """
 
 from __future__ import annotations
@@ -99,9 +101,8 @@ def run_measured(cmd: list[str]) -> tuple[float, int]:
     return time.perf_counter() - start, peak
 
 
-def naive(files: list[Path], fs: float) -> float:
-    """Notebook-style featurization; returns seconds for the given files."""
-    start = time.perf_counter()
+def naive(files: list[Path], fs: float) -> pd.DataFrame:
+    """Notebook-style featurization of the given files."""
     table = pd.DataFrame()
     for f in files:
         x = pd.read_csv(f, sep="\t", header=None).to_numpy()
@@ -112,6 +113,15 @@ def naive(files: list[Path], fs: float) -> float:
             for lo in range(0, int(fs / 2), 100):
                 row[f"ch{ch}_{lo}"] = spectrum[(freqs >= lo) & (freqs < lo + 100)].sum()
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    return table
+
+
+def naive_parallel(files: list[Path], fs: float, workers: int) -> float:
+    """Seconds for the naive featurization with ``workers`` processes, one chunk each."""
+    chunks = [files[i::workers] for i in range(workers)]
+    start = time.perf_counter()
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        pool.starmap(naive, [(chunk, fs) for chunk in chunks])
     return time.perf_counter() - start
 
 
@@ -142,7 +152,7 @@ def main() -> None:
     shutil.rmtree(table)
 
     sample = files[:: max(1, len(files) // args.naive_files)][: args.naive_files]
-    naive_rate = len(sample) / naive(sample, settings.sampling_rate_hz)
+    naive_rate = len(sample) / naive_parallel(sample, settings.sampling_rate_hz, workers)
 
     rows = [
         ("(a) parse only", len(files) / parse_s, megabytes / parse_s, None),
@@ -152,7 +162,7 @@ def main() -> None:
             megabytes / featurize_s,
             featurize_rss,
         ),
-        (f"(c) naive baseline ({len(sample)} files, 1 process)", naive_rate, None, None),
+        (f"(c) naive baseline ({len(sample)} files, {workers} processes)", naive_rate, None, None),
     ]
     print("\n| step | files/s | MB/s | peak memory |\n|---|---:|---:|---:|")
     for name, rate, mbs, rss in rows:
@@ -162,7 +172,14 @@ def main() -> None:
         )
     print(f"| (d) incremental rerun, nothing new | {rerun_s:.2f} s | | |")
     print(f"\nfeaturize / parse-only: {parse_s / featurize_s:.2f}")
-    print(f"featurize / naive: {len(files) / featurize_s / naive_rate:.1f}x")
+    print(
+        f"featurize / naive, both with {workers} processes: "
+        f"{len(files) / featurize_s / naive_rate:.1f}x"
+    )
+    print(
+        f"per process: featurize {len(files) / featurize_s / workers:.0f} files/s, "
+        f"naive {naive_rate / workers:.0f} files/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,17 @@
+from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from wearcast.rig import IMS_RUNS, ZA_2115, Defect, bearing_channels, load_run_info
+from wearcast.rig import (
+    IMS_RUNS,
+    ZA_2115,
+    Defect,
+    bearing_channels,
+    load_run_info,
+    parse_timestamp,
+)
 
 
 def test_defect_frequencies_match_the_documented_ims_values():
@@ -39,3 +48,20 @@ def test_run_info_from_folder_name_and_from_run_json(tmp_path: Path):
         load_run_info(run)
     unknown = load_run_info(tmp_path / "elsewhere")
     assert unknown.failures == {} and unknown.end is None
+
+
+@pytest.mark.real_data
+def test_ims_run_facts_match_the_recordings(ims_dir: Path, real_test1_dir: Path):
+    test1 = sorted(p.name for p in real_test1_dir.iterdir())
+    assert IMS_RUNS["1st_test"].start == parse_timestamp(test1[0])
+    test2 = pd.read_csv(ims_dir / "reference" / "test2_time_features.csv")
+    assert IMS_RUNS["2nd_test"].start == parse_timestamp(test2.filename.iloc[0])
+    assert IMS_RUNS["2nd_test"].end == parse_timestamp(test2.filename.iloc[-1])
+    spectra = pd.read_csv(ims_dir / "reference" / "failing_bearings_20band_spectra.csv")
+    # Its last two recordings of each run are missing: 20 minutes before the failure.
+    last = pd.to_datetime(spectra.groupby("run").timestamp.max())
+    for run, end in last.items():
+        assert IMS_RUNS[run].end - end.to_pydatetime() == timedelta(minutes=20), run
+    # Test 3's recordings run to 18 April, past the 4 April the NASA documentation gives.
+    assert IMS_RUNS["3rd_test"].end == parse_timestamp("2004.04.18.02.42.55")
+    assert IMS_RUNS["4th_test"] is IMS_RUNS["3rd_test"]

@@ -254,13 +254,15 @@ class RunInfo:
         )
 
 
-# The three IMS experiments, from the NASA/IMS documentation. Test 3's files sit in a folder
-# called 4th_test in the original archive, so both names map to it.
+# The three IMS experiments: start and end are the first and last recordings as distributed
+# (the failure at the end). Test 3's files sit in a folder called 4th_test in the original
+# archive, so both names map to it; the NASA documentation gives 2004-04-04 19:01:57 as its
+# end, but its 6,324 recordings run on to 2004-04-18 02:42:55.
 _TEST3 = RunInfo(
     name="3rd_test",
     failures={3: Defect.OUTER_RACE},
     start=datetime(2004, 3, 4, 9, 27, 46),
-    end=datetime(2004, 4, 4, 19, 1, 57),
+    end=datetime(2004, 4, 18, 2, 42, 55),
 )
 IMS_RUNS: dict[str, RunInfo] = {
     "1st_test": RunInfo(
