@@ -65,26 +65,42 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn serving an app in a thread, on a free loopback port."""
+    """uvicorn serving an app in a thread, on a free loopback port.
+
+    Start-up is retried on a new port a bounded number of times: a port found free can be
+    taken by another process before uvicorn binds it.
+    """
+
+    attempts = 3
+    startup_guard_s = 120  # only against a hang; start-up normally takes well under a second
 
     def __init__(self, app):
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.app = app
+        self.port = 0
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
+        for _ in range(self.attempts):
+            self.port = free_port()
+            self.server = uvicorn.Server(
+                uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+            )
+            self.thread = threading.Thread(target=self.server.run, daemon=True)
+            self.thread.start()
+            deadline = time.monotonic() + self.startup_guard_s
+            # A failed bind or lifespan ends the thread (uvicorn exits it): try again.
+            while self.thread.is_alive() and not self.server.started:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+            if self.server.started:
+                return self
+            self.thread.join()
+        raise RuntimeError(f"uvicorn did not start in {self.attempts} attempts")
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

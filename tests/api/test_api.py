@@ -115,9 +115,11 @@ def test_feature_rows_and_open_inference_protocol(client, recordings):
     assert infer.json()["outputs"][0]["shape"] == [2]
     bad = client.post(
         "/v2/models/wearcast-wear/infer",
-        json={"inputs": [{"name": "i", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+        json={
+            "inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]
+        },
     )
-    assert bad.status_code == 422 and f"[rows, {n}]" in bad.json()["detail"]
+    assert bad.status_code == 422 and f"[rows, {n}]" in bad.json()["error"]
     assert client.get("/v2/models/other").status_code == 404
 
 

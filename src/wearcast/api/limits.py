@@ -34,8 +34,11 @@ OPEN_PATHS = frozenset(
 )
 
 
-def error_body(kind: str, detail) -> bytes:
-    """The documented error shape, ``{"error": ..., "detail": ...}``."""
+def error_body(kind: str, detail, path: str = "") -> bytes:
+    """The documented error shape, ``{"error": ..., "detail": ...}``; under /v2 the Open
+    Inference Protocol's, ``{"error": detail}``."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return json.dumps({"error": detail}).encode()
     return json.dumps({"error": kind, "detail": detail}).encode()
 
 
@@ -54,6 +57,7 @@ class RequestLimits:
         size = sum(len(name) + len(value) + 4 for name, value in headers)
         if size > self.max_header_bytes:
             await _refuse(
+                scope["path"],
                 send,
                 431,
                 "request headers too large",
@@ -64,6 +68,7 @@ class RequestLimits:
             key = _header(headers, HEADER.lower().encode())
             if self.keys.role_of(key) is None:
                 await _refuse(
+                    scope["path"],
                     send,
                     401,
                     "unauthorized",
@@ -75,6 +80,7 @@ class RequestLimits:
         limit = self.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _refuse(
+                scope["path"],
                 send,
                 413,
                 "payload too large",
@@ -106,9 +112,9 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 async def _refuse(
-    send: Send, status: int, kind: str, detail: str, extra: list | None = None
+    path: str, send: Send, status: int, kind: str, detail: str, extra: list | None = None
 ) -> None:
-    body = error_body(kind, detail)
+    body = error_body(kind, detail, path)
     await send(
         {
             "type": "http.response.start",

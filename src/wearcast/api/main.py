@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,7 @@ from wearcast import __version__
 from wearcast.api.limits import RequestLimits
 from wearcast.api.metrics import Metrics, MetricsMiddleware
 from wearcast.api.model_store import ModelStore, UnusableInput
+from wearcast.api.oip import InferenceError
 from wearcast.api.routes import admin, bearings, health, models, predict, recordings, v2
 from wearcast.api.security import KeyRing
 from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
@@ -98,34 +100,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, recordings, predict, bearings, models, admin, v2):
         app.include_router(module.router)
 
-    def error(status: int, kind: str, detail) -> JSONResponse:
-        return JSONResponse({"error": kind, "detail": jsonable_encoder(detail)}, status_code=status)
+    def error(request: Request, status: int, kind: str, detail) -> JSONResponse:
+        detail = jsonable_encoder(detail)
+        if request.url.path == "/v2" or request.url.path.startswith("/v2/"):
+            # The Open Inference Protocol's error shape: clients show this one string.
+            message = detail if isinstance(detail, str) else f"{kind}: {json.dumps(detail)}"
+            return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
     @app.exception_handler(RecordingError)
-    async def bad_recording(_request: Request, exc: RecordingError) -> JSONResponse:
-        return error(422, "invalid recording", str(exc))
+    async def bad_recording(request: Request, exc: RecordingError) -> JSONResponse:
+        return error(request, 422, "invalid recording", str(exc))
 
     @app.exception_handler(UnknownFeatures)
-    async def bad_features(_request: Request, exc: UnknownFeatures) -> JSONResponse:
-        return error(422, "invalid feature rows", str(exc))
+    async def bad_features(request: Request, exc: UnknownFeatures) -> JSONResponse:
+        return error(request, 422, "invalid feature rows", str(exc))
+
+    @app.exception_handler(InferenceError)
+    async def bad_inference(request: Request, exc: InferenceError) -> JSONResponse:
+        return error(request, exc.status, "invalid inference request", str(exc))
 
     @app.exception_handler(ConflictingRecording)
-    async def conflict(_request: Request, exc: ConflictingRecording) -> JSONResponse:
-        return error(409, "conflict", str(exc))
+    async def conflict(request: Request, exc: ConflictingRecording) -> JSONResponse:
+        return error(request, 409, "conflict", str(exc))
 
     @app.exception_handler(UnusableInput)
-    async def unusable(_request: Request, exc: UnusableInput) -> JSONResponse:
-        return error(422, "invalid input", str(exc))
+    async def unusable(request: Request, exc: UnusableInput) -> JSONResponse:
+        return error(request, 422, "invalid input", str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Say where and what, without echoing the input (it may be huge, or not valid JSON).
         problems = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
-        return error(422, "invalid request", problems)
+        return error(request, 422, "invalid request", problems)
 
     @app.exception_handler(HTTPException)  # Starlette's: also unknown routes and wrong methods
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        response = error(exc.status_code, _KINDS.get(exc.status_code, "error"), exc.detail)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        response = error(request, exc.status_code, _KINDS.get(exc.status_code, "error"), exc.detail)
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
@@ -133,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error(500, "internal error", "the error was logged on the server")
+        return error(request, 500, "internal error", "the error was logged on the server")
 
     return app
 
@@ -146,6 +157,7 @@ _KINDS = {
     405: "method not allowed",
     409: "conflict",
     413: "payload too large",
+    415: "unsupported media type",
     431: "request headers too large",
     422: "invalid request",
     503: "unavailable",
