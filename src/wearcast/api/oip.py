@@ -183,7 +183,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     size = header_length.strip()
-    if not size.isdigit() or int(size) > len(body):
+    if not (size.isascii() and size.isdigit()) or int(size) > len(body):
         raise InferenceError(
             400,
             f"{HEADER_LENGTH} {header_length!r} is not a byte count within the body's "
@@ -279,7 +279,7 @@ def _binary_outputs(request: _Request, outputs: list[str]) -> dict[str, bool]:
     default = request.parameters.get("binary_data_output", False)
     if not isinstance(default, bool):
         raise InferenceError(400, f"parameter binary_data_output {default!r}: true or false")
-    if request.outputs is None:
+    if not request.outputs:  # none named: all of them
         return dict.fromkeys(outputs, default)
     asked: dict[str, bool] = {}
     for output in request.outputs:
