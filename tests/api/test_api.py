@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -113,6 +114,14 @@ def test_feature_rows_and_open_inference_protocol(client, recordings):
     )
     assert infer.status_code == 200, infer.text
     assert infer.json()["outputs"][0]["shape"] == [2]
+    bare = client.post(  # no content type, flat data: as Triton's client sends it
+        "/v2/models/wearcast-wear/infer",
+        content=json.dumps(
+            {"inputs": [{"name": "input-0", "shape": [2, n], "datatype": "FP64", "data": row * 2}]}
+        ).encode(),
+    )
+    assert bare.status_code == 200 and "content-type" not in bare.request.headers
+    assert bare.json()["outputs"] == infer.json()["outputs"]
     bad = client.post(
         "/v2/models/wearcast-wear/infer",
         json={

@@ -2,13 +2,14 @@
 gevent client and its aiohttp client) against a live server, with JSON and binary tensors, single
 rows and batches; every answer equals /v1/predict's wear for the same rows.
 
-KServe's REST client is not tested: no KServe release installs within our pins (see
-docs/performance.md, "Open Inference Protocol clients").
+KServe's Python SDK is not tested: no release of it installs beside our pins (the README's
+Open Inference Protocol section says which pin each release conflicts with).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import numpy as np
@@ -57,10 +58,11 @@ def rows(model_home, columns) -> np.ndarray:
 def v1_wear(url: str, columns: list[str], rows: np.ndarray) -> np.ndarray:
     """Wear of each row as /v1/predict answers it (each row its own machine)."""
     features = [c for c in columns if not c.startswith(BASELINE_PREFIX)]
+    machine = f"contract-{uuid.uuid4().hex}"  # never seen before: no history to weigh in
     body = {
         "rows": [
             {
-                "machine": f"contract-{i}",
+                "machine": f"{machine}-{i}",
                 "bearing": 1,
                 "timestamp": "2004-01-01T00:00:00",
                 "features": {f: row[columns.index(f)] for f in features},
@@ -72,7 +74,7 @@ def v1_wear(url: str, columns: list[str], rows: np.ndarray) -> np.ndarray:
     response = httpx.post(f"{url}/v1/predict", json=body, headers=auth(), timeout=60)
     assert response.status_code == 200, response.text
     answers = {a["machine"]: a["bearings"][0]["wear"] for a in response.json()}
-    return np.array([answers[f"contract-{i}"] for i in range(len(rows))])
+    return np.array([answers[f"{machine}-{i}"] for i in range(len(rows))])
 
 
 def _inputs(rows: np.ndarray, datatype: str, binary: bool) -> list[triton.InferInput]:
