@@ -19,8 +19,9 @@ import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from wearcast.api.main import create_app
+from wearcast.baseline import BASELINE_PREFIX
 from wearcast.dataset import read_table
-from wearcast.train import BASELINE_PREFIX, prepare
+from wearcast.train import prepare
 
 from .conftest import READER, LiveServer, api_settings
 
