@@ -7,7 +7,7 @@ AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_BIN := $(AIRFLOW_VENV)/bin
 DATA ?=
 
-.PHONY: run test lint bench-featurize bench-featurize-pronostia bench-serve calibrate experiments airflow clean
+.PHONY: run test lint bench-featurize bench-featurize-pronostia bench-serve bench-oip calibrate experiments airflow clean
 
 $(BIN)/wearcast: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-featurize-pronostia: $(BIN)/wearcast  ## the six real PRONOSTIA bearings (
 
 bench-serve: $(BIN)/wearcast
 	$(BIN)/python benchmarks/serve.py
+
+bench-oip: $(BIN)/wearcast  ## Open Inference Protocol: 1,000 rows binary against JSON
+	$(BIN)/python benchmarks/oip_binary.py
 
 # standalone starts its components as `airflow` by name (so its venv's bin goes on PATH) and
 # stops only on SIGINT, which a shell may have set to ignored: exec it with SIGINT restored.
