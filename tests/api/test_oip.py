@@ -30,6 +30,7 @@ def parse(body: bytes, header_length: int | str | None = None, encoding=None, li
         header_length=None if header_length is None else str(header_length),
         content_encoding=encoding,
         limit=limit,
+        max_rows=100,
         expects=SPEC,
         outputs=["wear"],
     )
@@ -160,6 +161,7 @@ BOTH = _json(tensor={"parameters": {"binary_data_size": 48}})
         (_json(datatype="INT64"), None, None, 422, "datatype 'INT64'; FP64 or FP32 expected"),
         (_json(ROWS.ravel().tolist(), shape=(3, 2)), None, None, 422, "expected [rows, 3]"),
         (_json([], shape=(0, 3)), None, None, 422, "with rows >= 1"),
+        (_json([0] * 3, shape=(101, 3)), None, None, 413, "101 rows, over the limit of 100"),
         (_json(ROWS.ravel().tolist(), shape=(6,)), None, None, 422, "expected [rows, 3]"),
         (
             _json().replace(b"4.0", b"NaN"),

@@ -99,13 +99,15 @@ def parse_request(
     header_length: str | None,
     content_encoding: str | None,
     limit: int,
+    max_rows: int,
     expects: TensorSpec,
     outputs: list[str],
 ) -> InferenceRequest:
     """The rows of ``expects`` and the outputs asked for, from an inference request's body.
 
     ``header_length`` and ``content_encoding`` are the request's headers of those names (None
-    when absent); ``limit`` bounds the body once decompressed; ``outputs`` names the model's
+    when absent); ``limit`` bounds the body once decompressed, ``max_rows`` the rows (413
+    beyond either); ``outputs`` names the model's
     outputs, all answered when the request names none.
     """
     body = _decompress(body, content_encoding, limit)
@@ -118,7 +120,7 @@ def parse_request(
         raise InferenceError(
             400, f"{len(request.inputs)} inputs; the model takes one, {expects.name!r}"
         )
-    rows = _rows(request.inputs[0], binary, expects)
+    rows = _rows(request.inputs[0], binary, expects, max_rows)
     return InferenceRequest(
         id=request.id if request.id is not None else uuid.uuid4().hex,
         rows=rows,
@@ -199,7 +201,7 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
-def _rows(tensor: _Tensor, binary: memoryview, expects: TensorSpec) -> np.ndarray:
+def _rows(tensor: _Tensor, binary: memoryview, expects: TensorSpec, max_rows: int) -> np.ndarray:
     where = f"input {tensor.name!r}"
     if tensor.name != expects.name:
         raise InferenceError(422, f"unknown {where}; the model takes one input, {expects.name!r}")
@@ -212,6 +214,8 @@ def _rows(tensor: _Tensor, binary: memoryview, expects: TensorSpec) -> np.ndarra
         raise InferenceError(
             422, f"{where}: shape {shape}; expected [rows, {expects.width}] with rows >= 1"
         )
+    if shape[0] > max_rows:
+        raise InferenceError(413, f"{where}: {shape[0]} rows, over the limit of {max_rows}")
     count = shape[0] * shape[1]
     size = tensor.parameters.get("binary_data_size")
     if size is not None:

@@ -135,13 +135,10 @@ async def _infer(
             header_length=request.headers.get(oip.HEADER_LENGTH),
             content_encoding=request.headers.get("content-encoding"),
             limit=limit,
+            max_rows=settings.max_request_rows,
             expects=input_spec(model),
             outputs=[OUTPUT],
         )
-        if len(parsed.rows) > settings.max_request_rows:
-            raise oip.InferenceError(
-                413, f"{len(parsed.rows)} rows, over the limit of {settings.max_request_rows}"
-            )
         wear = model.predict(pd.DataFrame(parsed.rows, columns=model.input_columns))
         return oip.encode_response(parsed, model.name, str(model.version), {OUTPUT: wear})
 
