@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sim_settings(tmp_path_factory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("home"), workers=2, search_budget_s=60)
+    # Trials bound the search here, never seconds: a busy machine must not change what is tried.
+    return Settings(home=tmp_path_factory.mktemp("home"), workers=2, search_budget_s=100_000)
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +97,18 @@ def test_search_tries_every_family_within_its_trials(sim_table, sim_settings):
 
 def test_every_family_builds_and_fits(sim_table, sim_settings):
     data = prepare(sim_table, sim_settings)
+    always_zero = np.abs(data.y).mean()
     for family in FAMILIES:
         model = build_pipeline({"family": family, "pca_components": 0.95}).fit(data.X, data.y)
-        assert ((model.predict(data.X) >= 0) & (model.predict(data.X) <= 1)).all()
+        fitted = np.abs(model.predict(data.X) - data.y).mean()
+        assert fitted < 0.5 * always_zero, f"{family}: {fitted:.3f} vs always 0 {always_zero:.3f}"
+
 
 
 def test_held_out_quality_on_simulated_runs(outcome):
     e = outcome.evaluation
-    assert e.wear_mae < 0.08
+    always_zero = outcome.predictions["wear_true"].abs().mean()  # same held-out rows and labels
+    assert e.wear_mae < 0.6 * always_zero, (e.wear_mae, always_zero)
     assert e.failures == 3 and e.missed_failures == 0
     healthy = [b for b in e.bearings if not b.failed]
     assert sum(b.false_alarms for b in healthy) == 0
