@@ -104,7 +104,6 @@ def test_every_family_builds_and_fits(sim_table, sim_settings):
         assert fitted < 0.5 * always_zero, f"{family}: {fitted:.3f} vs always 0 {always_zero:.3f}"
 
 
-
 def test_held_out_quality_on_simulated_runs(outcome):
     e = outcome.evaluation
     always_zero = outcome.predictions["wear_true"].abs().mean()  # same held-out rows and labels

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wearcast.alarms import ALARM, Episode, bearing_status
+from wearcast.alarms import Episode, bearing_status
 from wearcast.baseline import BASELINE_PREFIX, baseline_median, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
-from wearcast.prognostics import BearingStep, Prognostics
+from wearcast.prognostics import Prognostics
 
 __all__ = ["growing_baselines", "score_path"]
 
@@ -87,7 +87,7 @@ def score_path(
             steps, episodes = prognostics.follow(
                 hours, group["health"].to_numpy(), warmup=0 if single else history - 1
             )
-            statuses = [_step_answer(step) for step in steps]
+            statuses = [step.answer() for step in steps]
             stamps = group["timestamp"]
             common["episodes"] = [_episode_answer(e, stamps) for e in episodes]
         for i, status in enumerate(statuses):
@@ -139,19 +139,6 @@ def _wear_statuses(hours: np.ndarray, wear: np.ndarray, settings: Settings) -> l
         )
         out.append({"alarm": status.alarm, "rul_h": status.rul_h, "rul_method": status.rul_method})
     return out
-
-
-def _step_answer(step: BearingStep) -> dict:
-    return {
-        "alarm": step.state == ALARM,
-        "alarm_state": step.state,
-        "health": step.health,
-        "health_threshold": step.threshold,
-        "rul_h": step.rul.rul_h,
-        "rul_low_h": step.rul.low_h,
-        "rul_high_h": step.rul.high_h,
-        "rul_method": step.rul.method,
-    }
 
 
 def _episode_answer(episode: Episode, stamps: pd.Series) -> dict:

@@ -43,6 +43,19 @@ class BearingStep:
     state: str
     rul: Estimate
 
+    def answer(self) -> dict:
+        """The fields the API and `wearcast predict` report for this recording."""
+        return {
+            "alarm": self.state == ALARM,
+            "alarm_state": self.state,
+            "health": self.health,
+            "health_threshold": self.threshold,
+            "rul_h": self.rul.rul_h,
+            "rul_low_h": self.rul.low_h,
+            "rul_high_h": self.rul.high_h,
+            "rul_method": self.rul.method,
+        }
+
 
 @dataclass
 class Prognostics:

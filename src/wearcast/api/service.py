@@ -262,16 +262,7 @@ class Scorer:
                     [p.state for p in tail],
                     warming_up=counts[j] < k and item.baseline is None,
                 )
-                status = {
-                    "alarm": step.state == ALARM,
-                    "alarm_state": step.state,
-                    "health": step.health,
-                    "health_threshold": step.threshold,
-                    "rul_h": step.rul.rul_h,
-                    "rul_low_h": step.rul.low_h,
-                    "rul_high_h": step.rul.high_h,
-                    "rul_method": step.rul.method,
-                }
+                status = step.answer()
             recent[key].append(
                 LoggedPoint(
                     item.timestamp, float(wear[j]), status.get("health"), status["alarm_state"]
