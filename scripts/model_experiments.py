@@ -114,7 +114,7 @@ def real_spectra(ims: Path, settings: Settings) -> pd.DataFrame:
     bands = [c for c in frame.columns if c.startswith("band_")]
 
     def report(approach: str, labels: str, preds: pd.DataFrame, data) -> None:
-        e = evaluate_predictions(preds, settings, data.run_ends)
+        e = evaluate_predictions(preds, settings)
         for o in e.bearings:
             p = preds[(preds.run == o.run) & (preds.bearing == o.bearing)]
             rows.append(
@@ -132,7 +132,7 @@ def real_spectra(ims: Path, settings: Settings) -> pd.DataFrame:
                     .abs()
                     .mean(),
                     "lead time h": o.lead_time_h,
-                    "alarmed before the onset": "yes" if o.alarm_before_onset else "no",
+                    "alarmed in the first half": "yes" if o.alarm_in_first_half else "no",
                 }
             )
 
@@ -165,7 +165,7 @@ def summarise(spectra: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "wear MAE (own labels)": groups["wear MAE (own labels)"].mean(),
-            "alarms before the onset": groups["alarmed before the onset"].apply(
+            "alarms in the first half": groups["alarmed in the first half"].apply(
                 lambda s: f"{(s == 'yes').sum()} of {len(s)}"
             ),
             "missed failures": groups["lead time h"].apply(

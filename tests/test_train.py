@@ -111,7 +111,7 @@ def test_held_out_quality_on_simulated_runs(outcome):
     assert e.failures == 3 and e.missed_failures == 0
     healthy = [b for b in e.bearings if not b.failed]
     assert sum(b.false_alarms for b in healthy) == 0
-    assert all(b.lead_time_h > 0 and not b.alarm_before_onset for b in e.bearings if b.failed)
+    assert all(b.lead_time_h > 0 and not b.alarm_in_first_half for b in e.bearings if b.failed)
 
 
 def test_predicted_wear_does_not_fall_as_the_defect_grows(outcome):

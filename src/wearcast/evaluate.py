@@ -1,15 +1,23 @@
-"""Evaluation the way a reliability engineer judges a wear model.
+"""Evaluation the way a reliability engineer judges a wear model: the one definition of every
+figure the reports, the docs and the promotion gate use.
 
 Held-out evaluation: every run (or every bearing, for tables of failing bearings only) in turn
-is left out, the model is fitted on the rest and predicts it. On those predictions:
+is left out, the model is fitted on the rest and predicts it. On those predictions, first the
+figures that do not depend on any labeller's degradation onset (:func:`judge_alarms`):
 
-* wear MAE and RMSE against the labels;
-* the persistent-alarm rule (:mod:`wearcast.alarms`) on predicted wear: for each failing
-  bearing the lead time (hours from the first persistent alarm to the failure), and false
-  alarms per 1,000 bearing-hours (alarms on bearings that did not fail, and alarms on failing
-  bearings before their degradation onset; exposure is the hours each bearing was healthy);
-* remaining life by trend (predicted wear extrapolated to 1) after the first alarm, against
-  the true remaining life.
+* a failure is caught by its **persistent alarm**, the alarm episode still open at the last
+  recording before the failure; its **lead time** is the failure minus the time that episode
+  was raised. A failing bearing without one is a **missed failure**;
+* every other alarm episode (closed again, or on a bearing that did not fail) is a **false
+  alarm**, counted per 1,000 bearing-hours of exposure: the hours each bearing was watched
+  before its persistent alarm was raised. An alarm in the first half of a failing bearing's
+  life is flagged apart (far from the failure, whether it closed or not);
+* **remaining life** by trend (predicted wear extrapolated to 1) from the persistent alarm on,
+  against the true remaining life.
+
+Then wear MAE against the linear labels and against the piecewise labels, each beside two
+trivial predictors on the same rows: always 0, and age only (the fraction of the run elapsed).
+A figure is compared only with figures on the same labels.
 """
 
 from __future__ import annotations
@@ -22,17 +30,73 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no process-wide backend chosen at import
 
-from wearcast.alarms import alarm_states, first_alarm, rul_by_trend
+from wearcast.alarms import ALARM, OK, Episode, alarm_states, episodes_of, rul_by_trend
 from wearcast.config import Settings
 
 __all__ = [
+    "AlarmJudgement",
     "BearingOutcome",
     "Evaluation",
+    "LABELS",
     "held_out_predictions",
     "evaluate_predictions",
-    "alarm_outcomes",
+    "judge_alarms",
+    "k_of_n_episodes",
+    "wear_baselines",
     "write_report",
 ]
+
+LABELS = ("linear", "piecewise")
+
+
+@dataclass(frozen=True)
+class AlarmJudgement:
+    """Onset-free outcome of one bearing's alarm episodes."""
+
+    lead_h: float | None  # failure minus the persistent alarm (None: missed, or did not fail)
+    raised: int | None  # index of the recording where the persistent alarm was raised
+    false_alarms: int  # alarm episodes other than the persistent one
+    exposure_h: float  # hours watched before the persistent alarm (all, if none)
+    alarm_in_first_half: bool  # a failing bearing alarmed in the first half of its life
+    first_alarm_h: float | None  # hours at which the first alarm of any kind was raised
+
+
+def judge_alarms(
+    hours: np.ndarray, episodes: list[Episode], failed: bool, life_h: float | None
+) -> AlarmJudgement:
+    """Judge a bearing's alarm episodes (indices into ``hours``, hours since the run started)
+    against its failure at ``life_h`` hours (None: did not fail)."""
+    alarms = [e for e in episodes if e.level == ALARM]
+    persistent = alarms[-1] if failed and alarms and alarms[-1].end is None else None
+    raised = None if persistent is None else persistent.raised
+    watched_until = hours[raised] if raised is not None else hours[-1]
+    return AlarmJudgement(
+        lead_h=None if raised is None else float(life_h - hours[raised]),
+        raised=raised,
+        false_alarms=sum(e is not persistent for e in alarms),
+        exposure_h=float(watched_until - hours[0]),
+        alarm_in_first_half=bool(failed and any(hours[e.raised] < life_h / 2 for e in alarms)),
+        first_alarm_h=float(hours[alarms[0].raised]) if alarms else None,
+    )
+
+
+def k_of_n_episodes(values: np.ndarray, threshold: float, k: int, n: int) -> list[Episode]:
+    """Alarm episodes of the plain k-of-n rule (no hysteresis) on a time-ordered series."""
+    values = np.asarray(values, dtype=float)
+    flags = alarm_states(values > threshold, k, n)
+    return episodes_of([ALARM if f else OK for f in flags], values)
+
+
+def wear_baselines(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Trivial wear predictors for the rows of a labelled table.
+
+    Age only is the fraction of the run elapsed: it knows each run's length, which no live
+    model does, so it is a bar to clear, not a fair rival. Runs without a known end get 0.
+    """
+    return {
+        "always0": np.zeros(len(frame)),
+        "age": frame["life_fraction"].fillna(0.0).to_numpy(dtype=float),
+    }
 
 
 @dataclass(frozen=True)
@@ -41,20 +105,21 @@ class BearingOutcome:
     bearing: int
     failed: bool
     hours: float
-    alarm_at: str | None
-    lead_time_h: float | None  # failure minus first persistent alarm (failing bearings)
-    alarm_before_onset: bool  # a failing bearing alarmed while still healthy
-    false_alarms: int  # alarm events while healthy
-    healthy_hours: float
+    alarm_at: str | None  # when the persistent alarm was raised (a caught failure)
+    lead_time_h: float | None
+    alarm_in_first_half: bool
+    false_alarms: int
+    exposure_h: float
     wear_mae: float | None = None
     rul_mae_h: float | None = None
 
 
 @dataclass
 class Evaluation:
-    wear_mae: float
+    wear_mae: float  # against the labels the model was trained on
     wear_rmse: float
     wear_mae_failed: float
+    wear_mae_by_labels: dict[str, dict[str, float]]  # labels -> predictor (model, baselines)
     false_alarms_per_1000h: float
     missed_failures: int
     failures: int
@@ -74,6 +139,8 @@ class Evaluation:
             out["median_lead_time_h"] = self.median_lead_time_h
         if self.rul_mae_h is not None:
             out["rul_mae_h"] = self.rul_mae_h
+        for labels, by in self.wear_mae_by_labels.items():
+            out |= {f"wear_mae_{labels}_{name}": value for name, value in by.items()}
         return out
 
     def as_dict(self) -> dict:
@@ -105,102 +172,73 @@ def held_out_predictions(
             progress(name)
         model = make_model().fit(X[~test], y[~test])
         pred[test] = model.predict(X[test])
-    out = frame[["run", "bearing", "timestamp", "elapsed_h", "failed", "onset", "rul_h"]].copy()
+    keep = ["run", "bearing", "timestamp", "elapsed_h", "life_fraction", "failed", "onset"]
+    keep += ["rul_h"] + [f"wear_{labels}" for labels in LABELS]
+    out = frame[keep].copy()
     out["wear_true"] = y
     out["wear_pred"] = pred
     return out
 
 
-def alarm_outcomes(
-    series: pd.DataFrame,
-    end: pd.Timestamp | None,
-    failed: bool,
-    onset,
-    settings: Settings,
-    *,
-    value: str = "wear_pred",
-    threshold: float | None = None,
-) -> BearingOutcome:
-    """Alarm lead time and false alarms of one bearing's time-ordered series."""
-    series = series.sort_values("timestamp")
-    times = series["timestamp"].reset_index(drop=True)
-    above = (
-        series[value] > (settings.alarm_threshold if threshold is None else threshold)
-    ).to_numpy()
-    states = alarm_states(above, settings.alarm_k, settings.alarm_n)
-    raised = np.flatnonzero(states & ~np.r_[False, states[:-1]])  # alarm events (rising edges)
-    first = first_alarm(above, settings.alarm_k, settings.alarm_n)
-    hours = (times.iloc[-1] - times.iloc[0]).total_seconds() / 3600
-    healthy_until = onset if failed and pd.notna(onset) else (None if failed else times.iloc[-1])
-    if healthy_until is None:
-        healthy_until = end if end is not None else times.iloc[-1]
-    healthy_hours = max(
-        (min(healthy_until, times.iloc[-1]) - times.iloc[0]).total_seconds() / 3600, 0.0
-    )
-    false = int(sum(times.iloc[i] < healthy_until for i in raised)) if failed else len(raised)
-    lead = None
-    if failed and first is not None and end is not None:
-        lead = (end - times.iloc[first]).total_seconds() / 3600
-    return BearingOutcome(
-        run=str(series["run"].iloc[0]),
-        bearing=int(series["bearing"].iloc[0]),
-        failed=failed,
-        hours=hours,
-        alarm_at=None if first is None else str(times.iloc[first]),
-        lead_time_h=lead,
-        alarm_before_onset=bool(failed and first is not None and times.iloc[first] < healthy_until),
-        false_alarms=false,
-        healthy_hours=healthy_hours,
-    )
-
-
-def evaluate_predictions(
-    preds: pd.DataFrame, settings: Settings, ends: dict[str, pd.Timestamp | None]
-) -> Evaluation:
+def evaluate_predictions(preds: pd.DataFrame, settings: Settings) -> Evaluation:
+    """Every held-out figure of :func:`held_out_predictions`' output (see the module doc)."""
     err = preds["wear_pred"] - preds["wear_true"]
     failed_rows = preds["failed"].to_numpy(dtype=bool)
     outcomes, rul_errors = [], []
-    for (run, _bearing), rows in preds.groupby(["run", "bearing"], sort=True):
+    m = settings.rul_trend_recordings
+    for (run, bearing), rows in preds.groupby(["run", "bearing"], sort=True):
         rows = rows.sort_values("timestamp")
+        hours, wear, true_rul = (
+            rows[c].to_numpy(dtype=float) for c in ("elapsed_h", "wear_pred", "rul_h")
+        )
         failed = bool(rows["failed"].iloc[0])
-        outcome = alarm_outcomes(rows, ends.get(run), failed, rows["onset"].iloc[0], settings)
+        life = float(hours[-1] + true_rul[-1]) if failed else None
+        episodes = k_of_n_episodes(
+            wear, settings.alarm_threshold, settings.alarm_k, settings.alarm_n
+        )
+        judged = judge_alarms(hours, episodes, failed, life)
         errors = []
-        if failed and outcome.alarm_at is not None:
-            start = int(
-                np.searchsorted(
-                    rows["timestamp"].to_numpy(), np.datetime64(pd.Timestamp(outcome.alarm_at))
-                )
-            )
-            hours, wear, true_rul = (
-                rows[c].to_numpy(dtype=float) for c in ("elapsed_h", "wear_pred", "rul_h")
-            )
-            m = settings.rul_trend_recordings
-            for i in range(max(start, m - 1), len(rows)):
+        if judged.raised is not None:
+            for i in range(max(judged.raised, m - 1), len(rows)):
                 estimate, _ = rul_by_trend(hours[i - m + 1 : i + 1], wear[i - m + 1 : i + 1])
                 if estimate is not None:
                     errors.append(abs(estimate - true_rul[i]))
         rul_errors += errors
         outcomes.append(
             BearingOutcome(
-                **{
-                    **asdict(outcome),
-                    "wear_mae": float((rows["wear_pred"] - rows["wear_true"]).abs().mean()),
-                    "rul_mae_h": float(np.mean(errors)) if errors else None,
-                }
+                run=str(run),
+                bearing=int(bearing),
+                failed=failed,
+                hours=float(hours[-1] - hours[0]),
+                alarm_at=None
+                if judged.raised is None
+                else str(rows["timestamp"].iloc[judged.raised]),
+                lead_time_h=judged.lead_h,
+                alarm_in_first_half=judged.alarm_in_first_half,
+                false_alarms=judged.false_alarms,
+                exposure_h=judged.exposure_h,
+                wear_mae=float((rows["wear_pred"] - rows["wear_true"]).abs().mean()),
+                rul_mae_h=float(np.mean(errors)) if errors else None,
             )
         )
     failures = [o for o in outcomes if o.failed]
-    healthy_hours = sum(o.healthy_hours for o in outcomes)
-    leads = [
-        o.lead_time_h for o in failures if o.lead_time_h is not None and not o.alarm_before_onset
-    ]
+    leads = [o.lead_time_h for o in failures if o.lead_time_h is not None]
+    predictors = {"model": preds["wear_pred"].to_numpy(dtype=float), **wear_baselines(preds)}
+    by_labels = {
+        labels: {
+            name: float(np.abs(p - preds[f"wear_{labels}"].to_numpy(dtype=float)).mean())
+            for name, p in predictors.items()
+        }
+        for labels in LABELS
+    }
     return Evaluation(
         wear_mae=float(err.abs().mean()),
         wear_rmse=float(np.sqrt((err**2).mean())),
         wear_mae_failed=float(err[failed_rows].abs().mean()) if failed_rows.any() else float("nan"),
+        wear_mae_by_labels=by_labels,
         false_alarms_per_1000h=1000
         * sum(o.false_alarms for o in outcomes)
-        / max(healthy_hours, 1e-9),
+        / max(sum(o.exposure_h for o in outcomes), 1e-9),
         missed_failures=sum(o.lead_time_h is None for o in failures),
         failures=len(failures),
         median_lead_time_h=float(np.median(leads)) if leads else None,
@@ -283,18 +321,28 @@ def write_report(
     lines += [
         "",
         f"Alarm rule: predicted wear above {settings.alarm_threshold} for {settings.alarm_k} "
-        f"of the last {settings.alarm_n} recordings.",
+        f"of the last {settings.alarm_n} recordings. A failure is caught by an alarm still open "
+        "at its last recording; every other alarm is false.",
+        "",
+        "## Wear MAE beside trivial predictors (compare within a row only)",
+        "",
+        "| labels | model | always 0 | age only |",
+        "|---|---:|---:|---:|",
+    ]
+    for labels, by in evaluation.wear_mae_by_labels.items():
+        lines.append(f"| {labels} | {by['model']:.4f} | {by['always0']:.4f} | {by['age']:.4f} |")
+    lines += [
         "",
         "## Bearings",
         "",
-        "| run | bearing | failed | wear MAE | first alarm | lead time h | alarm before onset "
-        "| false alarms | RUL MAE h |",
+        "| run | bearing | failed | wear MAE | persistent alarm | lead time h "
+        "| alarm in first half | false alarms | RUL MAE h |",
         "|---|---:|---|---:|---|---:|---|---:|---:|",
     ]
     for o in evaluation.bearings:
         lines.append(
             f"| {o.run} | {o.bearing} | {_yes(o.failed)} | {o.wear_mae:.3f} | {o.alarm_at or '-'} "
-            f"| {_num(o.lead_time_h)} | {_yes(o.alarm_before_onset)} | {o.false_alarms} "
+            f"| {_num(o.lead_time_h)} | {_yes(o.alarm_in_first_half)} | {o.false_alarms} "
             f"| {_num(o.rul_mae_h)} |"
         )
     lines += ["", "## Predicted against true wear", ""]

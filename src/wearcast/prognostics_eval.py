@@ -5,12 +5,9 @@ Each run in turn is held out; the health indicator, alarm rule and remaining-lif
 model are fitted on the other runs; the held-out run is then scored recording by recording,
 each recording from only the ones before it (baselines grow as the API's do).
 
-Alarms are judged without a degradation onset: a failure is caught by its **persistent alarm**
-(an alarm episode still open when the bearing failed); its lead time is failure minus the time
-that episode was raised. Every other alarm episode (closed before the end, or on a bearing that
-did not fail) is a **false alarm**, counted per 1000 bearing-hours of exposure (the hours each
-bearing was watched before its persistent alarm). An alarm in the first half of a failed
-bearing's life is reported apart.
+Alarms are judged without a degradation onset, by the one definition the wear evaluation
+uses too (:func:`wearcast.evaluate.judge_alarms`): lead time of the persistent alarm, false
+alarms per 1000 bearing-hours of exposure, missed failures, alarms in the first half of life.
 
 Remaining life is judged at cuts of each failed bearing's life (30, 50, 70, 90 %) with the IEEE
 PHM 2012 score, the percent error and the interval coverage, beside two trivial estimators
@@ -21,15 +18,16 @@ trend extrapolated to wear 1 (:func:`wearcast.alarms.rul_by_trend`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from wearcast.alarms import ALARM, OK, alarm_states, episodes_of, rul_by_trend
+from wearcast.alarms import rul_by_trend
 from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns
+from wearcast.evaluate import judge_alarms, k_of_n_episodes
 from wearcast.health import calibrate_threshold
 from wearcast.model import build_pipeline
 from wearcast.predict import growing_baselines
@@ -89,28 +87,15 @@ class PrognosticsEvaluation:
         return pd.DataFrame(rows)
 
 
-def _episodes_from_flags(flags: np.ndarray, values: np.ndarray):
-    return episodes_of([ALARM if f else OK for f in flags], values)
-
-
 def _judge(name, run, bearing, hours, episodes, failed, life_h) -> dict:
-    """Onset-free alarm outcome of one bearing from its alarm episodes."""
-    alarms = [e for e in episodes if e.level == ALARM]
-    persistent = alarms[-1] if failed and alarms and alarms[-1].end is None else None
-    lead = None if persistent is None else life_h - hours[persistent.raised]
-    watched_until = hours[persistent.raised] if persistent is not None else hours[-1]
-    false = [e for e in alarms if e is not persistent]
+    judged = judge_alarms(hours, episodes, failed, life_h)
     return {
         "detector": name,
         "run": run,
         "bearing": bearing,
         "failed": failed,
         "life_h": life_h,
-        "lead_h": lead,
-        "alarm_in_first_half": bool(failed and any(hours[e.raised] < life_h / 2 for e in alarms)),
-        "false_alarms": len(false),
-        "exposure_h": float(watched_until - hours[0]),
-        "first_alarm_h": float(hours[alarms[0].raised]) if alarms else None,
+        **asdict(judged),
     }
 
 
@@ -165,14 +150,12 @@ def evaluate_prognostics(
             steps, episodes = prognostics.follow(hours, health, warmup=k - 1)
             alarms.append(_judge(DETECTORS[0], held, bearing, hours, episodes, failed, life))
             ratio = (rows["rms"] / rows["baseline_rms"]).to_numpy()
-            flags = alarm_states(ratio > rms_threshold, settings.alarm_k, settings.alarm_n)
-            rms_eps = _episodes_from_flags(flags, ratio)
+            rms_eps = k_of_n_episodes(ratio, rms_threshold, settings.alarm_k, settings.alarm_n)
             alarms.append(_judge(DETECTORS[1], held, bearing, hours, rms_eps, failed, life))
             wear = rows["wear_pred"].to_numpy()
-            flags = alarm_states(
-                wear > settings.alarm_threshold, settings.alarm_k, settings.alarm_n
+            wear_eps = k_of_n_episodes(
+                wear, settings.alarm_threshold, settings.alarm_k, settings.alarm_n
             )
-            wear_eps = _episodes_from_flags(flags, wear)
             alarms.append(_judge(DETECTORS[2], held, bearing, hours, wear_eps, failed, life))
             series.append(
                 pd.DataFrame(

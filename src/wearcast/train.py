@@ -164,16 +164,6 @@ class TrainingData:
     def feature_columns(self) -> list[str]:
         return [c for c in self.X.columns if not c.startswith(BASELINE_PREFIX)]
 
-    @property
-    def run_ends(self) -> dict[str, pd.Timestamp | None]:
-        """Failure (or last known healthy) time of each run, from the labels."""
-        hours = self.frame["rul_h"].fillna(self.frame["rul_censored_h"])
-        ends = self.frame["timestamp"] + pd.to_timedelta(hours, unit="h")
-        return {
-            run: (None if pd.isna(t) else t)
-            for run, t in ends.groupby(self.frame["run"]).max().items()
-        }
-
 
 def prepare(
     frame: pd.DataFrame, settings: Settings, label_strategy: str | None = None
@@ -210,7 +200,7 @@ def evaluate_config(
         holdout=holdout,
         progress=progress,
     )
-    return evaluate_predictions(preds, settings, data.run_ends), preds
+    return evaluate_predictions(preds, settings), preds
 
 
 @dataclass
