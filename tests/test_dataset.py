@@ -126,6 +126,25 @@ def test_labels_linear_piecewise_and_healthy_so_far(settings):
     assert (labelled.wear == labelled.wear_piecewise).all()
 
 
+def test_piecewise_labels_start_at_the_runs_true_onset_where_it_is_known(settings):
+    frame = _frame(100, rise_at=70)  # the level rises at recording 70: the labeller's onset
+    start, end = frame.timestamp.min(), frame.timestamp.max()
+    true_onset = frame.timestamp.iloc[40] + pd.Timedelta(minutes=5)  # between recordings 40, 41
+    info = RunInfo(
+        name="r", failures={1: Defect.OUTER_RACE}, start=start, end=end, onsets={1: true_onset}
+    )
+    failing = label_table(frame, {"r": info}, settings).query("bearing == 1")
+    assert (failing.onset == true_onset).all()
+    assert (failing.wear_piecewise.iloc[:41] == 0).all() and (
+        failing.wear_piecewise.iloc[41:] > 0
+    ).all()
+    # Recordings every 10 min: the onset at 405 min, the end at 990; recording 41 (410 min)
+    # is 5 of those 585 minutes in.
+    assert failing.wear_piecewise.iloc[41] == pytest.approx(5 / 585)
+    with pytest.raises(ValueError, match="onsets are given only for bearings that failed"):
+        RunInfo.from_dict({"name": "r", "failures": {"1": "outer"}, "onsets": {"2": str(start)}})
+
+
 def test_a_run_without_known_end_is_healthy_so_far(settings):
     labelled = label_table(_frame(30, rise_at=20), {}, settings)
     assert (labelled.wear == 0).all() and labelled.life_fraction.isna().all()

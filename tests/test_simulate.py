@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,24 @@ def test_faults_are_written_and_caught_by_validation(tmp_path):
     reasons = " ".join(q.reason for q in report.quarantined)
     for words in ("dead", "values, expected 4", "is not a number", "NaN", "clipped"):
         assert words in reasons
+
+
+def test_run_json_holds_the_true_onset_of_each_failing_bearing(tmp_path):
+    settings = Settings(home=tmp_path)
+    plan = plan_simulation(settings, runs=2, recordings=12, seed=11)
+    simulate(plan, tmp_path / "d")
+    for run in plan.runs:
+        written = json.loads((tmp_path / "d" / run.info.name / "run.json").read_text())
+        assert set(written["onsets"]) == {str(b) for b in run.info.failures}
+        assert load_run_info(tmp_path / "d" / run.info.name).onsets == run.info.onsets
+        stamps = np.array(run.timestamps, dtype="datetime64[us]")
+        for bearing, onset in run.info.onsets.items():
+            assert datetime.fromisoformat(written["onsets"][str(bearing)]) == onset
+            # The simulator's parameter: a fraction of the run drawn in [0.45, 0.8] ...
+            fraction = (onset - run.timestamps[0]) / (run.timestamps[-1] - run.timestamps[0])
+            assert 0.45 <= fraction <= 0.8
+            # ... and the defect's impacts are 0 up to that time, present after it.
+            after = stamps > np.datetime64(onset)
+            assert after.any() and not after.all()
+            assert (run.severity[bearing][~after] == 0).all()
+            assert (run.severity[bearing][after] > 0).all()

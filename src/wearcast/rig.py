@@ -139,6 +139,7 @@ class _RunDescription(BaseModel):
     format: str | None = None
     n_bearings: PositiveInt | None = None
     failures: dict[PositiveInt, Defect] = Field(default_factory=dict)
+    onsets: dict[PositiveInt, datetime] = Field(default_factory=dict)
     start: datetime | None = None
     end: datetime | None = None
     sampling_rate_hz: PositiveFloat | None = None
@@ -162,6 +163,8 @@ class _RunDescription(BaseModel):
             raise ValueError("ball_diameter_mm must be smaller than pitch_diameter_mm")
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        if set(self.onsets) - set(self.failures):
+            raise ValueError("onsets are given only for bearings that failed (see failures)")
         if self.envelope_band_hz and self.envelope_band_hz[0] >= self.envelope_band_hz[1]:
             raise ValueError("envelope_band_hz must be [low, high] with low < high")
         return self
@@ -172,6 +175,8 @@ class RunInfo:
     """What is known about one run to failure (its ``run.json``); enough to label and read it.
 
     ``failures`` maps a failed bearing to its defect (``unknown`` when the part is not known).
+    ``onsets`` is the true start of a failed bearing's degradation where it is known (the
+    simulator knows it); labels use it instead of finding an onset in the recordings.
     ``end`` is the failure time; a run without ``end`` (still running, or never failed) labels
     every bearing healthy so far. Rig fields left as None take the format's defaults.
     """
@@ -188,6 +193,7 @@ class RunInfo:
     load_n: float | None = None
     geometry: BearingGeometry | None = None
     envelope_band_hz: tuple[float, float] | None = None
+    onsets: dict[int, datetime] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The run.json document (fields that are not known are left out)."""
@@ -195,6 +201,7 @@ class RunInfo:
             "name": self.name,
             "n_bearings": self.n_bearings,
             "failures": {str(b): d.value for b, d in self.failures.items()},
+            "onsets": {str(b): t.isoformat() for b, t in self.onsets.items()} or None,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
             **self.rig_fields(),
@@ -242,6 +249,7 @@ class RunInfo:
             name=d.name,
             n_bearings=d.n_bearings,
             failures=dict(d.failures),
+            onsets=dict(d.onsets),
             start=d.start,
             end=d.end,
             format=d.format,

@@ -94,8 +94,9 @@ class SimulationPlan:
     geometry: BearingGeometry = ZA_2115
 
 
-def _severity(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Impact amplitude (g) per recording of a bearing that fails at the last one."""
+def _severity(rng: np.random.Generator, n: int) -> tuple[float, np.ndarray]:
+    """The degradation onset (fraction of the run) of a bearing that fails at the last
+    recording, and its impact amplitude (g) per recording: 0 up to the onset."""
     life = np.linspace(0.0, 1.0, n)
     onset = rng.uniform(0.45, 0.8)
     u = np.clip((life - onset) / (1.0 - onset), 0.0, None)
@@ -104,7 +105,7 @@ def _severity(rng: np.random.Generator, n: int) -> np.ndarray:
     wobble = np.zeros(n)
     for i in range(1, n):
         wobble[i] = 0.93 * wobble[i - 1] + rng.normal(0.0, 0.09)
-    return np.where(u > 0, growth * np.exp(wobble), 0.0)
+    return onset, np.where(u > 0, growth * np.exp(wobble), 0.0)
 
 
 def plan_simulation(
@@ -164,6 +165,8 @@ def plan_simulation(
             slots = rng.choice(np.arange(1, recordings // 2), size=faults_per_run, replace=False)
             kinds = list(Fault)
             faults = {int(i): kinds[k % len(kinds)] for k, i in enumerate(sorted(slots))}
+        drawn = {b: _severity(rng, recordings) for b in run_failures}
+        span = stamps[-1] - stamps[0]
         plans.append(
             RunPlan(
                 info=RunInfo(
@@ -173,11 +176,13 @@ def plan_simulation(
                     start=stamps[0],
                     end=stamps[-1],
                     shaft_rpm=settings.shaft_rpm,
+                    # Written to run.json: simulated runs are scored against the true onset.
+                    onsets={b: stamps[0] + onset * span for b, (onset, _) in drawn.items()},
                 ),
                 timestamps=stamps,
                 channels=channels,
                 channel_map=bearing_channels(n_channels, bearings),
-                severity={b: _severity(rng, recordings) for b in run_failures},
+                severity={b: severity for b, (_, severity) in drawn.items()},
                 faults=faults,
                 seed=int(rng.integers(2**63)),
             )
