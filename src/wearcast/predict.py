@@ -4,9 +4,14 @@ A folder is scored run by run, each bearing against its own baseline (its first
 ``baseline_recordings`` recordings in the folder). With the version's prognostics (health
 indicator, alarm states, remaining life: :mod:`wearcast.prognostics`) every recording gets its
 health indicator, alarm state and remaining life with an interval, each from the recordings up
-to it; a version trained without them falls back on the wear k-of-n rule and the wear trend. A
-single file has no history: it is compared with the training fleet's baseline, which is less
-reliable, and the answer says so.
+to it; a version trained without them falls back on the wear k-of-n rule and the wear trend.
+
+One rule for a recording without history, here and in the API: a single file is scored as the
+first recording of its bearing, its own baseline, and the first ``baseline_recordings - 1``
+recordings of a bearing are never judged above the health threshold (the baseline is still
+being made). No change can show in such an answer, and it says so. (The
+training fleet's baseline, used before for a single file, put healthy real IMS recordings at
+wear 0.29-0.30, a hair under the alarm threshold: issue 9.)
 """
 
 from __future__ import annotations
@@ -56,14 +61,8 @@ def score_path(
     table = pd.concat(rows, ignore_index=True).sort_values(["run", "bearing", "timestamp"])
     table = table.reset_index(drop=True)
     columns = model_columns(table.drop(columns=["file"]))
-    single = path.is_file()
-    if single:
-        missing = pd.DataFrame(
-            np.nan, index=table.index, columns=[BASELINE_PREFIX + c for c in columns]
-        )
-        table = pd.concat([table, missing], axis=1)
-    else:
-        table = growing_baselines(table, columns, settings.baseline_recordings)
+    k = settings.baseline_recordings
+    table = growing_baselines(table, columns, k)
     table["wear"] = model.predict(model_inputs(table, columns))
     if prognostics is not None:
         table["health"] = prognostics.health.score_samples(table)
@@ -72,21 +71,19 @@ def score_path(
         hours = (
             (group["timestamp"] - group["timestamp"].iloc[0]).dt.total_seconds() / 3600
         ).to_numpy()
-        history = min(len(group), settings.baseline_recordings)
+        history = min(len(group), k)
         common = {
             "run": run,
             "bearing": int(bearing),
-            "baseline": "training fleet (no history)"
-            if single
+            "baseline": "this recording alone (no history: no change can show yet)"
+            if len(group) == 1
             else f"this bearing's first {history} recordings",
             "model_version": version,
         }
         if prognostics is None:
             statuses = _wear_statuses(hours, group["wear"].to_numpy(), settings)
         else:
-            steps, episodes = prognostics.follow(
-                hours, group["health"].to_numpy(), warmup=0 if single else history - 1
-            )
+            steps, episodes = prognostics.follow(hours, group["health"].to_numpy(), warmup=k - 1)
             statuses = [step.answer() for step in steps]
             stamps = group["timestamp"]
             common["episodes"] = [_episode_answer(e, stamps) for e in episodes]
