@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from wearcast.config import Settings
-from wearcast.dataset import featurize, label_table, model_columns, read_table
+from wearcast.dataset import featurize, label_table, model_columns, read_table, table_folder
 from wearcast.rig import Defect, RunInfo
 from wearcast.simulate import plan_simulation, simulate
 
@@ -158,3 +158,49 @@ def test_model_columns_are_the_same_for_one_and_two_channels_per_bearing(tmp_pat
     one, two = read_table(tmp_path / "t1"), read_table(tmp_path / "t2")
     assert model_columns(one) == model_columns(two)
     assert "ch2_std" in two.columns and "ch2_std" not in one.columns
+
+
+def test_a_table_is_built_from_the_folder_it_is_given_and_never_relabels_another(
+    tmp_path, settings
+):
+    """`make run DATA=B` after `make run` once merged B into A's table and relabelled A's runs
+    as never failed. Each folder has its own table; a table refuses another folder; every run
+    is labelled from its own run.json."""
+    folders = {}
+    for name, failing in (("a", 1), ("b", 3)):
+        plan = plan_simulation(
+            settings,
+            runs=1,
+            recordings=6,
+            failures={failing: Defect.OUTER_RACE},
+            seed=5,
+            run_prefix=f"run_{name}",
+        )
+        simulate(plan, tmp_path / name)
+        folders[name] = tmp_path / name
+    tables = tmp_path / "tables"
+    ta, tb = (table_folder(tables, folders[n]) for n in ("a", "b"))
+    assert ta != tb and ta.parent == tables
+    featurize(folders["a"], ta, settings)
+    before = read_table(ta)
+    with pytest.raises(ValueError, match=f"is the table of {folders['a'].resolve()}"):
+        featurize(folders["b"], ta, settings)
+    featurize(folders["b"], tb, settings)
+    pd.testing.assert_frame_equal(read_table(ta), before)
+    for name, table, failing in (("a", ta, 1), ("b", tb, 3)):
+        frame = read_table(table)
+        assert set(frame.run) == {f"run_{name}_01"}
+        assert set(frame[frame.failed].bearing) == {failing}
+        assert frame[frame.bearing == failing].wear_linear.iloc[-1] == 1
+    # A run.json edit relabels that run only; a run taken out of the folder leaves the table
+    # (it is not kept and relabelled as healthy).
+    meta = folders["b"] / "run_b_01" / "run.json"
+    edited = json.loads(meta.read_text()) | {"failures": {"2": "inner"}, "onsets": {}}
+    meta.write_text(json.dumps(edited))
+    relabelled = read_table(featurize(folders["b"], tb, settings).table)
+    assert set(relabelled[relabelled.failed].bearing) == {2}
+    shutil.rmtree(folders["b"] / "run_b_01")
+    shutil.copytree(folders["a"] / "run_a_01", folders["b"] / "moved")
+    moved = read_table(featurize(folders["b"], tb, settings).table)
+    assert set(moved.run) == {"run_a_01"}  # run_b_01 left the table with its folder
+    assert set(moved[moved.failed].bearing) == {1}  # labelled by its own run.json, in b

@@ -684,13 +684,15 @@ def pipeline(
     ] = None,
 ) -> None:
     """The main job: (simulate ->) featurize -> train -> register -> promote through the gate."""
+    from wearcast.dataset import table_folder
+
     settings = settings_of(ctx)
     if data_dir is None:
         data_dir = settings.data_dir / "simulated"
         if not data_dir.exists():
             console.rule("simulate")
             ctx.invoke(simulate, ctx=ctx, out_dir=data_dir, faults=2)
-    table = settings.tables_dir / "default"
+    table = table_folder(settings.tables_dir, data_dir)  # another folder never merges into it
     console.rule("featurize (validate, features, labels)")
     ctx.invoke(featurize, ctx=ctx, data_dir=data_dir, out=table)
     console.rule("train, evaluate, register, gate")

@@ -7,6 +7,12 @@ Layout of a table folder::
                                 outcome; written last, so a batch counts only once it is whole
     table.parquet               all rows, latest version of each file, with labels
     quarantine.json             every input file that could not be used, with the reason
+    source.json                 the one data folder the table is built from
+
+A table is built from one data folder: given another, it is refused (a second folder merged in
+once relabelled the first one's runs as never failed). :func:`table_folder` names a table
+folder per data folder. Rows of runs no longer in the folder leave the table, and every run is
+labelled from its own run.json.
 
 A rerun reads the manifests and processes only files that are new or changed (size or mtime
 differ, or their run's run.json now describes them otherwise), so a crash loses at most the
@@ -75,6 +81,7 @@ __all__ = [
     "feature_columns",
     "model_columns",
     "table_digest",
+    "table_folder",
     "degradation_onset",
 ]
 
@@ -92,6 +99,7 @@ LABEL_COLUMNS = [
     "health_indicator",
 ]
 _PART = re.compile(r"part-(\d+)\.(parquet|json)$")
+SOURCE_FILE = "source.json"
 
 
 @dataclass(frozen=True)
@@ -373,6 +381,29 @@ def _unseen(tasks: Iterable[Task], table_dir: Path) -> list[Task]:
     return unseen
 
 
+def table_folder(tables_dir: Path, data_dir: Path) -> Path:
+    """The table folder of a data folder under ``tables_dir``: one table per folder."""
+    source = Path(data_dir).resolve()
+    tag = hashlib.blake2b(str(source).encode(), digest_size=4).hexdigest()
+    return Path(tables_dir) / f"{source.name or 'data'}-{tag}"
+
+
+def _check_source(data_dir: Path, table_dir: Path, *, bind: bool = False) -> None:
+    """Refuse to build ``table_dir`` from another folder than its own; ``bind`` records
+    ``data_dir`` as its folder if it has none yet."""
+    source = str(Path(data_dir).resolve())
+    path = Path(table_dir) / SOURCE_FILE
+    if path.exists():
+        known = json.loads(path.read_text())["data_dir"]
+        if known != source:
+            raise ValueError(
+                f"{table_dir} is the table of {known}, not of {source}: a table is built from "
+                "one folder (give another table folder, e.g. wearcast featurize --out)"
+            )
+    elif bind:
+        write_atomic(path, json.dumps({"data_dir": source}))
+
+
 def pending_files(
     data_dir: Path, table_dir: Path, *, unreadable: list[Quarantined] | None = None
 ) -> list[Task]:
@@ -381,6 +412,7 @@ def pending_files(
     Folders that cannot be listed go to ``unreadable`` if given, else raise ``OSError``.
     """
     data_dir = Path(data_dir)
+    _check_source(data_dir, table_dir)
     runs = discover_runs(data_dir, unreadable=unreadable)
     return _unseen((t for run in runs for t in run_tasks(run, data_dir)), table_dir)
 
@@ -441,6 +473,7 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     data_dir, table_dir = Path(data_dir), Path(table_dir)
     parts_dir = table_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
+    _check_source(data_dir, table_dir, bind=True)
     latest = _load_manifests(parts_dir, cleanup=True)
     manifests = sorted(p.name for p in parts_dir.glob("part-*.json"))
     table_path = table_dir / "table.parquet"
@@ -465,6 +498,7 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     )
     if not up_to_date:
         frame = _merge_parts(parts_dir, latest)
+        frame = frame[frame["run"].isin(infos)].reset_index(drop=True)  # runs still there
         if frame.empty:  # every file quarantined: an empty table, and the reasons
             frame = frame.reindex(columns=[*KEY_COLUMNS, *LABEL_COLUMNS])
         else:
