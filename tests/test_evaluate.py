@@ -193,3 +193,35 @@ def test_held_out_predictions_never_fit_on_the_held_out_unit():
     assert preds["wear_pred"].tolist() == [3.5, 3.5, 2.5, 2.5, 1.5, 1.5]
     with pytest.raises(ValueError, match="at least two runs, found 1"):
         held_out_predictions(frame[frame.run == "a"], X[:2], y[:2], _Recorder)
+
+
+def test_one_run_with_holdout_run_is_refused_before_the_search(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import wearcast.train
+    from wearcast.cli import app
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the search ran on a table that cannot be evaluated")
+
+    monkeypatch.setattr(wearcast.train, "search", no_search)
+    rng = np.random.default_rng(0)
+    rows = [
+        {"run": "only", "bearing": b, "timestamp": T0 + pd.Timedelta(hours=h), "std": s, "rms": s}
+        for b in (1, 2)
+        for h, s in enumerate(rng.uniform(0.05, 0.1, 30))
+    ]
+    table = tmp_path / "one_run.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    meta = tmp_path / "runs.json"
+    end = str(T0 + pd.Timedelta(hours=29))
+    meta.write_text(
+        json.dumps({"only": {"failures": {"1": "outer"}, "start": str(T0), "end": end}})
+    )
+    args = ["train", str(table), "--runs-meta", str(meta), "--no-register"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "at least two runs, found 1" in result.output
+    assert "--holdout bearing, 2 bearings" in result.output

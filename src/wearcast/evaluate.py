@@ -36,6 +36,7 @@ from wearcast.config import Settings
 __all__ = [
     "AlarmJudgement",
     "BearingOutcome",
+    "check_holdout",
     "Evaluation",
     "LABELS",
     "held_out_predictions",
@@ -151,6 +152,25 @@ class Evaluation:
         }
 
 
+def _units(frame: pd.DataFrame, holdout: str) -> pd.Series:
+    return frame["run"] if holdout == "run" else frame["run"] + "/" + frame["bearing"].astype(str)
+
+
+def check_holdout(frame: pd.DataFrame, holdout: str) -> None:
+    """Refuse a table that cannot be evaluated holding out ``holdout`` units, saying what can
+    (called before the search, which would otherwise run for nothing)."""
+    found = _units(frame, holdout).nunique()
+    if found >= 2:
+        return
+    message = f"held-out evaluation needs at least two {holdout}s, found {found}"
+    bearings = _units(frame, "bearing").nunique()
+    if holdout == "run" and bearings >= 2:
+        message += f": hold out bearings instead (--holdout bearing, {bearings} bearings)"
+    else:
+        message += ": add recordings of other bearings to the table"
+    raise ValueError(message)
+
+
 def held_out_predictions(
     frame: pd.DataFrame,
     X: pd.DataFrame,
@@ -161,10 +181,9 @@ def held_out_predictions(
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Predict each held-out unit (``run`` or ``bearing``) with a model fitted on the others."""
-    units = frame["run"] if holdout == "run" else frame["run"] + "/" + frame["bearing"].astype(str)
+    check_holdout(frame, holdout)
+    units = _units(frame, holdout)
     names = sorted(units.unique())
-    if len(names) < 2:
-        raise ValueError(f"held-out evaluation needs at least two {holdout}s, found {len(names)}")
     pred = np.full(len(frame), np.nan)
     for name in names:
         test = (units == name).to_numpy()

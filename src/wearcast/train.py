@@ -25,7 +25,12 @@ from sklearn.pipeline import Pipeline
 from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns
-from wearcast.evaluate import Evaluation, evaluate_predictions, held_out_predictions
+from wearcast.evaluate import (
+    Evaluation,
+    check_holdout,
+    evaluate_predictions,
+    held_out_predictions,
+)
 
 # The model's classes live in wearcast.model (what serving needs, without optuna). Models
 # registered before that split were pickled as wearcast.train.<class>: these names keep them
@@ -248,6 +253,7 @@ def fit_and_evaluate(
 ) -> TrainingOutcome:
     """Search (unless ``config`` is given), evaluate held out, fit the final model on all data."""
     say = progress or (lambda _msg: None)
+    check_holdout(data.frame, holdout)  # before the search, not after it
     if config is None:
         result = search(
             data.X,
