@@ -286,7 +286,7 @@ def _plot_run(
             t = (pd.Timestamp(o.alarm_at) - b["timestamp"].iloc[0]).total_seconds() / 3600 + b[
                 "elapsed_h"
             ].iloc[0]
-            ax.axvline(t, color="tab:red", lw=1, label="first persistent alarm")
+            ax.axvline(t, color="tab:red", lw=1, label="persistent alarm raised")
         title = f"bearing {bearing}" + (" (failed)" if o.failed else " (did not fail)")
         if o.lead_time_h is not None:
             title += f": alarm {o.lead_time_h:.1f} h before failure"
