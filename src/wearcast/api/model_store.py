@@ -40,6 +40,7 @@ class LoadedModel:
     version: int
     metrics: dict[str, float]
     prognostics: Prognostics | None = None  # None: trained before the health indicator
+    reference: pd.DataFrame | None = None  # drift reference; None: trained before monitoring
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -111,6 +112,7 @@ class ModelStore:
             version=version,
             metrics=json.loads(tags.get("metrics", "{}")),
             prognostics=prognostics,
+            reference=registry.load_reference(self.client, self.settings, version),
         )
 
     def reload(self) -> tuple[bool, str]:
