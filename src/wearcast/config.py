@@ -201,10 +201,16 @@ class Settings(BaseSettings):
         50, ge=5, description="latest recordings of a machine compared with the reference"
     )
     drift_min_recordings: int = Field(
-        20, ge=5, description="a machine with fewer recordings logged is not judged yet"
+        20, ge=5, description="a machine with fewer recordings after its baseline is not judged"
     )
     drift_fdr: float = Field(
         0.01, gt=0, lt=1, description="false discovery rate of the per-feature tests (BH)"
+    )
+    drift_min_distance: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="a significant feature drifts only if its KS distance is at least this",
     )
     drift_reference_rows: int = Field(
         4000, gt=100, description="healthy training rows kept with a model version as reference"

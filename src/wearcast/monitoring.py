@@ -93,11 +93,22 @@ def feature_group(name: str) -> str:
 
 
 def reference_sample(frame: pd.DataFrame, columns: list[str], settings: Settings) -> pd.DataFrame:
-    """The drift reference kept with a model version: healthy training rows (piecewise wear
-    label 0, before the degradation onset), their features and baselines, at most
-    ``drift_reference_rows`` of them. Worn rows are left out: they are not what incoming data
-    from a healthy fleet should look like."""
-    healthy = frame[frame["wear_piecewise"] == 0] if "wear_piecewise" in frame else frame
+    """The drift reference kept with a model version: training rows of healthy machines, their
+    features and baselines, at most ``drift_reference_rows`` of them.
+
+    A row is kept if its run had no bearing past its degradation onset yet (piecewise wear
+    label 0 for all: a failing neighbour shakes the healthy bearings of its machine too) and if
+    it is not one of its bearing's first ``baseline_recordings`` (those define the baseline, so
+    their relative values are pulled towards 0; the window leaves them out as well)."""
+    keys = ["run", "bearing"]
+    ordered = frame.sort_values("timestamp", kind="stable")
+    after_baseline = ordered.groupby(keys).cumcount() >= settings.baseline_recordings
+    keep = after_baseline.reindex(frame.index)
+    if "wear_piecewise" in frame:
+        worn = frame["wear_piecewise"] > 0
+        onset = frame["timestamp"].where(worn).groupby(frame["run"]).transform("min")
+        keep &= onset.isna() | (frame["timestamp"] < onset)
+    healthy = frame[keep]
     if healthy.empty:
         raise ValueError("the training table has no healthy rows to serve as drift reference")
     rows = healthy.sample(
@@ -117,9 +128,10 @@ def model_view(pipeline, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 class FeatureDrift:
     feature: str
     group: str
+    bearing: int
     statistic: float  # KS distance between the two empirical distributions, 0..1
     p_value: float
-    q_value: float  # Benjamini-Hochberg adjusted over the machine's features
+    q_value: float  # Benjamini-Hochberg adjusted over the machine's bearings and features
     drifted: bool
 
 
@@ -139,8 +151,9 @@ class MachineDrift:
     rows: int  # bearing rows tested
     first: datetime | None
     last: datetime | None
-    judged: bool  # False: fewer than drift_min_recordings recordings logged
+    judged: bool  # False: fewer than drift_min_recordings recordings after the baseline
     drifted: bool
+    drifted_bearings: list[int] = field(default_factory=list)
     groups: list[GroupDrift] = field(default_factory=list)
     top_features: list[FeatureDrift] = field(default_factory=list)
 
@@ -161,26 +174,35 @@ class DriftReport:
 
 
 def compare(
-    names: list[str], reference: np.ndarray, window: np.ndarray, fdr: float
+    names: list[str],
+    reference: np.ndarray,
+    windows: dict[int, np.ndarray],
+    fdr: float,
+    min_distance: float,
 ) -> list[FeatureDrift]:
-    """KS test of every feature (columns), BH-corrected together. A feature missing in all of
-    the window's or the reference's rows is not tested."""
+    """KS test of every feature (columns) of every bearing's window against the reference,
+    BH-corrected together; a feature drifts if significant and its KS distance is at least
+    ``min_distance``. A feature missing in all of a window's or the reference's rows is not
+    tested."""
     tested, statistics, p_values = [], [], []
-    for j, name in enumerate(names):
-        ref, win = reference[:, j], window[:, j]
-        ref, win = ref[np.isfinite(ref)], win[np.isfinite(win)]
-        if len(ref) == 0 or len(win) == 0:
-            continue
-        result = stats.ks_2samp(ref, win)
-        tested.append(name)
-        statistics.append(float(result.statistic))
-        p_values.append(float(result.pvalue))
+    for bearing, window in windows.items():
+        for j, name in enumerate(names):
+            ref, win = reference[:, j], window[:, j]
+            ref, win = ref[np.isfinite(ref)], win[np.isfinite(win)]
+            if len(ref) == 0 or len(win) == 0:
+                continue
+            result = stats.ks_2samp(ref, win)
+            tested.append((bearing, name))
+            statistics.append(float(result.statistic))
+            p_values.append(float(result.pvalue))
     if not tested:
         return []
     q_values = stats.false_discovery_control(p_values, method="bh")
     return [
-        FeatureDrift(name, feature_group(name), s, p, float(q), bool(q < fdr))
-        for name, s, p, q in zip(tested, statistics, p_values, q_values, strict=True)
+        FeatureDrift(
+            name, feature_group(name), bearing, s, p, float(q), bool(q < fdr and s >= min_distance)
+        )
+        for (bearing, name), s, p, q in zip(tested, statistics, p_values, q_values, strict=True)
     ]
 
 
@@ -209,12 +231,21 @@ def evaluate_drift(
 ) -> DriftReport:
     """Compare each machine's latest recordings (all its bearings) with the reference."""
     names, ref_view = model_view(pipeline, reference)
+    k = settings.baseline_recordings
     recent = log_.recent_features(settings.drift_window)
     keys = sorted({(m, b) for m, rows in recent.items() for b, _, _ in rows})
-    samples = log_.baseline_samples(keys, settings.baseline_recordings)
+    samples = log_.baseline_samples(keys, k)
     medians = {key: sample_medians([s for _, s in found]) for key, found in samples.items()}
+    # A bearing's baseline recordings are left out, as from the reference; so are all its
+    # recordings until its baseline is complete.
+    ends = {key: found[-1][0] if len(found) == k else None for key, found in samples.items()}
     machines = []
-    for machine, rows in recent.items():
+    for machine, found in recent.items():
+        rows = [
+            (b, t, f)
+            for b, t, f in found
+            if ends[(machine, b)] is not None and t > ends[(machine, b)]
+        ]
         times = sorted({t for _, t, _ in rows})
         base = dict(
             machine=machine,
@@ -226,16 +257,21 @@ def evaluate_drift(
         if len(times) < settings.drift_min_recordings:
             machines.append(MachineDrift(**base, judged=False, drifted=False))
             continue
-        frame = pd.DataFrame(
-            [
-                [_value(f.get(n)) for n in names]
-                + [_value(medians[(machine, b)].get(n)) for n in names]
-                for b, _, f in rows
-            ],
-            columns=names + [BASELINE_PREFIX + n for n in names],
+        windows = {}
+        for bearing in sorted({b for b, _, _ in rows}):
+            frame = pd.DataFrame(
+                [
+                    [_value(f.get(n)) for n in names]
+                    + [_value(medians[(machine, b)].get(n)) for n in names]
+                    for b, _, f in rows
+                    if b == bearing
+                ],
+                columns=names + [BASELINE_PREFIX + n for n in names],
+            )
+            windows[bearing] = model_view(pipeline, frame)[1]
+        features = compare(
+            names, ref_view, windows, settings.drift_fdr, settings.drift_min_distance
         )
-        _, view = model_view(pipeline, frame)
-        features = compare(names, ref_view, view, settings.drift_fdr)
         groups = _groups(features)
         top = sorted(features, key=lambda f: (f.q_value, -f.statistic))[:_TOP]
         machines.append(
@@ -243,6 +279,7 @@ def evaluate_drift(
                 **base,
                 judged=True,
                 drifted=any(g.drifted for g in groups),
+                drifted_bearings=sorted({f.bearing for f in features if f.drifted}),
                 groups=groups,
                 top_features=top,
             )
@@ -341,8 +378,9 @@ per feature (relative to each bearing's baseline), Benjamini-Hochberg false disc
 </tr>{% endfor %}</table>
 {% for m in r.machines if m.drifted %}
 <h2>{{ m.machine }}: most significant features</h2>
-<table><tr><th>feature</th><th>group</th><th>KS distance</th><th>p</th><th>q (BH)</th></tr>
-{% for f in m.top_features %}<tr class="{{ 'drift' if f.drifted else '' }}"><td>{{ f.feature }}</td>
+<table><tr><th>bearing</th><th>feature</th><th>group</th><th>KS distance</th><th>p</th><th>q (BH)</th></tr>
+{% for f in m.top_features %}<tr class="{{ 'drift' if f.drifted else '' }}">
+<td>{{ f.bearing }}</td><td>{{ f.feature }}</td>
 <td>{{ f.group }}</td><td class="n">{{ "%.3f"|format(f.statistic) }}</td>
 <td class="n">{{ "%.2g"|format(f.p_value) }}</td><td class="n">{{ "%.2g"|format(f.q_value) }}</td>
 </tr>{% endfor %}</table>

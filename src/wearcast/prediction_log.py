@@ -469,7 +469,8 @@ class PredictionLog:
                     .where(
                         has,
                         _Prediction.machine == machine,
-                        _Prediction.recorded_at >= select(func.min(times.c.recorded_at)),
+                        _Prediction.recorded_at
+                        >= select(func.min(times.c.recorded_at)).scalar_subquery(),
                     )
                     .order_by(_Prediction.recorded_at, _Prediction.bearing)
                 ).all()
