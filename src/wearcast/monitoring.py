@@ -378,7 +378,8 @@ per feature (relative to each bearing's baseline), Benjamini-Hochberg false disc
 </tr>{% endfor %}</table>
 {% for m in r.machines if m.drifted %}
 <h2>{{ m.machine }}: most significant features</h2>
-<table><tr><th>bearing</th><th>feature</th><th>group</th><th>KS distance</th><th>p</th><th>q (BH)</th></tr>
+<table><tr><th>bearing</th><th>feature</th><th>group</th><th>KS distance</th><th>p</th>
+<th>q (BH)</th></tr>
 {% for f in m.top_features %}<tr class="{{ 'drift' if f.drifted else '' }}">
 <td>{{ f.bearing }}</td><td>{{ f.feature }}</td>
 <td>{{ f.group }}</td><td class="n">{{ "%.3f"|format(f.statistic) }}</td>

@@ -1,0 +1,242 @@
+"""Drift detection (wearcast.monitoring): simulated machines replayed through the API's scoring
+path, the statistics on their own, and the retraining trigger against a fake Airflow."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import httpx
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from wearcast.api.model_store import ModelStore
+from wearcast.api.service import Scorer
+from wearcast.config import Settings
+from wearcast.dataset import featurize
+from wearcast.monitoring import (
+    GROUPS,
+    compare,
+    evaluate_drift,
+    feature_group,
+    render_html,
+    trigger_retraining,
+)
+from wearcast.prediction_log import PredictionLog
+from wearcast.retrain import train_challenger
+from wearcast.simulate import change_speed, plan_simulation, quantise, render_recording, simulate
+
+CONFIG = {
+    "family": "random_forest",
+    "params": {"n_estimators": 30},
+    "pca_components": 0,
+    "features": "both",
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A model trained on simulated runs, loaded as the API loads it (with its reference)."""
+    root = tmp_path_factory.mktemp("drift")
+    settings = Settings(home=root / "home", workers=2)
+    simulate(plan_simulation(settings, runs=3, recordings=70, seed=6), root / "data", workers=2)
+    featurize(root / "data", root / "table", settings)
+    version = train_challenger(settings, root / "table", config=CONFIG)["version"]
+    model = ModelStore(settings).load(version)
+    assert model.reference is not None and len(model.reference) > 100
+    return settings, model
+
+
+def replay(settings, model, db, *, seed: int, recordings: int, change=None, change_at=0):
+    """Score a held-out healthy machine's recordings in order (changed from ``change_at``
+    on), as the API does; returns the drift report of its latest window."""
+    plan = plan_simulation(
+        settings,
+        runs=1,
+        recordings=recordings,
+        failures={},
+        seed=seed,
+        start=datetime(2006, 1, 2),
+        run_prefix=f"heldout{seed}",
+    )
+    run = plan.runs[0]
+    log = PredictionLog(f"sqlite:///{db}")
+    scorer = Scorer(settings, log)
+    try:
+        for i, stamp in enumerate(run.timestamps):
+            data = render_recording(plan, run, i)
+            if change is not None and i >= change_at:
+                data = change(data)
+            scorer.score(scorer.recording_inputs(quantise(data), run.info.name, stamp), model)
+        report = evaluate_drift(
+            log,
+            model.pipeline,
+            model.reference,
+            settings,
+            model_name=model.name,
+            model_version=model.version,
+        )
+    finally:
+        log.close()
+    [machine] = report.machines
+    return report, machine
+
+
+@pytest.mark.slow
+def test_held_out_healthy_machines_do_not_drift(served, tmp_path):
+    settings, model = served
+    k, m = settings.baseline_recordings, settings.drift_min_recordings
+    for seed in (101, 102):
+        _, machine = replay(settings, model, tmp_path / f"{seed}.db", seed=seed, recordings=k + m)
+        assert machine.judged and machine.rows == 4 * m
+        assert not machine.drifted, machine.top_features[:3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "moved"),
+    [
+        (lambda x: 2.0 * x, {"time", "bands", "envelope"}),  # every level doubles
+        (lambda x: change_speed(x, 0.85), {"bands"}),  # energy moves between bands
+    ],
+    ids=["gain x2", "speed -15%"],
+)
+def test_a_gain_or_speed_change_after_the_baseline_is_flagged(served, tmp_path, change, moved):
+    settings, model = served
+    k, m = settings.baseline_recordings, settings.drift_min_recordings
+    # The machine is judged on its last m recordings; the change came 10 recordings ago.
+    _, machine = replay(
+        settings,
+        model,
+        tmp_path / "c.db",
+        seed=103,
+        recordings=k + m,
+        change=change,
+        change_at=k + m - 10,
+    )
+    assert machine.drifted
+    assert machine.drifted_bearings == [1, 2, 3, 4]
+    assert moved <= {g.group for g in machine.groups if g.drifted}
+
+
+@pytest.mark.slow
+def test_a_gain_present_from_the_first_recording_is_carried_by_the_baseline(served, tmp_path):
+    settings, model = served
+    k, m = settings.baseline_recordings, settings.drift_min_recordings
+    _, machine = replay(
+        settings, model, tmp_path / "g.db", seed=104, recordings=k + m, change=lambda x: 2 * x
+    )
+    assert machine.judged and not machine.drifted
+
+
+def test_ks_with_bh_flags_a_shifted_feature_and_not_the_others():
+    rng = np.random.default_rng(0)
+    names = [f"band_{i:05d}_{i + 100:05d}" for i in range(0, 3000, 100)]
+    reference = rng.normal(size=(2000, len(names)))
+    window = rng.normal(size=(50, len(names)))
+    window[:, 7] += 3.0  # one feature moved by 3 standard deviations
+    found = compare(names, reference, {1: window, 2: rng.normal(size=(50, len(names)))}, 0.01, 0.6)
+    assert len(found) == 2 * len(names)
+    assert [(f.bearing, f.feature) for f in found if f.drifted] == [(1, names[7])]
+    # The same shift below the distance threshold is significant but not drift.
+    small = window.copy()
+    small[:, 7] -= 1.8
+    [f] = [f for f in compare(names, reference, {1: small}, 0.01, 0.6) if f.feature == names[7]]
+    assert f.q_value < 0.01 and not f.drifted
+
+
+def test_every_feature_has_a_group(served):
+    _, model = served
+    groups = {feature_group(f) for f in model.features}
+    assert groups == set(GROUPS)
+    with pytest.raises(ValueError):
+        feature_group("ch1_rms")
+
+
+class FakeAirflow:
+    """Airflow 3's token and DAG-run endpoints, recording what they were asked."""
+
+    def __init__(self, fail: bool = False):
+        self.runs: list[dict] = []
+        self.fail = fail
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            assert json.loads(request.content) == {"username": "wc", "password": "pw"}
+            return httpx.Response(201, json={"access_token": "jwt-1"})
+        assert request.url.path == "/api/v2/dags/wearcast_retrain/dagRuns"
+        assert request.headers["Authorization"] == "Bearer jwt-1"
+        if self.fail:
+            return httpx.Response(503, json={"detail": "down"})
+        self.runs.append(json.loads(request.content))
+        return httpx.Response(200, json={"dag_run_id": self.runs[-1]["dag_run_id"]})
+
+
+def test_drift_triggers_retraining_once_per_cooldown_across_workers(served, tmp_path):
+    settings, model = served
+    settings = settings.model_copy(
+        update={
+            "retrain_on_drift": True,
+            "airflow_url": "http://airflow.test",
+            "airflow_username": "wc",
+            "airflow_password": SecretStr("pw"),
+            "retrain_cooldown_s": 3600,
+        }
+    )
+    k, m = settings.baseline_recordings, settings.drift_min_recordings
+    report, machine = replay(
+        settings,
+        model,
+        tmp_path / "t.db",
+        seed=105,
+        recordings=k + m,
+        change=lambda x: 2 * x,
+        change_at=k,
+    )
+    assert machine.drifted
+    down = FakeAirflow(fail=True)
+    workers = [PredictionLog(f"sqlite:///{tmp_path / 't.db'}") for _ in range(2)]
+    try:
+        # Airflow down: nothing triggered, and the cooldown is not spent.
+        assert (
+            trigger_retraining(settings, workers[0], report, transport=httpx.MockTransport(down))
+            is None
+        )
+        airflow = FakeAirflow()
+        transport = httpx.MockTransport(airflow)
+        first = trigger_retraining(settings, workers[0], report, transport=transport)
+        assert first is not None
+        # Another worker, and the same worker again, within the cooldown: no second run.
+        assert trigger_retraining(settings, workers[1], report, transport=transport) is None
+        assert trigger_retraining(settings, workers[0], report, transport=transport) is None
+        assert [r["dag_run_id"] for r in airflow.runs] == [first]
+        assert airflow.runs[0]["conf"]["machines"] == [machine.machine]
+        assert airflow.runs[0]["logical_date"] is None
+        # No drift, no trigger (even with the cooldown over).
+        workers[0].release_lease("retrain-on-drift")
+        calm = report.__class__(**{**vars(report), "machines": []})
+        assert trigger_retraining(settings, workers[1], calm, transport=transport) is None
+        assert len(airflow.runs) == 1
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_the_html_report_shows_the_verdicts(served, tmp_path):
+    settings, model = served
+    k, m = settings.baseline_recordings, settings.drift_min_recordings
+    report, machine = replay(
+        settings,
+        model,
+        tmp_path / "h.db",
+        seed=106,
+        recordings=k + m,
+        change=lambda x: 2 * x,
+        change_at=k,
+    )
+    html = render_html(report)
+    assert machine.machine in html and "1 of 1 machines drifted" in html.replace(
+        "<strong>", ""
+    ).replace("</strong>", "")
+    assert machine.top_features[0].feature in html
