@@ -4,12 +4,14 @@ path, the statistics on their own, and the retraining trigger against a fake Air
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 
 import httpx
 import numpy as np
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from wearcast.api.model_store import ModelStore
 from wearcast.api.service import Scorer
@@ -23,7 +25,7 @@ from wearcast.monitoring import (
     render_html,
     trigger_retraining,
 )
-from wearcast.prediction_log import PredictionLog
+from wearcast.prediction_log import PredictionLog, PredictionRecord
 from wearcast.retrain import train_challenger
 from wearcast.simulate import change_speed, plan_simulation, quantise, render_recording, simulate
 
@@ -240,3 +242,20 @@ def test_the_html_report_shows_the_verdicts(served, tmp_path):
         "<strong>", ""
     ).replace("</strong>", "")
     assert machine.top_features[0].feature in html
+
+
+def test_an_old_log_gains_the_features_column_and_its_rows_are_left_out(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = PredictionLog(url)
+    with old.engine.begin() as conn:  # the schema before drift monitoring
+        conn.execute(text("ALTER TABLE predictions DROP COLUMN features"))
+    old.close()
+    log = PredictionLog(url)
+    try:
+        stamp = datetime(2004, 1, 1)
+        record = PredictionRecord("r1", "m1", 1, stamp, "d" * 32, 0.1, None, False, "m", 1)
+        later = replace(record, recorded_at=stamp.replace(hour=1), features={"rms": 1.0})
+        log.commit([record, later])
+        assert log.recent_features(10) == {"m1": [(1, later.recorded_at, {"rms": 1.0})]}
+    finally:
+        log.close()

@@ -96,7 +96,8 @@ class _Prediction(_Base):
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[int] = mapped_column(Integer)
     answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the client got
-    features: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # model's, for drift
+    # The model's features, for drift (wearcast.monitoring); SQL NULL, not JSON null, if absent.
+    features: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class _BaselineSample(_Base):

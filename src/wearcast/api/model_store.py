@@ -40,7 +40,8 @@ class LoadedModel:
     version: int
     metrics: dict[str, float]
     prognostics: Prognostics | None = None  # None: trained before the health indicator
-    reference: pd.DataFrame | None = None  # drift reference; None: trained before monitoring
+    # Drift reference (wearcast.monitoring); None: trained before monitoring. Not compared.
+    reference: pd.DataFrame | None = field(default=None, compare=False)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
