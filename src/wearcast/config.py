@@ -161,6 +161,8 @@ class Settings(BaseSettings):
             )
         if self.alarm_k > self.alarm_n:
             raise ValueError(f"alarm_k ({self.alarm_k}) cannot exceed alarm_n ({self.alarm_n})")
+        if self.drift_min_recordings > self.drift_window:
+            raise ValueError("drift_min_recordings cannot exceed drift_window (never judged)")
         if self.webhook_url and not self.webhook_secret and self.env != "development":
             raise ValueError("webhook_url needs webhook_secret outside development (unsigned)")
         return self
@@ -198,10 +200,10 @@ class Settings(BaseSettings):
 
     # Monitoring: drift (wearcast.monitoring) and alarm notifications (wearcast.api.notify).
     drift_window: int = Field(
-        50, ge=5, description="latest recordings of a machine compared with the reference"
+        30, ge=5, description="latest recordings of a bearing compared with the reference"
     )
     drift_min_recordings: int = Field(
-        20, ge=5, description="a machine with fewer recordings after its baseline is not judged"
+        30, ge=5, description="a bearing with fewer recordings after its baseline is not judged"
     )
     drift_fdr: float = Field(
         0.01, gt=0, lt=1, description="false discovery rate of the per-feature tests (BH)"
