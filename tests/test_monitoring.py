@@ -107,7 +107,7 @@ def test_held_out_healthy_machines_do_not_drift(served, tmp_path):
 def test_a_gain_or_speed_change_after_the_baseline_is_flagged(served, tmp_path, change, moved):
     settings, model = served
     k, m = settings.baseline_recordings, settings.drift_min_recordings
-    # The machine is judged on its last m recordings; the change came 10 recordings ago.
+    # The machine is judged on its last m recordings; the change came 20 recordings ago.
     _, machine = replay(
         settings,
         model,
@@ -115,7 +115,7 @@ def test_a_gain_or_speed_change_after_the_baseline_is_flagged(served, tmp_path, 
         seed=103,
         recordings=k + m,
         change=change,
-        change_at=k + m - 10,
+        change_at=k + m - 20,
     )
     assert machine.drifted
     assert machine.drifted_bearings == [1, 2, 3, 4]
