@@ -132,20 +132,33 @@ def test_a_gain_present_from_the_first_recording_is_carried_by_the_baseline(serv
     assert machine.judged and not machine.drifted
 
 
-def test_ks_with_bh_flags_a_shifted_feature_and_not_the_others():
+def test_drift_needs_significance_distance_and_several_features_of_a_bearing():
     rng = np.random.default_rng(0)
     names = [f"band_{i:05d}_{i + 100:05d}" for i in range(0, 3000, 100)]
     reference = rng.normal(size=(2000, len(names)))
-    window = rng.normal(size=(50, len(names)))
-    window[:, 7] += 3.0  # one feature moved by 3 standard deviations
-    found = compare(names, reference, {1: window, 2: rng.normal(size=(50, len(names)))}, 0.01, 0.6)
+    window = rng.normal(size=(30, len(names)))
+    window[:, [3, 7, 11]] += 3.0  # three features moved by 3 standard deviations
+    healthy = rng.normal(size=(30, len(names)))
+    found = compare(names, reference, {1: window, 2: healthy}, 0.01, 0.6, 3)
     assert len(found) == 2 * len(names)
-    assert [(f.bearing, f.feature) for f in found if f.drifted] == [(1, names[7])]
-    # The same shift below the distance threshold is significant but not drift.
-    small = window.copy()
-    small[:, 7] -= 1.8
-    [f] = [f for f in compare(names, reference, {1: small}, 0.01, 0.6) if f.feature == names[7]]
-    assert f.q_value < 0.01 and not f.drifted
+    assert [(f.bearing, f.feature) for f in found if f.drifted] == [
+        (1, names[3]),
+        (1, names[7]),
+        (1, names[11]),
+    ]
+    # One feature alone, however far, is a chance crossing unless min_features is 1.
+    one = healthy.copy()
+    one[:, 5] += 3.0
+    [f] = [f for f in compare(names, reference, {1: one}, 0.01, 0.6, 3) if f.feature == names[5]]
+    assert f.q_value < 1e-6 and f.statistic > 0.6 and not f.drifted
+    assert [f.feature for f in compare(names, reference, {1: one}, 0.01, 0.6, 1) if f.drifted] == [
+        names[5]
+    ]
+    # Significant but closer than the distance threshold: not drift.
+    near = healthy.copy()
+    near[:, [3, 7, 11]] += 1.2
+    found = compare(names, reference, {1: near}, 0.01, 0.6, 1)
+    assert any(f.q_value < 0.01 for f in found) and not any(f.drifted for f in found)
 
 
 def test_every_feature_has_a_group(served):

@@ -214,6 +214,9 @@ class Settings(BaseSettings):
         le=1,
         description="a significant feature drifts only if its KS distance is at least this",
     )
+    drift_min_features: int = Field(
+        3, ge=1, description="a bearing drifts only if at least this many of its features do"
+    )
     drift_reference_rows: int = Field(
         4000, gt=100, description="healthy training rows kept with a model version as reference"
     )

@@ -4,7 +4,8 @@
     prediction log: each bearing's latest ``drift_window`` recordings after its baseline
       both seen through the model's own baseline step
       --> two-sample KS per feature and bearing --> Benjamini-Hochberg over the machine's tests
-      --> drifted features (q < drift_fdr and KS distance >= drift_min_distance)
+      --> drifted features (q < drift_fdr, KS distance >= drift_min_distance, and at least
+          drift_min_features such features on the bearing)
       --> per feature group (time, bands, lines, envelope), per machine
 
 **What is compared.** Each feature as the model sees it: relative to the bearing's own healthy
@@ -47,12 +48,18 @@ differ by 60 points somewhere; a baseline offset gives ~0.2-0.45, a gain x2 give
 false-positive rate measured on held-out healthy machines (docs/monitoring.md) vouches for
 the thresholds, not the nominal level. Each bearing is tested on its own window: pooling a
 machine's bearings would add their offsets into one mixture.
+
+Finally a bearing drifts only if at least ``drift_min_features`` (3) of its features pass both
+tests: the offsets are independent from feature to feature, so chance crossings come one at a
+time (every false flag on held-out healthy machines was a single feature), whereas a gain or a
+speed change is a change of the channel and moves dozens of features at once.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -187,11 +194,12 @@ def compare(
     windows: dict[int, np.ndarray],
     fdr: float,
     min_distance: float,
+    min_features: int,
 ) -> list[FeatureDrift]:
     """KS test of every feature (columns) of every bearing's window against the reference,
-    BH-corrected together; a feature drifts if significant and its KS distance is at least
-    ``min_distance``. A feature missing in all of a window's or the reference's rows is not
-    tested."""
+    BH-corrected together. A feature drifts if significant, its KS distance is at least
+    ``min_distance``, and at least ``min_features`` features of its bearing pass both. A
+    feature missing in all of a window's or the reference's rows is not tested."""
     tested, statistics, p_values = [], [], []
     for bearing, window in windows.items():
         for j, name in enumerate(names):
@@ -206,11 +214,23 @@ def compare(
     if not tested:
         return []
     q_values = stats.false_discovery_control(p_values, method="bh")
+    passed = [
+        bool(q < fdr and s >= min_distance) for s, q in zip(statistics, q_values, strict=True)
+    ]
+    per_bearing = Counter(b for (b, _), ok in zip(tested, passed, strict=True) if ok)
     return [
         FeatureDrift(
-            name, feature_group(name), bearing, s, p, float(q), bool(q < fdr and s >= min_distance)
+            name,
+            feature_group(name),
+            bearing,
+            s,
+            p,
+            float(q),
+            ok and per_bearing[bearing] >= min_features,
         )
-        for (bearing, name), s, p, q in zip(tested, statistics, p_values, q_values, strict=True)
+        for (bearing, name), s, p, q, ok in zip(
+            tested, statistics, p_values, q_values, passed, strict=True
+        )
     ]
 
 
@@ -278,7 +298,12 @@ def evaluate_drift(
             )
             windows[bearing] = model_view(pipeline, frame)[1]
         features = compare(
-            names, ref_view, windows, settings.drift_fdr, settings.drift_min_distance
+            names,
+            ref_view,
+            windows,
+            settings.drift_fdr,
+            settings.drift_min_distance,
+            settings.drift_min_features,
         )
         groups = _groups(features)
         top = sorted(features, key=lambda f: (f.q_value, -f.statistic))[:_TOP]
