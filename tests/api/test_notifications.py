@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from wearcast.api.notify import EVENT_HEADER, SIGNATURE_HEADER, signature
 from wearcast.api.security import hash_key
@@ -52,8 +53,28 @@ def _event(record: PredictionRecord) -> OutboxEvent:
     return OutboxEvent(key, f"ev-{record.machine}-{record.recorded_at:%H%M}", "alarm.raised", {})
 
 
-def test_an_event_is_written_only_by_the_request_that_logged_its_prediction(tmp_path):
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def url(request, tmp_path) -> str:
+    """An empty prediction log's URL (as in test_prediction_log.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    found = os.environ.get("WEARCAST_TEST_POSTGRES_URL")
+    if not found:
+        pytest.skip("WEARCAST_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
+    log = PredictionLog(found)
+    with log.engine.begin() as conn:
+        conn.execute(text("TRUNCATE predictions, baseline_samples, outbox, leases"))
+    log.close()
+    return found
+
+
+def test_an_event_is_written_only_by_the_request_that_logged_its_prediction(url):
+    log = PredictionLog(url)
     try:
         first = _record("m1", 0, "req-a")
         log.commit([first], [_event(first)])
@@ -67,8 +88,7 @@ def test_an_event_is_written_only_by_the_request_that_logged_its_prediction(tmp_
         log.close()
 
 
-def test_a_leased_event_goes_to_one_worker_until_its_lease_runs_out(tmp_path):
-    url = f"sqlite:///{tmp_path / 'log.db'}"
+def test_a_leased_event_goes_to_one_worker_until_its_lease_runs_out(url):
     workers = [PredictionLog(url) for _ in range(2)]
     try:
         records = [_record("m1", i, f"r{i}") for i in range(6)]
