@@ -10,7 +10,8 @@ as the API does) and runs :func:`wearcast.monitoring.evaluate_drift` after every
   the delay is the number of changed recordings logged when drift is first flagged;
 * gain x2 from the first recording: the bearing's baseline carries the gain.
 
-    PYTHONPATH=src python scripts/drift_experiments.py --out /tmp/drift-exp
+    PYTHONPATH=src python scripts/drift_experiments.py --out /tmp/drift-exp --healthy-machines 10 \
+        --healthy-seed 5000   # the run in docs/monitoring.md
 """
 
 from __future__ import annotations
