@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,16 @@ def run_measured(cmd: list[str]) -> tuple[float, int]:
     return time.perf_counter() - start, peak
 
 
-def naive(files: list[Path], fs: float) -> pd.DataFrame:
+def read_ims(path: Path) -> np.ndarray:
+    """How public notebooks read an IMS recording."""
+    return pd.read_csv(path, sep="\t", header=None).to_numpy()
+
+
+def naive(files: list[Path], fs: float, read: Callable[[Path], np.ndarray]) -> pd.DataFrame:
     """Notebook-style featurization of the given files."""
     table = pd.DataFrame()
     for f in files:
-        x = pd.read_csv(f, sep="\t", header=None).to_numpy()
+        x = read(f)
         row = {"file": f.name}
         for ch in range(x.shape[1]):
             spectrum = np.abs(np.fft.rfft(x[:, ch] - x[:, ch].mean()))
@@ -116,58 +122,56 @@ def naive(files: list[Path], fs: float) -> pd.DataFrame:
     return table
 
 
-def naive_parallel(files: list[Path], fs: float, workers: int) -> float:
+def naive_parallel(
+    files: list[Path], fs: float, workers: int, read: Callable[[Path], np.ndarray]
+) -> float:
     """Seconds for the naive featurization with ``workers`` processes, one chunk each."""
     chunks = [files[i::workers] for i in range(workers)]
     start = time.perf_counter()
     with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        pool.starmap(naive, [(chunk, fs) for chunk in chunks])
+        pool.starmap(naive, [(chunk, fs, read) for chunk in chunks])
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the IMS size")
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "wearcast-bench")
-    parser.add_argument("--naive-files", type=int, default=200)
-    args = parser.parse_args()
-    settings = Settings()
-    workers = settings.workers
-    print(f"dataset: {args.data} (scale {args.scale}); {workers} worker processes")
-    make_dataset(args.data, args.scale, settings)
-    files = [p for run in discover_runs(args.data) for _, p in run.recordings]
+def compare(
+    data: Path,
+    files: list[Path],
+    parse: Callable[[str], int],
+    read: Callable[[Path], np.ndarray],
+    fs: float,
+    naive_files: int,
+    workers: int,
+) -> None:
+    """Steps (a) to (d) on the same files with the same processes, printed as one table."""
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    print(f"{len(files)} recordings, {megabytes:.0f} MB of text")
+    print(f"{len(files)} recordings, {megabytes:.0f} MB of text; {workers} worker processes")
 
     start = time.perf_counter()
     with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        for _ in pool.imap_unordered(_parse, [str(p) for p in files], chunksize=8):
+        for _ in pool.imap_unordered(parse, [str(p) for p in files], chunksize=8):
             pass
     parse_s = time.perf_counter() - start
 
     table = Path(tempfile.mkdtemp(prefix="wearcast-bench-table-"))
-    cmd = [sys.executable, "-m", "wearcast", "featurize", str(args.data), "--out", str(table)]
-    featurize_s, featurize_rss = run_measured(cmd)
+    cmd = [sys.executable, "-m", "wearcast", "featurize", str(data), "--out", str(table)]
+    featurize_s, rss = run_measured(cmd)
     rerun_s, _ = run_measured(cmd)
+    rows = len(pd.read_parquet(table / "table.parquet", columns=["run"]))
     shutil.rmtree(table)
 
-    sample = files[:: max(1, len(files) // args.naive_files)][: args.naive_files]
-    naive_rate = len(sample) / naive_parallel(sample, settings.sampling_rate_hz, workers)
+    sample = files[:: max(1, len(files) // naive_files)][:naive_files]
+    naive_rate = len(sample) / naive_parallel(sample, fs, workers, read)
 
-    rows = [
+    print(f"table: {rows} rows")
+    lines = [
         ("(a) parse only", len(files) / parse_s, megabytes / parse_s, None),
-        (
-            "(b) wearcast featurize",
-            len(files) / featurize_s,
-            megabytes / featurize_s,
-            featurize_rss,
-        ),
+        ("(b) wearcast featurize", len(files) / featurize_s, megabytes / featurize_s, rss),
         (f"(c) naive baseline ({len(sample)} files, {workers} processes)", naive_rate, None, None),
     ]
     print("\n| step | files/s | MB/s | peak memory |\n|---|---:|---:|---:|")
-    for name, rate, mbs, rss in rows:
+    for name, rate, mbs, rss in lines:
         print(
-            f"| {name} | {rate:.0f} | {'' if mbs is None else f'{mbs:.0f}'} | "
+            f"| {name} | {rate:.0f} | {'' if mbs is None else f'{mbs:.1f}'} | "
             f"{'' if rss is None else f'{rss / 1e9:.2f} GB'} |"
         )
     print(f"| (d) incremental rerun, nothing new | {rerun_s:.2f} s | | |")
@@ -180,6 +184,20 @@ def main() -> None:
         f"per process: featurize {len(files) / featurize_s / workers:.0f} files/s, "
         f"naive {naive_rate / workers:.0f} files/s"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the IMS size")
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "wearcast-bench")
+    parser.add_argument("--naive-files", type=int, default=200)
+    args = parser.parse_args()
+    settings = Settings()
+    print(f"dataset: {args.data} (scale {args.scale})")
+    make_dataset(args.data, args.scale, settings)
+    files = [p for run in discover_runs(args.data) for _, p in run.recordings]
+    fs = settings.sampling_rate_hz
+    compare(args.data, files, _parse, read_ims, fs, args.naive_files, settings.workers)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ __all__ = [
     "BASELINE_PREFIX",
     "add_baselines",
     "baseline_median",
+    "growing_baselines",
     "model_inputs",
     "sample_medians",
 ]
@@ -58,6 +59,24 @@ def add_baselines(
     medians = first.groupby(keys)[columns].median()
     medians.columns = [BASELINE_PREFIX + c for c in columns]
     return frame.join(medians, on=keys)
+
+
+def growing_baselines(table: pd.DataFrame, columns: list[str], recordings: int) -> pd.DataFrame:
+    """``baseline_<col>`` of each recording: the median of its bearing's first recordings up to
+    it (at most ``recordings``), as the API builds it, so a folder cut at any recording scores
+    that recording the same."""
+    values = table[columns].to_numpy(dtype=float)
+    out = np.full_like(values, np.nan)
+    for rows in table.groupby(["run", "bearing"], sort=False).indices.values():
+        rows = np.sort(rows)  # the table is in time order within a bearing
+        for j, row in enumerate(rows):
+            first = rows[: min(j + 1, recordings)]
+            if j < recordings:
+                out[row] = baseline_median(values[first])
+            else:
+                out[row] = out[rows[recordings - 1]]
+    baselines = pd.DataFrame(out, index=table.index, columns=[BASELINE_PREFIX + c for c in columns])
+    return pd.concat([table, baselines], axis=1)
 
 
 def model_inputs(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

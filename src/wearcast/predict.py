@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from wearcast.alarms import Episode, bearing_status
-from wearcast.baseline import BASELINE_PREFIX, baseline_median, model_inputs
+from wearcast.baseline import BASELINE_PREFIX, growing_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
 from wearcast.prognostics import Prognostics
 
-__all__ = ["growing_baselines", "score_path"]
+__all__ = ["score_path"]
 
 
 def score_path(
@@ -103,24 +103,6 @@ def score_path(
         if "episodes" in common and results:
             results[-1]["episodes"] = common["episodes"]  # once per bearing, on its latest
     return results, bad
-
-
-def growing_baselines(table: pd.DataFrame, columns: list[str], recordings: int) -> pd.DataFrame:
-    """``baseline_<col>`` of each recording: the median of its bearing's first recordings up to
-    it (at most ``recordings``), as the API builds it, so a folder cut at any recording scores
-    that recording the same."""
-    values = table[columns].to_numpy(dtype=float)
-    out = np.full_like(values, np.nan)
-    for rows in table.groupby(["run", "bearing"], sort=False).indices.values():
-        rows = np.sort(rows)  # the table is in time order within a bearing
-        for j, row in enumerate(rows):
-            first = rows[: min(j + 1, recordings)]
-            if j < recordings:
-                out[row] = baseline_median(values[first])
-            else:
-                out[row] = out[rows[recordings - 1]]
-    baselines = pd.DataFrame(out, index=table.index, columns=[BASELINE_PREFIX + c for c in columns])
-    return pd.concat([table, baselines], axis=1)
 
 
 def _wear_statuses(hours: np.ndarray, wear: np.ndarray, settings: Settings) -> list[dict]:

@@ -27,12 +27,11 @@ import numpy as np
 import pandas as pd
 
 from wearcast.alarms import ALARM, OK, alarm_states, episodes_of, rul_by_trend
-from wearcast.baseline import BASELINE_PREFIX, add_baselines, model_inputs
+from wearcast.baseline import BASELINE_PREFIX, add_baselines, growing_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns
 from wearcast.health import calibrate_threshold
 from wearcast.model import build_pipeline
-from wearcast.predict import growing_baselines
 from wearcast.prognostics import fit_prognostics, healthy_rows
 from wearcast.rul import phm2012_point, phm2012_score
 

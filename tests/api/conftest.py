@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from wearcast import registry
+from wearcast.api.main import create_app
 from wearcast.api.security import hash_key
 from wearcast.config import Settings
 from wearcast.dataset import featurize
@@ -44,6 +46,14 @@ def model_home(tmp_path_factory) -> tuple[Settings, Path]:
     client = registry.connect(settings)
     registry.promote(client, settings, 1, "test fixture")
     return settings, root / "data"
+
+
+@pytest.fixture
+def client(model_home, tmp_path):
+    """An in-process client of an API on its own prediction log, with the reader key."""
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        yield c
 
 
 def api_settings(model_home, tmp_path: Path, **overrides) -> Settings:

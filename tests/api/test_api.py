@@ -20,13 +20,6 @@ from .conftest import ADMIN, READER, LiveServer, api_settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def client(model_home, tmp_path):
-    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
-        c.headers["X-API-Key"] = READER
-        yield c
-
-
 @pytest.fixture(scope="module")
 def recordings(model_home) -> list[Path]:
     return sorted((model_home[1] / "sim_run_01").glob("2004.*"))

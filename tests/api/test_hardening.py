@@ -21,13 +21,6 @@ pytestmark = pytest.mark.slow
 ERROR_KEYS = {"error", "detail"}
 
 
-@pytest.fixture
-def client(model_home, tmp_path):
-    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
-        c.headers["X-API-Key"] = READER
-        yield c
-
-
 @pytest.fixture(scope="module")
 def recording(model_home) -> Path:
     return sorted((model_home[1] / "sim_run_01").glob("2004.*"))[0]
