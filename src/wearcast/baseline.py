@@ -20,6 +20,7 @@ __all__ = [
     "baseline_median",
     "growing_baselines",
     "model_inputs",
+    "sample_medians",
 ]
 
 BASELINE_PREFIX = "baseline_"
@@ -34,6 +35,14 @@ def baseline_median(samples: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(samples, axis=0)
+
+
+def sample_medians(samples: list[dict]) -> dict[str, float]:
+    """Per-feature medians of baseline samples stored as dicts (None: missing)."""
+    columns = sorted({f for sample in samples for f in sample})
+    matrix = [[np.nan if s.get(f) is None else s[f] for f in columns] for s in samples]
+    medians = baseline_median(matrix).tolist() if samples else []
+    return dict(zip(columns, medians, strict=True))
 
 
 def add_baselines(

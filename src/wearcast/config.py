@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -161,6 +161,10 @@ class Settings(BaseSettings):
             )
         if self.alarm_k > self.alarm_n:
             raise ValueError(f"alarm_k ({self.alarm_k}) cannot exceed alarm_n ({self.alarm_n})")
+        if self.drift_min_recordings > self.drift_window:
+            raise ValueError("drift_min_recordings cannot exceed drift_window (never judged)")
+        if self.webhook_url and not self.webhook_secret and self.env != "development":
+            raise ValueError("webhook_url needs webhook_secret outside development (unsigned)")
         return self
 
     # Where things live under home.
@@ -193,3 +197,54 @@ class Settings(BaseSettings):
         if self.tracking_uri:
             return self.tracking_uri
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    # Monitoring: drift (wearcast.monitoring) and alarm notifications (wearcast.api.notify).
+    drift_window: int = Field(
+        30, ge=5, description="latest recordings of a bearing compared with the reference"
+    )
+    drift_min_recordings: int = Field(
+        30, ge=5, description="a bearing with fewer recordings after its baseline is not judged"
+    )
+    drift_fdr: float = Field(
+        0.01, gt=0, lt=1, description="false discovery rate of the per-feature tests (BH)"
+    )
+    drift_min_distance: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="a significant feature drifts only if its KS distance is at least this",
+    )
+    drift_min_features: int = Field(
+        3, ge=1, description="a bearing drifts only if at least this many of its features do"
+    )
+    drift_reference_rows: int = Field(
+        4000, gt=100, description="healthy training rows kept with a model version as reference"
+    )
+    drift_interval_s: float = Field(
+        300.0, ge=0, description="how often the API checks drift (gauges, retraining); 0: never"
+    )
+    retrain_on_drift: bool = Field(
+        False, description="trigger the retraining DAG through Airflow's REST API on drift"
+    )
+    airflow_url: str | None = Field(None, description="Airflow 3 API server, e.g. http://af:8080")
+    airflow_username: str | None = None
+    airflow_password: SecretStr | None = None
+    retrain_dag_id: str = "wearcast_retrain"
+    retrain_cooldown_s: float = Field(
+        86_400.0, ge=0, description="at most one drift-triggered retraining per this period"
+    )
+    webhook_url: str | None = Field(
+        None, description="called (POST, JSON) when a bearing enters or leaves alarm"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the X-Wearcast-Signature header"
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_poll_s: float = Field(1.0, gt=0, description="how often the outbox is read")
+    webhook_backoff_s: float = Field(
+        2.0, gt=0, description="first retry delay; doubles per failed attempt"
+    )
+    webhook_max_backoff_s: float = Field(300.0, gt=0)
+    webhook_lease_s: float = Field(
+        60.0, gt=0, description="a claimed notification is another worker's to send after this"
+    )

@@ -14,13 +14,19 @@ Two rules make the log the same whatever the number of API workers and the arriv
   late are deleted. Both happen in one transaction, and whatever the interleaving of workers
   the first recordings by time are never pushed out, so every worker reads the same baseline
   once they have arrived.
+
+Two more tables serve monitoring (:mod:`wearcast.monitoring`, :mod:`wearcast.api.notify`):
+``outbox`` holds alarm notifications, written in the transaction that logs the prediction so
+none is lost if the process dies before delivering it, and claimed by a worker with a lease
+(a conditional update) so several workers do not send the same one at once; ``leases`` holds
+named claims with an expiry (the drift-triggered retraining's cooldown), shared by workers.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     JSON,
@@ -39,13 +45,22 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-__all__ = ["LoggedAnswer", "LoggedPoint", "PredictionLog", "PredictionRecord"]
+__all__ = [
+    "ClaimedEvent",
+    "LoggedAnswer",
+    "LoggedPoint",
+    "OutboxEvent",
+    "PredictionLog",
+    "PredictionRecord",
+    "utcnow",
+]
 
 log = logging.getLogger("wearcast.api")
 
@@ -81,6 +96,8 @@ class _Prediction(_Base):
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[int] = mapped_column(Integer)
     answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the client got
+    # The model's features, for drift (wearcast.monitoring); SQL NULL, not JSON null, if absent.
+    features: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class _BaselineSample(_Base):
@@ -91,6 +108,50 @@ class _BaselineSample(_Base):
     bearing: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(DateTime)
     features: Mapped[dict] = mapped_column(JSON)
+
+
+class _Outbox(_Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "delivered_at", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)  # naive UTC, as every time here
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class _Lease(_Base):
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A notification to send if the prediction of ``key`` is logged by this request."""
+
+    key: RecordingKey
+    event_id: str
+    kind: str
+    payload: dict
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    id: int
+    event_id: str
+    payload: dict
+    attempts: int
+
+
+def utcnow() -> datetime:
+    """Naive UTC: what the outbox and lease columns hold (SQLite keeps no time zone)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -110,6 +171,7 @@ class PredictionRecord:
     state: str | None = None
     rul_low_h: float | None = None
     rul_high_h: float | None = None
+    features: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +271,7 @@ class PredictionLog:
                 r.state,
                 r.rul_low_h,
                 r.rul_high_h,
+                r.features,
             )
             for r in reversed(rows)
         ]
@@ -349,15 +412,148 @@ class PredictionLog:
                     delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
                 )
 
-    def commit(self, records: list[PredictionRecord]) -> dict[RecordingKey, LoggedAnswer]:
+    def commit(
+        self, records: list[PredictionRecord], events: list[OutboxEvent] = ()
+    ) -> dict[RecordingKey, LoggedAnswer]:
         """Log predictions, one per recording: a recording already logged (by a concurrent
-        request) keeps its first answer. Returns what is logged for these recordings."""
+        request) keeps its first answer. Returns what is logged for these recordings.
+
+        ``events`` of the recordings this call logged go to the outbox in the same transaction
+        (those of a recording another request logged first are that request's to write)."""
         if not records:
             return {}
         now = datetime.now(UTC)
         rows = [{"created_at": now, **vars(r)} for r in records]
         keys = [(r.machine, r.bearing, r.recorded_at) for r in records]
+        request_ids = {r.request_id for r in records}
         # Core executemany inserts: the ORM's per-object bookkeeping would dominate a batch.
         with self._session.begin() as session:
             session.execute(self._insert(_Prediction).on_conflict_do_nothing(), rows)
-            return self._logged(session, keys)
+            stored = self._logged(session, keys)
+            mine = [e for e in events if stored[e.key].request_id in request_ids]
+            if mine:
+                at = utcnow()
+                session.execute(
+                    self._insert(_Outbox).on_conflict_do_nothing(),
+                    [
+                        {
+                            "event_id": e.event_id,
+                            "kind": e.kind,
+                            "payload": e.payload,
+                            "created_at": at,
+                            "attempts": 0,
+                            "next_attempt_at": at,
+                        }
+                        for e in mine
+                    ],
+                )
+            return stored
+
+    def recent_features(self, window: int) -> dict[str, list[tuple[int, datetime, dict]]]:
+        """Each machine's logged features of its last ``window`` recording times:
+        (bearing, time, features) rows, oldest first."""
+        has = _Prediction.features.is_not(None)
+        out = {}
+        with self._session() as session:
+            machines = session.scalars(select(_Prediction.machine).where(has).distinct()).all()
+            for machine in sorted(machines):
+                times = (
+                    select(_Prediction.recorded_at)
+                    .where(has, _Prediction.machine == machine)
+                    .distinct()
+                    .order_by(_Prediction.recorded_at.desc())
+                    .limit(window)
+                    .subquery()
+                )
+                rows = session.execute(
+                    select(_Prediction.bearing, _Prediction.recorded_at, _Prediction.features)
+                    .where(
+                        has,
+                        _Prediction.machine == machine,
+                        _Prediction.recorded_at
+                        >= select(func.min(times.c.recorded_at)).scalar_subquery(),
+                    )
+                    .order_by(_Prediction.recorded_at, _Prediction.bearing)
+                ).all()
+                out[machine] = [(b, t, f) for b, t, f in rows]
+        return out
+
+    # The outbox: at-least-once delivery, one worker at a time per event.
+
+    def claim_events(self, limit: int, lease_s: float) -> list[ClaimedEvent]:
+        """Lease up to ``limit`` due, undelivered events for ``lease_s`` seconds. A row is
+        claimed by a conditional update, so of several workers one gets it; a worker that dies
+        holding a lease gives the row back when the lease runs out."""
+        now = utcnow()
+        free = _Outbox.leased_until.is_(None) | (_Outbox.leased_until < now)
+        due = (_Outbox.delivered_at.is_(None), _Outbox.next_attempt_at <= now, free)
+        claimed = []
+        with self._session.begin() as session:
+            candidates = session.execute(
+                select(_Outbox.id, _Outbox.event_id, _Outbox.payload, _Outbox.attempts)
+                .where(*due)
+                .order_by(_Outbox.id)
+                .limit(limit)
+            ).all()
+        for row in candidates:
+            with self._session.begin() as session:  # one short transaction per claim
+                won = session.execute(
+                    update(_Outbox)
+                    .where(_Outbox.id == row.id, *due)
+                    .values(leased_until=now + timedelta(seconds=lease_s))
+                ).rowcount
+            if won:
+                claimed.append(ClaimedEvent(row.id, row.event_id, row.payload, row.attempts))
+        return claimed
+
+    def event_delivered(self, event: ClaimedEvent) -> None:
+        with self._session.begin() as session:
+            session.execute(
+                update(_Outbox)
+                .where(_Outbox.id == event.id)
+                .values(delivered_at=utcnow(), leased_until=None, attempts=event.attempts + 1)
+            )
+
+    def event_failed(self, event: ClaimedEvent, error: str, retry_in_s: float) -> None:
+        now = utcnow()
+        with self._session.begin() as session:
+            session.execute(
+                update(_Outbox)
+                .where(_Outbox.id == event.id)
+                .values(
+                    attempts=event.attempts + 1,
+                    next_attempt_at=now + timedelta(seconds=retry_in_s),
+                    leased_until=None,
+                    last_error=error[:500],
+                )
+            )
+
+    def outbox_pending(self) -> int:
+        with self._session() as session:
+            return (
+                session.scalar(select(func.count(_Outbox.id)).where(_Outbox.delivered_at.is_(None)))
+                or 0
+            )
+
+    # Named leases shared by workers (e.g. a cooldown).
+
+    def claim_lease(self, name: str, seconds: float) -> bool:
+        """Take the lease ``name`` for ``seconds`` if nobody holds it: True for exactly one of
+        several workers asking at once."""
+        now = utcnow()
+        with self._session.begin() as session:
+            session.execute(
+                self._insert(_Lease).on_conflict_do_nothing(), [{"name": name, "until": None}]
+            )
+        with self._session.begin() as session:
+            return bool(
+                session.execute(
+                    update(_Lease)
+                    .where(_Lease.name == name, _Lease.until.is_(None) | (_Lease.until <= now))
+                    .values(until=now + timedelta(seconds=seconds))
+                ).rowcount
+            )
+
+    def release_lease(self, name: str) -> None:
+        with self._session.begin() as session:
+            session.execute(update(_Lease).where(_Lease.name == name).values(until=None))

@@ -49,10 +49,12 @@ __all__ = [
     "find_version",
     "load_model",
     "load_prognostics",
+    "load_reference",
 ]
 
 CHAMPION = "champion"
 PROGNOSTICS_FILE = "prognostics.joblib"
+REFERENCE_FILE = "reference.parquet"  # drift reference (wearcast.monitoring), under monitoring/
 EXPERIMENT = "wearcast"
 
 
@@ -105,10 +107,16 @@ def log_training(
     report_dir,
     params: dict,
     prognostics=None,
+    reference: pd.DataFrame | None = None,
 ) -> int:
-    """Log one training run (parameters, metrics, report, model, and the early-warning and
-    remaining-life estimators beside it) and register the model."""
+    """Log one training run (parameters, metrics, report, model, the early-warning and
+    remaining-life estimators and the drift reference beside it) and register the model."""
     with mlflow.start_run(run_name=f"{config['family']}-{params.get('label_strategy', '')}"):
+        if reference is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / REFERENCE_FILE
+                reference.to_parquet(path, index=False)
+                mlflow.log_artifact(str(path), artifact_path="monitoring")
         if prognostics is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / PROGNOSTICS_FILE
@@ -298,3 +306,14 @@ def load_prognostics(store: MlflowClient, settings: Settings, version: int):
         except (MlflowException, OSError):
             return None
         return joblib.load(path)
+
+
+def load_reference(store: MlflowClient, settings: Settings, version: int) -> pd.DataFrame | None:
+    """The drift reference logged with ``version`` (None for a version trained without one)."""
+    run_id = store.get_model_version(settings.model_name, str(version)).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = store.download_artifacts(run_id, f"monitoring/{REFERENCE_FILE}", tmp)
+        except (MlflowException, OSError):
+            return None
+        return pd.read_parquet(path)

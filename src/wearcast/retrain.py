@@ -23,6 +23,7 @@ from wearcast import registry
 from wearcast.config import Settings
 from wearcast.dataset import load_training_table, table_digest
 from wearcast.evaluate import write_report
+from wearcast.monitoring import reference_sample
 from wearcast.prognostics import fit_prognostics
 from wearcast.train import evaluate_config, fit_and_evaluate, prepare
 
@@ -125,6 +126,7 @@ def train_challenger(
             report_dir=report_dir,
             params=params,
             prognostics=prognostics,
+            reference=reference_sample(data.frame, data.feature_columns, settings),
         )
     return summary
 

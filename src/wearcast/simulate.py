@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import signal
 
 from wearcast.config import Settings
 from wearcast.rig import (
@@ -47,7 +48,16 @@ from wearcast.rig import (
 )
 from wearcast.storage import write_atomic
 
-__all__ = ["Fault", "SimulationPlan", "RunPlan", "plan_simulation", "simulate", "render_recording"]
+__all__ = [
+    "Fault",
+    "SimulationPlan",
+    "RunPlan",
+    "change_speed",
+    "plan_simulation",
+    "simulate",
+    "render_recording",
+    "quantise",
+]
 
 _MACHINE_TONE_HZ = 986.0  # present in every real IMS recording, at every bearing
 _FULL_SCALE_MG = 20_000  # values are written in mg steps within +-20 g
@@ -281,6 +291,21 @@ def render_recording(plan: SimulationPlan, run: RunPlan, index: int) -> np.ndarr
         x += 0.004 * np.sin(4 * np.pi * plan.shaft_hz * t + phases[3])
         out[:, ch] = x + cp.offset
     return out
+
+
+def change_speed(data: np.ndarray, factor: float) -> np.ndarray:
+    """The recording of a machine turning ``factor`` (0 < factor <= 1) times as fast, to first
+    order: every frequency times ``factor`` (the samples played back slower). It moves the
+    structural resonances too, which a real speed change does not; see docs/monitoring.md."""
+    if not 0 < factor <= 1:
+        raise ValueError(f"speed factor {factor} must lie in (0, 1]")
+    n = len(data)
+    return signal.resample(data, int(round(n / factor)), axis=0)[:n]
+
+
+def quantise(data: np.ndarray) -> np.ndarray:
+    """Samples as an IMS file holds them: in g to the mg, within the full scale."""
+    return np.clip(np.rint(data * 1000), -_FULL_SCALE_MG, _FULL_SCALE_MG) / 1000
 
 
 @cache

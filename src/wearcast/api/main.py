@@ -1,8 +1,8 @@
 """The app factory: ``uvicorn --factory wearcast.api.main:create_app`` or ``wearcast serve``.
 
 Nothing happens at import. The lifespan opens the prediction log, loads the model and starts
-the registry poller; errors become JSON with a 4xx status that says what was wrong, and an
-unexpected error a 500 without a stack trace.
+the background tasks (registry poller, drift checks, alarm notifications); errors become JSON
+with a 4xx status that says what was wrong, and an unexpected error a 500 without a stack trace.
 """
 
 from __future__ import annotations
@@ -21,11 +21,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from wearcast import __version__
+from wearcast.api.drift import DriftWatch
 from wearcast.api.limits import RequestLimits
 from wearcast.api.metrics import Metrics, MetricsMiddleware
 from wearcast.api.model_store import ModelStore, UnusableInput
+from wearcast.api.notify import Notifier
 from wearcast.api.oip import InferenceError
-from wearcast.api.routes import admin, bearings, health, models, predict, recordings, v2
+from wearcast.api.routes import (
+    admin,
+    bearings,
+    health,
+    models,
+    monitoring,
+    predict,
+    recordings,
+    v2,
+)
 from wearcast.api.security import KeyRing
 from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
 from wearcast.config import Settings
@@ -68,13 +79,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             app.state.metrics.model_version.set(store.current.version)
         poller = asyncio.create_task(store.poll()) if settings.reload_interval_s > 0 else None
+        app.state.drift = DriftWatch(settings, app.state.log, store, app.state.metrics)
+        background = [poller] if poller else []
+        if settings.drift_interval_s > 0:
+            background.append(asyncio.create_task(app.state.drift.run()))
+        if settings.webhook_url:
+            notifier = Notifier(settings, app.state.log, app.state.metrics)
+            background.append(asyncio.create_task(notifier.run()))
         try:
             yield
         finally:
-            if poller:
-                poller.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+                    await task
             app.state.log.close()
 
     app = FastAPI(
@@ -97,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, recordings, predict, bearings, models, admin, v2):
+    for module in (health, recordings, predict, bearings, models, admin, v2, monitoring):
         app.include_router(module.router)
 
     def error(request: Request, status: int, kind: str, detail) -> JSONResponse:

@@ -39,6 +39,49 @@ class Metrics:
             "wearcast_model_reloads_total", "model swaps", ["outcome"], registry=self.registry
         )
 
+        self.outbox_pending = Gauge(
+            "wearcast_outbox_pending",
+            "alarm notifications not delivered yet",
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "wearcast_notifications_total",
+            "webhook calls",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.drift = Gauge(
+            "wearcast_drift",
+            "1 if the machine's latest recordings drifted from the model's reference",
+            ["machine"],
+            registry=self.registry,
+        )
+        self.drift_features = Gauge(
+            "wearcast_drift_features",
+            "drifted features (over the machine's bearings) per feature group",
+            ["machine", "group"],
+            registry=self.registry,
+        )
+        self.drift_min_q = Gauge(
+            "wearcast_drift_min_q",
+            "smallest BH-adjusted KS p-value per feature group",
+            ["machine", "group"],
+            registry=self.registry,
+        )
+
+    def show_drift(self, report) -> None:
+        """Gauges of a drift report (a :class:`wearcast.monitoring.DriftReport`); machines
+        not in it are dropped."""
+        for gauge in (self.drift, self.drift_features, self.drift_min_q):
+            gauge.clear()
+        for m in report.machines:
+            if not m.judged:
+                continue
+            self.drift.labels(m.machine).set(int(m.drifted))
+            for g in m.groups:
+                self.drift_features.labels(m.machine, g.group).set(g.drifted_features)
+                self.drift_min_q.labels(m.machine, g.group).set(g.min_q_value)
+
     def count(self, predictions) -> None:
         for p in predictions:
             self.predictions.labels(p.alarm_state).inc()

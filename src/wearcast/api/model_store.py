@@ -40,6 +40,8 @@ class LoadedModel:
     version: int
     metrics: dict[str, float]
     prognostics: Prognostics | None = None  # None: trained before the health indicator
+    # Drift reference (wearcast.monitoring); None: trained before monitoring. Not compared.
+    reference: pd.DataFrame | None = field(default=None, compare=False)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -111,6 +113,7 @@ class ModelStore:
             version=version,
             metrics=json.loads(tags.get("metrics", "{}")),
             prognostics=prognostics,
+            reference=registry.load_reference(self.client, self.settings, version),
         )
 
     def reload(self) -> tuple[bool, str]:

@@ -24,15 +24,28 @@ import pandas as pd
 from wearcast.alarms import ALARM, OK, bearing_status
 from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
-from wearcast.baseline import BASELINE_PREFIX, baseline_median
+from wearcast.baseline import BASELINE_PREFIX, sample_medians
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.ingest import RecordingError
-from wearcast.prediction_log import LoggedAnswer, LoggedPoint, PredictionLog, PredictionRecord
+from wearcast.prediction_log import (
+    LoggedAnswer,
+    LoggedPoint,
+    OutboxEvent,
+    PredictionLog,
+    PredictionRecord,
+)
 from wearcast.prognostics import Prognostics
 from wearcast.rig import bearing_channels
 
-__all__ = ["BearingInput", "ConflictingRecording", "Scorer", "UnknownFeatures", "responses"]
+__all__ = [
+    "BearingInput",
+    "ConflictingRecording",
+    "Scorer",
+    "UnknownFeatures",
+    "alarm_event",
+    "responses",
+]
 
 
 _BASELINE_CACHE = 100_000  # bearings
@@ -126,8 +139,8 @@ class Scorer:
         prognostics = model.prognostics
         health = prognostics.health.score_samples(X) if prognostics is not None else None
         request_id = uuid.uuid4().hex
-        answers = self._answers(inputs, wear, counts, health, prognostics)
-        records = {}
+        answers, before = self._answers(inputs, wear, counts, health, prognostics)
+        records, events = {}, {}
         for j in fresh:  # the first of duplicates within the request is logged
             item = inputs[j]
             records.setdefault(
@@ -148,9 +161,14 @@ class Scorer:
                     answers[j].alarm_state,
                     answers[j].rul_low_h,
                     answers[j].rul_high_h,
+                    _clean(dict(zip(model.features, values[j].tolist(), strict=True))),
                 ),
             )
-        stored = logged | self.log.commit(list(records.values()))
+            if self.settings.webhook_url and item.key not in events:
+                event = alarm_event(item, before[j], answers[j], model, request_id)
+                if event is not None:
+                    events[item.key] = event
+        stored = logged | self.log.commit(list(records.values()), list(events.values()))
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
         return request_id, [
@@ -195,16 +213,8 @@ class Scorer:
             times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
         stale = [key for key in keys if self._cached(key, times[key]) is None]
         for key, samples in self.log.baseline_samples(stale, k).items():
-            columns = sorted({f for _, sample in samples for f in sample})
-            matrix = [[_nan(sample.get(f)) for f in columns] for _, sample in samples]
-            medians = baseline_median(matrix).tolist() if samples else []
-            self._remember(
-                key,
-                Baseline(
-                    tuple(t for t, _ in samples),
-                    _clean(dict(zip(columns, medians, strict=True))),
-                ),
-            )
+            medians = sample_medians([sample for _, sample in samples])
+            self._remember(key, Baseline(tuple(t for t, _ in samples), _clean(medians)))
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
         for j, item in enumerate(inputs):
@@ -235,9 +245,10 @@ class Scorer:
         counts: list[int],
         health: np.ndarray | None,
         prognostics: Prognostics | None,
-    ) -> list[BearingPrediction]:
+    ) -> tuple[list[BearingPrediction], list[str | None]]:
         """Health indicator, alarm state and remaining life of each input, from the bearing's
-        logged history before it and the inputs of this request, in time order."""
+        logged history before it and the inputs of this request, in time order; and the
+        bearing's state at its recording before each input (None: none, or not known)."""
         settings = self.settings
         window = max(settings.alarm_n, settings.rul_trend_recordings)
         if prognostics is not None:  # the alarm rule's memory and the trend since the alarm
@@ -247,9 +258,11 @@ class Scorer:
         first = self.log.first_times(keys) if prognostics is not None else {}
         k = settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
+        before: list[str | None] = [None] * len(inputs)
         for j in sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp):
             item = inputs[j]
             key = (item.machine, item.bearing)
+            before[j] = recent[key][-1].state if recent[key] else None
             tail = recent[key][-(window - 1) :] if window > 1 else []
             if prognostics is None:
                 status = self._wear_status(tail, item.timestamp, float(wear[j]))
@@ -275,7 +288,7 @@ class Scorer:
                 baseline_recordings=counts[j],
                 **status,
             )
-        return answers
+        return answers, before
 
     def _wear_status(self, tail: list[LoggedPoint], timestamp: datetime, wear: float) -> dict:
         """A version trained without prognostics: the wear k-of-n rule and the wear trend."""
@@ -296,6 +309,43 @@ class Scorer:
             "rul_h": status.rul_h,
             "rul_method": status.rul_method,
         }
+
+
+def alarm_event(
+    item: BearingInput,
+    before: str | None,
+    answer: BearingPrediction,
+    model: LoadedModel,
+    request_id: str,
+) -> OutboxEvent | None:
+    """The notification of a bearing entering or leaving alarm at this recording, if it does.
+    Its id depends only on the bearing, the recording time and the change, so every retry or
+    redelivery of the same change carries the same id."""
+    entered = answer.alarm_state == ALARM
+    if entered == (before == ALARM):
+        return None
+    kind = "alarm.raised" if entered else "alarm.cleared"
+    event_id = uuid.uuid5(
+        uuid.NAMESPACE_URL,
+        f"wearcast:{item.machine}:{item.bearing}:{item.timestamp.isoformat()}:{kind}",
+    ).hex
+    payload = {
+        "event_id": event_id,
+        "type": kind,
+        "machine": item.machine,
+        "bearing": item.bearing,
+        "bearing_id": answer.bearing_id,
+        "recorded_at": item.timestamp.isoformat(),
+        "alarm_state": answer.alarm_state,
+        "previous_state": before,
+        "health": answer.health,
+        "wear": answer.wear,
+        "rul_h": answer.rul_h,
+        "model_name": model.name,
+        "model_version": model.version,
+        "request_id": request_id,
+    }
+    return OutboxEvent(item.key, event_id, kind, payload)
 
 
 def _check_conflicts(
