@@ -25,7 +25,7 @@ from wearcast.api.limits import RequestLimits
 from wearcast.api.metrics import Metrics, MetricsMiddleware
 from wearcast.api.model_store import ModelStore, UnusableInput
 from wearcast.api.oip import InferenceError
-from wearcast.api.routes import admin, bearings, health, models, predict, recordings, v2
+from wearcast.api.routes import admin, bearings, health, models, predict, recordings, ui, v2
 from wearcast.api.security import KeyRing
 from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
 from wearcast.config import Settings
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, recordings, predict, bearings, models, admin, v2):
+    for module in (health, recordings, predict, bearings, models, admin, v2, ui):
         app.include_router(module.router)
 
     def error(request: Request, status: int, kind: str, detail) -> JSONResponse:
