@@ -60,7 +60,9 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def _hours(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.0f} h"
+    if value is None:
+        return "–"
+    return f"{value:.1f} h" if abs(value) < 10 else f"{value:,.0f} h"
 
 
 def _time(value: datetime | None) -> str:
@@ -295,6 +297,17 @@ def bearing_page(request: Request, bearing_id: str, _role: UiReaderDep) -> HTMLR
 # Model ------------------------------------------------------------------------------------
 
 
+_METRIC_LABELS = {
+    "wear_mae": "wear MAE",
+    "wear_rmse": "wear RMSE",
+    "wear_mae_failed": "wear MAE, failed bearings",
+    "false_alarms_per_1000h": "false alarms per 1000 h",
+    "missed_failures": "missed failures",
+    "median_lead_time_h": "median alarm lead (h)",
+    "rul_mae_h": "remaining-life MAE (h)",
+}
+
+
 def drift_by_group(request: Request) -> list[dict] | None:
     """Drift per feature group for the model page: rows of a table (keys are its columns).
 
@@ -314,13 +327,13 @@ async def model_page(request: Request, _role: UiReaderDep) -> HTMLResponse:
         )
     except MlflowException:  # no registered model yet: no history to show
         history = []
-    metric_names = sorted({name for v in answer.versions for name in v.metrics})
+    names = sorted({name for v in answer.versions for name in v.metrics})
     return _page(
         request,
         "model.html",
         title="model",
         answer=answer,
         history=history,
-        metric_names=metric_names,
+        metric_names={name: _METRIC_LABELS.get(name, name) for name in names},
         drift=drift_by_group(request),
     )
