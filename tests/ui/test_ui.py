@@ -73,8 +73,9 @@ def test_signing_in_sets_a_strict_http_only_cookie_that_opens_the_pages(app):
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
         assert client.get("/ui/model").status_code == 200
         # Elsewhere than the dashboard is never a redirect target.
-        away = client.post("/ui/login", data={"key": READER, "next": "https://evil.example/"})
-        assert away.headers["location"] == "/ui"
+        for elsewhere in ("https://evil.example/", "//evil.example/ui", "/ui/\r\nSet-Cookie: x"):
+            away = client.post("/ui/login", data={"key": READER, "next": elsewhere})
+            assert away.headers["location"] == "/ui", elsewhere
         out = client.post("/ui/logout")
         assert out.status_code == 303 and client.get("/ui").status_code == 303
 
@@ -140,6 +141,10 @@ def test_fleet_and_bearing_pages_show_what_the_api_answers(app, recordings):
         assert 'id="trajectory" src="data:image/svg+xml;base64,' in bearing.text
         assert 'id="spectra" src="data:image/svg+xml;base64,' in bearing.text
         assert "BPFO 236.4 Hz" in bearing.text  # ZA-2115 at 2000 rpm
+        latest = datetime.fromisoformat(
+            client.get("/v1/bearings/press-1:1").json()["predictions"][-1]["timestamp"]
+        )
+        assert f"Recording of {latest:%Y-%m-%d %H:%M}" in bearing.text  # the latest one's spectra
 
 
 def test_fleet_sorts_alarms_first_then_by_the_column(app):
@@ -176,3 +181,13 @@ def test_model_page_shows_the_served_version_and_its_metrics(app):
                 )
                 assert float(cell[1]) == value
         assert 'id="drift"' not in page  # no monitoring results: no section
+
+
+def test_drift_section_shows_monitoring_results_once_wired(app, monkeypatch):
+    from wearcast.api.routes import ui
+
+    rows = [{"group": "<b>spectral bands</b>", "statistic": 0.31, "drifted": True}]
+    monkeypatch.setattr(ui, "drift_by_group", lambda request: rows)
+    with TestClient(app, headers={"X-API-Key": READER}) as client:
+        page = client.get("/ui/model").text
+    assert 'id="drift"' in page and "&lt;b&gt;spectral bands&lt;/b&gt;" in page and "0.31" in page

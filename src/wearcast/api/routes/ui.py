@@ -101,7 +101,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
 def _page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-    signed_in = not request.app.state.keys.empty
+    signed_in = COOKIE in request.cookies  # then a sign-out button
     return _templates.TemplateResponse(
         request, name, {"signed_in": signed_in, **context}, status_code=status
     )
@@ -116,7 +116,7 @@ def _not_found(request: Request, message: str) -> HTMLResponse:
 
 def _safe_next(value: str | None) -> str:
     """Only a dashboard path: never an address elsewhere (an open redirect)."""
-    if value and (value == PREFIX or value.startswith(PREFIX + "/")):
+    if value and value.isprintable() and (value == PREFIX or value.startswith(PREFIX + "/")):
         return value
     return PREFIX
 
