@@ -154,11 +154,16 @@ def test_model_page_shows_the_served_version_and_its_metrics(browser, server, ap
 
 def test_pages_fit_a_phone(browser, server, shots):
     browser.set_window_size(*PHONE)
-    for page in ("/ui", "/ui/bearings/press-1:1", "/ui/model"):
+    for name, page in (
+        ("fleet", "/ui"),
+        ("bearing", "/ui/bearings/press-1:1"),
+        ("model", "/ui/model"),
+    ):
+        browser.set_window_size(*PHONE)
         browser.get(server.url + page)
-        # Wide tables scroll inside their box; the page itself never scrolls sideways.
+        # Wide tables and charts scroll inside their box; the page never scrolls sideways.
         overflow = browser.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, page
-    full_page_screenshot(browser, shots / "bearing_phone.png", PHONE[0])
+        full_page_screenshot(browser, shots / f"{name}_phone.png", PHONE[0])
