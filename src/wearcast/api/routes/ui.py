@@ -311,8 +311,9 @@ _METRIC_LABELS = {
 def drift_by_group(request: Request) -> list[dict] | None:
     """Drift per feature group for the model page: rows of a table (keys are its columns).
 
-    HOOK for wearcast.monitoring (built separately): return its latest results here; until it
-    is wired, there are none and the page leaves the section out.
+    HOOK for wearcast.monitoring (built separately): return its latest results here, one row
+    per machine and feature group (called in a worker thread, so it may compute them); until
+    it is wired, there are none and the page leaves the section out.
     """
     return None
 
@@ -335,5 +336,5 @@ async def model_page(request: Request, _role: UiReaderDep) -> HTMLResponse:
         answer=answer,
         history=history,
         metric_names={name: _METRIC_LABELS.get(name, name) for name in names},
-        drift=drift_by_group(request),
+        drift=await run_in_threadpool(drift_by_group, request),  # drift may be computed
     )
