@@ -1,4 +1,5 @@
-"""The prediction log: every prediction the API makes, and each bearing's baseline recordings.
+"""The prediction log: every prediction the API makes, each bearing's baseline recordings, and
+each bearing's latest raw recording's spectra (for the dashboard).
 
 SQLAlchemy, so the same code writes to SQLite (the default, under ``WEARCAST_HOME``) or to
 PostgreSQL (``WEARCAST_PREDICTION_DB_URL=postgresql+psycopg2://...``). SQLite runs in WAL mode
