@@ -1,4 +1,5 @@
-"""The prediction log: every prediction the API makes, and each bearing's baseline recordings.
+"""The prediction log: every prediction the API makes, each bearing's baseline recordings, and
+each bearing's latest raw recording's spectra (for the dashboard).
 
 SQLAlchemy, so the same code writes to SQLite (the default, under ``WEARCAST_HOME``) or to
 PostgreSQL (``WEARCAST_PREDICTION_DB_URL=postgresql+psycopg2://...``). SQLite runs in WAL mode
@@ -25,7 +26,7 @@ named claims with an expiry (the drift-triggered retraining's cooldown), shared 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
@@ -51,6 +52,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from wearcast.features import Spectra
 
 __all__ = [
     "ClaimedEvent",
@@ -108,6 +111,19 @@ class _BaselineSample(_Base):
     bearing: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(DateTime)
     features: Mapped[dict] = mapped_column(JSON)
+
+
+class _Spectra(_Base):
+    """Each bearing's latest raw recording's spectra (the dashboard plots them): one row per
+    bearing, replaced by a later recording's, so the table stays as small as the fleet."""
+
+    __tablename__ = "latest_spectra"
+    __table_args__ = (UniqueConstraint("machine", "bearing"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine: Mapped[str] = mapped_column(String(200))
+    bearing: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+    spectra: Mapped[dict] = mapped_column(JSON)
 
 
 class _Outbox(_Base):
@@ -275,6 +291,16 @@ class PredictionLog:
             )
             for r in reversed(rows)
         ]
+
+    def bearings(self) -> list[Key]:
+        """Every (machine, bearing) with a logged prediction, sorted."""
+        with self._session() as session:
+            rows = session.execute(
+                select(_Prediction.machine, _Prediction.bearing)
+                .distinct()
+                .order_by(_Prediction.machine, _Prediction.bearing)
+            ).all()
+        return [(m, b) for m, b in rows]
 
     def count(self) -> int:
         with self._session() as session:
@@ -557,3 +583,33 @@ class PredictionLog:
     def release_lease(self, name: str) -> None:
         with self._session.begin() as session:
             session.execute(update(_Lease).where(_Lease.name == name).values(until=None))
+
+    def keep_spectra(
+        self, machine: str, recorded_at: datetime, spectra: dict[int, Spectra]
+    ) -> None:
+        """Keep these as each bearing's latest spectra unless a later recording's are kept."""
+        if not spectra:
+            return
+        rows = [
+            {"machine": machine, "bearing": b, "recorded_at": recorded_at, "spectra": asdict(s)}
+            for b, s in spectra.items()
+        ]
+        insert = self._insert(_Spectra)
+        # One statement, so concurrent requests (or workers) cannot both insert a bearing.
+        upsert = insert.on_conflict_do_update(
+            index_elements=["machine", "bearing"],
+            set_={"recorded_at": insert.excluded.recorded_at, "spectra": insert.excluded.spectra},
+            where=_Spectra.recorded_at < insert.excluded.recorded_at,
+        )
+        with self._session.begin() as session:
+            session.execute(upsert, rows)
+
+    def latest_spectra(self, machine: str, bearing: int) -> tuple[datetime, Spectra] | None:
+        """The bearing's latest raw recording's spectra and its time (None: none kept)."""
+        with self._session() as session:
+            row = session.execute(
+                select(_Spectra.recorded_at, _Spectra.spectra).where(
+                    _Spectra.machine == machine, _Spectra.bearing == bearing
+                )
+            ).first()
+        return None if row is None else (row[0], Spectra(**row[1]))

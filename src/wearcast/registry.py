@@ -46,6 +46,7 @@ __all__ = [
     "promote",
     "rollback",
     "champion_version",
+    "champion_history",
     "find_version",
     "load_model",
     "load_prognostics",
@@ -165,7 +166,8 @@ def champion_version(client: MlflowClient, settings: Settings) -> int | None:
         return None
 
 
-def _history(client: MlflowClient, settings: Settings) -> list[int]:
+def champion_history(client: MlflowClient, settings: Settings) -> list[int]:
+    """The champions in the order they were promoted (rollbacks remove the last)."""
     model = client.get_registered_model(settings.model_name)
     return json.loads(model.tags.get("champion_history", "[]"))
 
@@ -181,7 +183,7 @@ def promote(client: MlflowClient, settings: Settings, version: int, reason: str)
             f"version {version} was not promoted: it could not be loaded or failed its smoke "
             f"test ({type(exc).__name__}: {exc})"
         ) from exc
-    history = _history(client, settings)
+    history = champion_history(client, settings)
     client.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
     client.set_registered_model_tag(
         settings.model_name, "champion_history", json.dumps([*history, version])
@@ -192,7 +194,7 @@ def promote(client: MlflowClient, settings: Settings, version: int, reason: str)
 
 def rollback(client: MlflowClient, settings: Settings) -> int:
     """Give the alias back to the previous champion; returns its version."""
-    history = _history(client, settings)
+    history = champion_history(client, settings)
     if len(history) < 2:
         raise ValueError("no previous champion to roll back to")
     previous = history[-2]

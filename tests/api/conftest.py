@@ -14,10 +14,12 @@ from fastapi.testclient import TestClient
 from wearcast import registry
 from wearcast.api.main import create_app
 from wearcast.api.security import hash_key
+from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
-from wearcast.dataset import featurize
+from wearcast.dataset import featurize, read_table
 from wearcast.retrain import train_challenger
 from wearcast.simulate import plan_simulation, simulate
+from wearcast.train import prepare
 
 READER, ADMIN = "reader-key-for-tests", "admin-key-for-tests"
 CONFIG_V1 = {
@@ -66,6 +68,35 @@ def api_settings(model_home, tmp_path: Path, **overrides) -> Settings:
         "workers": 1,
     }
     return Settings(**(values | overrides))
+
+
+def bearing_rows_with_gain(model_home, gain: float) -> list[dict]:
+    """A healthy training bearing's feature rows in time order (no baseline: the log keeps
+    it), its level features times ``gain`` from the 30th recording on."""
+    settings, data = model_home
+    prepared = prepare(read_table(data.parent / "table"), settings)
+    frame = prepared.frame
+    features = [c for c in prepared.X.columns if not c.startswith(BASELINE_PREFIX)]
+    healthy = frame.groupby(["run", "bearing"])["wear_piecewise"].max() == 0
+    run, bearing = healthy[healthy].index[0]
+    rows = frame[(frame.run == run) & (frame.bearing == bearing)].sort_values("timestamp")
+    scale_free = {"kurtosis", "crest", "shape", "impulse", "clearance", "skewness", "env_kurtosis"}
+    out = []
+    for i, (_, row) in enumerate(rows.iterrows()):
+        factor = gain if i >= 30 else 1.0
+        values = {
+            f: float(row[f]) * (1.0 if f in scale_free or f.endswith("_snr") else factor)
+            for f in features
+        }
+        out.append(
+            {
+                "machine": f"m-gain-{gain:g}",
+                "bearing": 1,
+                "timestamp": row["timestamp"].isoformat(),
+                "features": values,
+            }
+        )
+    return out
 
 
 def free_port() -> int:

@@ -7,9 +7,11 @@ import os
 import threading
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
+from wearcast.features import Spectra
 from wearcast.prediction_log import PredictionLog, PredictionRecord
 
 
@@ -30,7 +32,7 @@ def log(request, tmp_path):
             )
         store = PredictionLog(url)
         with store.engine.begin() as conn:
-            conn.execute(text("TRUNCATE predictions, baseline_samples"))
+            conn.execute(text("TRUNCATE predictions, baseline_samples, latest_spectra"))
     yield store
     store.close()
 
@@ -111,3 +113,25 @@ def test_history_pages_and_recent_windows(log):
     recent = log.recent([("p", 1), ("p", 2)], 2, before=everything[5].recorded_at)
     assert [p.wear for p in recent[("p", 1)]] == [0.12, 0.16]
     assert recent[("p", 2)] == []
+
+
+def test_each_bearing_keeps_its_latest_recordings_spectra_whatever_the_arrival_order(log):
+    """Concurrent writers, recordings out of order: the latest by time stays, one per bearing."""
+    times = [datetime(2004, 1, 1) + timedelta(minutes=10 * i) for i in range(40)]
+    order = [int(i) for i in np.random.default_rng(3).permutation(len(times))]
+
+    def spectra(i: int) -> Spectra:
+        return Spectra(10.0, [float(i), 1.0], 1.0, [float(i)])
+
+    def writer(w: int) -> None:
+        for i in order[w::4]:
+            log.keep_spectra("m", times[i], {1: spectra(i), 2: spectra(i + 100)})
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.latest_spectra("m", 1) == (times[-1], spectra(39))
+    assert log.latest_spectra("m", 2) == (times[-1], spectra(139))
+    assert log.latest_spectra("m", 3) is None and log.latest_spectra("other", 1) is None

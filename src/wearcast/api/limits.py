@@ -64,7 +64,7 @@ class RequestLimits:
                 f"headers of {size} bytes are over the limit of {self.max_header_bytes}",
             )
             return
-        if not self.keys.empty and scope["path"] not in OPEN_PATHS:
+        if not self.keys.empty and scope["path"] not in OPEN_PATHS and not _dashboard(scope):
             key = _header(headers, HEADER.lower().encode())
             if self.keys.role_of(key) is None:
                 await _refuse(
@@ -102,6 +102,13 @@ class RequestLimits:
             return message
 
         await self.app(scope, bounded_receive, send)
+
+
+def _dashboard(scope: Scope) -> bool:
+    """The dashboard (/ui) checks keys itself: it also takes its sign-in cookie, and sends a
+    browser without a key to its login form rather than answering JSON."""
+    path = scope["path"]
+    return path == "/ui" or path.startswith("/ui/")
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

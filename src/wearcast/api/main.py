@@ -35,6 +35,7 @@ from wearcast.api.routes import (
     monitoring,
     predict,
     recordings,
+    ui,
     v2,
 )
 from wearcast.api.security import KeyRing
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, recordings, predict, bearings, models, admin, v2, monitoring):
+    for module in (health, recordings, predict, bearings, models, admin, v2, monitoring, ui):
         app.include_router(module.router)
 
     def error(request: Request, status: int, kind: str, detail) -> JSONResponse:

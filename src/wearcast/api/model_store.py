@@ -145,6 +145,8 @@ class ModelStore:
                     version=int(v.version),
                     aliases=aliases.get(int(v.version), []),
                     metrics=json.loads(v.tags.get("metrics", "{}")),
+                    gate_decision=v.tags.get("gate_decision"),
+                    gate_reason=v.tags.get("gate_reason"),
                 )
                 for v in found
             ),

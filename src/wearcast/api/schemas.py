@@ -175,6 +175,10 @@ class ModelInfo(BaseModel):
     aliases: list[str] = []
     metrics: dict[str, float] = {}
     loaded_at: datetime | None = None
+    gate_decision: str | None = Field(
+        None, description="promoted or challenger (None: not through the promotion gate yet)"
+    )
+    gate_reason: str | None = Field(None, description="why the gate decided so")
 
 
 class ModelsResponse(BaseModel):

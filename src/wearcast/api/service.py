@@ -26,7 +26,7 @@ from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
 from wearcast.baseline import BASELINE_PREFIX, sample_medians
 from wearcast.config import Settings
-from wearcast.features import FeatureSpec, recording_features
+from wearcast.features import FeatureSpec, bearing_spectra, recording_features
 from wearcast.ingest import RecordingError
 from wearcast.prediction_log import (
     LoggedAnswer,
@@ -118,6 +118,12 @@ class Scorer:
             )
             for bearing, row in zip(channel_map, rows, strict=True)
         ]
+
+    def keep_spectra(self, data: np.ndarray, machine: str, timestamp: datetime) -> None:
+        """Keep a scored recording's spectra as its bearings' latest, for the dashboard (one
+        more FFT per recording, a few milliseconds beside parsing)."""
+        channel_map = bearing_channels(data.shape[1], self.settings.bearings_per_machine)
+        self.log.keep_spectra(machine, timestamp, bearing_spectra(data, channel_map, self.spec))
 
     def score(
         self, inputs: list[BearingInput], model: LoadedModel

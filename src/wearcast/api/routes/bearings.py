@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from wearcast.alarms import bearing_status, episodes_of
 from wearcast.api.deps import LogDep, ReaderDep, SettingsDep, StoreDep
+from wearcast.api.model_store import ModelStore
 from wearcast.api.schemas import (
     ERROR_RESPONSES,
     AlarmEpisode,
@@ -18,6 +19,10 @@ from wearcast.api.schemas import (
     parse_bearing_id,
     recording_time,
 )
+from wearcast.config import Settings
+from wearcast.prediction_log import PredictionLog
+
+__all__ = ["router", "history_of"]
 
 router = APIRouter(prefix="/v1", tags=["bearings"])
 
@@ -58,10 +63,28 @@ def bearing_history(
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from None
     since, before = _time(since, "since"), _time(before, "before")
+    answer = history_of(log, settings, store, machine, bearing, limit, since, before)
+    if answer is None:
+        raise HTTPException(404, detail=f"no prediction logged for bearing {bearing_id!r}")
+    return answer
+
+
+def history_of(
+    log: PredictionLog,
+    settings: Settings,
+    store: ModelStore,
+    machine: str,
+    bearing: int,
+    limit: int,
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> BearingHistory | None:
+    """What GET /v1/bearings/{id} answers (None: nothing logged); the dashboard shows it too."""
+    bearing_id = f"{machine}:{bearing}"
     window = max(settings.alarm_n, settings.rul_trend_recordings)
     latest = log.history(machine, bearing, limit=window)
     if not latest:
-        raise HTTPException(404, detail=f"no prediction logged for bearing {bearing_id!r}")
+        return None
     hours = np.array(
         [(p.recorded_at - latest[0].recorded_at).total_seconds() / 3600 for p in latest]
     )

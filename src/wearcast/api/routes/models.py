@@ -6,7 +6,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from wearcast.api.deps import ReaderDep, StoreDep
+from wearcast.api.model_store import ModelStore
 from wearcast.api.schemas import ERROR_RESPONSES, ModelInfo, ModelsResponse
+
+__all__ = ["router", "models_answer"]
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -20,6 +23,11 @@ router = APIRouter(prefix="/v1", tags=["models"])
     responses=ERROR_RESPONSES,
 )
 async def list_models(store: StoreDep, _role: ReaderDep) -> ModelsResponse:
+    return await models_answer(store)
+
+
+async def models_answer(store: ModelStore) -> ModelsResponse:
+    """What GET /v1/models answers; the dashboard's model page shows it too."""
     versions = store.versions
     if versions is None:
         versions = await run_in_threadpool(store.refresh_versions)

@@ -147,6 +147,7 @@ async def post_recording(
             )
         inputs = scorer.recording_inputs(data, machine, when)
         request_id, answers = scorer.score(inputs, model)
+        scorer.keep_spectra(data, machine, when)
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
 
