@@ -144,7 +144,13 @@ def real_spectra(ims: Path, settings: Settings) -> pd.DataFrame:
             ("original: HGB", HistGradientBoostingRegressor(random_state=0)),
         ):
             preds = held_out_predictions(
-                data.frame, pd.DataFrame(X), data.y, _original(est)["make"], holdout="bearing"
+                data.frame,
+                pd.DataFrame(X),
+                data.y,
+                lambda _unit, train, est=est, X=X, y=data.y: _original(est)["make"]().fit(
+                    X[train], y[train]
+                ),
+                holdout="bearing",
             )
             report(name, strategy, preds, data)
         outcome = fit_and_evaluate(data, settings, holdout="bearing")

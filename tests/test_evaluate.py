@@ -187,12 +187,14 @@ def test_held_out_predictions_never_fit_on_the_held_out_unit():
     y = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # runs a, b, c: 2 rows each
     X = pd.DataFrame({"unit": frame["run"]})
     _Recorder.fitted_on = []
-    preds = held_out_predictions(frame, X, y, _Recorder)
+    preds = held_out_predictions(
+        frame, X, y, lambda _unit, train: _Recorder().fit(X[train], y[train])
+    )
     assert _Recorder.fitted_on == [{"b", "c"}, {"a", "c"}, {"a", "b"}]
     # Held out a: mean of 2..5 = 3.5; b: mean of 0, 1, 4, 5 = 2.5; c: mean of 0..3 = 1.5.
     assert preds["wear_pred"].tolist() == [3.5, 3.5, 2.5, 2.5, 1.5, 1.5]
     with pytest.raises(ValueError, match="at least two runs, found 1"):
-        held_out_predictions(frame[frame.run == "a"], X[:2], y[:2], _Recorder)
+        held_out_predictions(frame[frame.run == "a"], X[:2], y[:2], None)
 
 
 def test_one_run_with_holdout_run_is_refused_before_the_search(tmp_path, monkeypatch):

@@ -45,7 +45,7 @@ def sim_table(sim_settings, tmp_path_factory) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def outcome(sim_table, sim_settings):
     return fit_and_evaluate(
-        prepare(sim_table, sim_settings), sim_settings, max_trials=len(FAMILIES) + 2
+        prepare(sim_table, sim_settings), sim_settings, max_trials=len(FAMILIES)
     )
 
 
@@ -93,6 +93,27 @@ def test_search_tries_every_family_within_its_trials(sim_table, sim_settings):
     result = search(data.X, data.y, data.groups, sim_settings, max_trials=len(FAMILIES))
     assert set(result.leaderboard["family"]) == set(FAMILIES)
     assert result.best_mae == result.leaderboard["cv_wear_mae"].min()
+
+
+def test_the_search_inside_each_held_out_fold_never_sees_that_run(
+    sim_table, sim_settings, monkeypatch
+):
+    import wearcast.train as train
+
+    searched = []  # (runs the search saw, its budget)
+    real_search = train.search
+
+    def recording_search(X, y, groups, settings, **options):
+        searched.append(({g.rsplit("/", 1)[0] for g in groups}, settings.search_budget_s))
+        return real_search(X, y, groups, settings, **options)
+
+    monkeypatch.setattr(train, "search", recording_search)
+    outcome = fit_and_evaluate(prepare(sim_table, sim_settings), sim_settings, max_trials=1)
+    runs = sorted(sim_table["run"].unique())
+    assert [seen for seen, _ in searched] == [set(runs) - {r} for r in runs] + [set(runs)]
+    # One wall-clock budget for the whole step, shared by the 3 fold searches and the final one.
+    assert {budget for _, budget in searched} == {sim_settings.search_budget_s / 4}
+    assert sorted(outcome.fold_configs) == runs
 
 
 def test_every_family_builds_and_fits(sim_table, sim_settings):

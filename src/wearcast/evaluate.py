@@ -37,6 +37,7 @@ __all__ = [
     "AlarmJudgement",
     "BearingOutcome",
     "check_holdout",
+    "holdout_units",
     "Evaluation",
     "LABELS",
     "held_out_predictions",
@@ -152,18 +153,19 @@ class Evaluation:
         }
 
 
-def _units(frame: pd.DataFrame, holdout: str) -> pd.Series:
+def holdout_units(frame: pd.DataFrame, holdout: str) -> pd.Series:
+    """Each row's held-out unit: its run, or its run/bearing."""
     return frame["run"] if holdout == "run" else frame["run"] + "/" + frame["bearing"].astype(str)
 
 
 def check_holdout(frame: pd.DataFrame, holdout: str) -> None:
     """Refuse a table that cannot be evaluated holding out ``holdout`` units, saying what can
     (called before the search, which would otherwise run for nothing)."""
-    found = _units(frame, holdout).nunique()
+    found = holdout_units(frame, holdout).nunique()
     if found >= 2:
         return
     message = f"held-out evaluation needs at least two {holdout}s, found {found}"
-    bearings = _units(frame, "bearing").nunique()
+    bearings = holdout_units(frame, "bearing").nunique()
     if holdout == "run" and bearings >= 2:
         message += f": hold out bearings instead (--holdout bearing, {bearings} bearings)"
     else:
@@ -175,22 +177,23 @@ def held_out_predictions(
     frame: pd.DataFrame,
     X: pd.DataFrame,
     y: np.ndarray,
-    make_model: Callable[[], object],
+    fit: Callable[[str, np.ndarray], object],
     *,
     holdout: str = "run",
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Predict each held-out unit (``run`` or ``bearing``) with a model fitted on the others."""
+    """Predict each held-out unit (``run`` or ``bearing``) with a model fitted on the others:
+    ``fit(unit, train)`` returns a model fitted on the rows where ``train`` is True, so any
+    choice it makes (a search) sees only them."""
     check_holdout(frame, holdout)
-    units = _units(frame, holdout)
+    units = holdout_units(frame, holdout)
     names = sorted(units.unique())
     pred = np.full(len(frame), np.nan)
     for name in names:
         test = (units == name).to_numpy()
         if progress:
             progress(name)
-        model = make_model().fit(X[~test], y[~test])
-        pred[test] = model.predict(X[test])
+        pred[test] = fit(name, ~test).predict(X[test])
     keep = ["run", "bearing", "timestamp", "elapsed_h", "life_fraction", "failed", "onset"]
     keep += ["rul_h"] + [f"wear_{labels}" for labels in LABELS]
     out = frame[keep].copy()

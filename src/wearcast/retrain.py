@@ -102,7 +102,12 @@ def train_challenger(
         settings=settings,
         leaderboard=outcome.search.leaderboard if len(outcome.search.leaderboard) else None,
         importances=outcome.importances,
-        context={**params, "chosen model": outcome.config},
+        context={
+            **params,
+            "chosen model": outcome.config,
+            # Nested evaluation: what the search chose for each fold without its held-out unit.
+            "chosen per held-out fold": {u: c["family"] for u, c in outcome.fold_configs.items()},
+        },
     )
     summary = {
         "report": str(report),

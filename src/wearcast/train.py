@@ -30,6 +30,7 @@ from wearcast.evaluate import (
     check_holdout,
     evaluate_predictions,
     held_out_predictions,
+    holdout_units,
 )
 
 # The model's classes live in wearcast.model (what serving needs, without optuna). Models
@@ -197,13 +198,12 @@ def evaluate_config(
     config: dict, data: TrainingData, settings: Settings, *, holdout: str = "run", progress=None
 ) -> tuple[Evaluation, pd.DataFrame]:
     """Held-out evaluation of one configuration on ``data``."""
+
+    def fit(_unit: str, train: np.ndarray) -> Pipeline:
+        return build_pipeline(config, settings.random_state).fit(data.X[train], data.y[train])
+
     preds = held_out_predictions(
-        data.frame,
-        data.X,
-        data.y,
-        lambda: build_pipeline(config, settings.random_state),
-        holdout=holdout,
-        progress=progress,
+        data.frame, data.X, data.y, fit, holdout=holdout, progress=progress
     )
     return evaluate_predictions(preds, settings), preds
 
@@ -217,6 +217,7 @@ class TrainingOutcome:
     predictions: pd.DataFrame
     importances: pd.Series
     data: TrainingData
+    fold_configs: dict[str, dict]  # held-out unit -> what the search chose without it
 
 
 def _importances(model: Pipeline, data: TrainingData, seed: int) -> pd.Series:
@@ -251,24 +252,48 @@ def fit_and_evaluate(
     config: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TrainingOutcome:
-    """Search (unless ``config`` is given), evaluate held out, fit the final model on all data."""
+    """Search (unless ``config`` is given), evaluate held out, fit the final model on all data.
+
+    The evaluation is nested: for each held-out unit the search runs again on the other units
+    alone, so the figures measure the whole procedure (search included) on data it never saw,
+    not a configuration chosen with the held-out unit's help. The wall-clock budget
+    (``search_budget_s``) covers every search together: each gets an equal share.
+    """
     say = progress or (lambda _msg: None)
     check_holdout(data.frame, holdout)  # before the search, not after it
-    if config is None:
-        result = search(
-            data.X,
-            data.y,
-            data.groups,
-            settings,
-            features_mode=features_mode,
-            max_trials=max_trials,
-            progress=lambda n, s: say(f"search: {n} trials, {s:.0f} s"),
-        )
-    else:
+    if config is not None:
         result = SearchResult(config, float("nan"), pd.DataFrame(), 0.0, 0)
-    evaluation, preds = evaluate_config(
-        result.best, data, settings, holdout=holdout, progress=lambda u: say(f"held out: {u}")
-    )
+        evaluation, preds = evaluate_config(
+            config, data, settings, holdout=holdout, progress=lambda u: say(f"held out: {u}")
+        )
+        fold_configs = dict.fromkeys(sorted(holdout_units(data.frame, holdout).unique()), config)
+    else:
+        units = sorted(holdout_units(data.frame, holdout).unique())
+        share = settings.model_copy(
+            update={"search_budget_s": settings.search_budget_s / (len(units) + 1)}
+        )
+        fold_configs = {}
+
+        def searched(what: str, rows: np.ndarray) -> SearchResult:
+            return search(
+                data.X[rows],
+                data.y[rows],
+                data.groups[rows],
+                share,
+                features_mode=features_mode,
+                max_trials=max_trials,
+                progress=lambda n, s: say(f"search ({what}): {n} trials, {s:.0f} s"),
+            )
+
+        def fit(unit: str, train: np.ndarray) -> Pipeline:
+            fold_configs[unit] = searched(f"without {unit}", train).best
+            return build_pipeline(fold_configs[unit], settings.random_state).fit(
+                data.X[train], data.y[train]
+            )
+
+        preds = held_out_predictions(data.frame, data.X, data.y, fit, holdout=holdout)
+        evaluation = evaluate_predictions(preds, settings)
+        result = searched("all data", np.ones(len(data.y), dtype=bool))
     say("fitting the final model on all data")
     model = build_pipeline(result.best, settings.random_state).fit(data.X, data.y)
     return TrainingOutcome(
@@ -279,4 +304,5 @@ def fit_and_evaluate(
         predictions=preds,
         importances=_importances(model, data, settings.random_state),
         data=data,
+        fold_configs=fold_configs,
     )
