@@ -491,7 +491,7 @@ def evaluate(
 
     from wearcast import registry
     from wearcast.dataset import load_training_table
-    from wearcast.evaluate import write_report
+    from wearcast.report import write_report
     from wearcast.train import evaluate_config, prepare
 
     settings = settings_of(ctx)

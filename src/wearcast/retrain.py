@@ -22,9 +22,9 @@ import httpx
 from wearcast import registry
 from wearcast.config import Settings
 from wearcast.dataset import load_training_table, table_digest
-from wearcast.evaluate import write_report
 from wearcast.monitoring import reference_sample
 from wearcast.prognostics import fit_prognostics
+from wearcast.report import write_report
 from wearcast.train import evaluate_config, fit_and_evaluate, prepare
 
 __all__ = ["train_challenger", "gate_challenger", "reload_replicas", "publish_report"]

@@ -1,0 +1,136 @@
+"""The training report: held-out figures (:mod:`wearcast.evaluate`) as Markdown with plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no process-wide backend chosen at import
+
+from wearcast.config import Settings
+from wearcast.evaluate import Evaluation
+
+__all__ = ["write_report"]
+
+
+def _plot_run(
+    preds: pd.DataFrame, run: str, evaluation: Evaluation, settings: Settings, path: Path
+) -> None:
+    rows = preds[preds["run"] == run]
+    bearings = sorted(rows["bearing"].unique())
+    fig = Figure(figsize=(10, 2.2 * len(bearings)))
+    axes = fig.subplots(len(bearings), 1, sharex=True, squeeze=False)
+    outcome = {(o.run, o.bearing): o for o in evaluation.bearings}
+    for ax, bearing in zip(axes[:, 0], bearings, strict=True):
+        b = rows[rows["bearing"] == bearing].sort_values("timestamp")
+        ax.plot(b["elapsed_h"], b["wear_true"], color="black", lw=1, label="label")
+        ax.plot(b["elapsed_h"], b["wear_pred"], color="tab:blue", lw=0.8, label="predicted")
+        ax.axhline(
+            settings.alarm_threshold, color="tab:orange", ls=":", lw=0.8, label="alarm threshold"
+        )
+        o = outcome[(run, bearing)]
+        if o.alarm_at is not None:
+            t = (pd.Timestamp(o.alarm_at) - b["timestamp"].iloc[0]).total_seconds() / 3600 + b[
+                "elapsed_h"
+            ].iloc[0]
+            ax.axvline(t, color="tab:red", lw=1, label="persistent alarm raised")
+        title = f"bearing {bearing}" + (" (failed)" if o.failed else " (did not fail)")
+        if o.lead_time_h is not None:
+            title += f": alarm {o.lead_time_h:.1f} h before failure"
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("wear")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("hours since start of run")
+    fig.suptitle(f"run {run}, held out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _plot_importances(importances: pd.Series, path: Path) -> None:
+    top = importances.sort_values().tail(20)
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    ax.barh(top.index, top.values)
+    ax.set_xlabel("importance")
+    ax.set_title("feature importances (top 20)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    title: str,
+    evaluation: Evaluation,
+    preds: pd.DataFrame,
+    settings: Settings,
+    leaderboard: pd.DataFrame | None = None,
+    importances: pd.Series | None = None,
+    context: dict | None = None,
+) -> Path:
+    """A Markdown report with PNG plots; returns the report's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", ""]
+    for key, value in (context or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", "## Held-out metrics", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in evaluation.metrics().items()]
+    lines += [
+        "",
+        f"Alarm rule: predicted wear above {settings.alarm_threshold} for {settings.alarm_k} "
+        f"of the last {settings.alarm_n} recordings. A failure is caught by an alarm still open "
+        "at its last recording; every other alarm is false.",
+        "",
+        "## Wear MAE beside trivial predictors (compare within a row only)",
+        "",
+        "| labels | model | always 0 | age only |",
+        "|---|---:|---:|---:|",
+    ]
+    for labels, by in evaluation.wear_mae_by_labels.items():
+        lines.append(f"| {labels} | {by['model']:.4f} | {by['always0']:.4f} | {by['age']:.4f} |")
+    lines += [
+        "",
+        "## Bearings",
+        "",
+        "| run | bearing | failed | wear MAE | persistent alarm | lead time h "
+        "| alarm in first half | false alarms | RUL MAE h |",
+        "|---|---:|---|---:|---|---:|---|---:|---:|",
+    ]
+    for o in evaluation.bearings:
+        lines.append(
+            f"| {o.run} | {o.bearing} | {_yes(o.failed)} | {o.wear_mae:.3f} | {o.alarm_at or '-'} "
+            f"| {_num(o.lead_time_h)} | {_yes(o.alarm_in_first_half)} | {o.false_alarms} "
+            f"| {_num(o.rul_mae_h)} |"
+        )
+    lines += ["", "## Predicted against true wear", ""]
+    for run in sorted(preds["run"].unique()):
+        name = f"wear_{run}.png".replace("/", "_")
+        _plot_run(preds, run, evaluation, settings, out_dir / name)
+        lines.append(f"![{run}]({name})")
+    if importances is not None and len(importances):
+        _plot_importances(importances, out_dir / "importances.png")
+        lines += ["", "## Feature importances", "", "![importances](importances.png)"]
+    if leaderboard is not None:
+        lines += [
+            "",
+            "## Search leaderboard",
+            "",
+            "| rank | family | CV wear MAE | configuration |",
+            "|---:|---|---:|---|",
+        ]
+        for i, row in leaderboard.head(15).iterrows():
+            lines.append(
+                f"| {i + 1} | {row['family']} | {row['cv_wear_mae']:.4f} | `{row['config']}` |"
+            )
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
