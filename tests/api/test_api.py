@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -369,3 +371,64 @@ def test_a_lone_recording_is_scored_by_one_rule_and_a_healthy_real_one_is_far_fr
         assert answer["alarm_state"] == expected["alarm_state"] == "ok"
     worst = max(r["wear"] for r in alone)
     assert worst < settings.alarm_threshold / 2, alone
+
+
+@pytest.mark.real_data
+def test_pronostia_snapshots_are_served_as_batch_scoring_answers_them(
+    client, model_home, bearing3_1, tmp_path
+):
+    """Real PRONOSTIA snapshots (Bearing3_1, 1500 rpm) uploaded one at a time with
+    format=pronostia get the answers `wearcast predict` gives the same folder with its run.json:
+    the same rig (25.6 kHz, 2560 samples, the bearing's geometry and speed), one bearing."""
+    settings, _ = model_home
+    start = datetime(2011, 4, 7, 9, 10, 39)
+    run = tmp_path / "Bearing3_1"
+    run.mkdir()
+    names = [f"acc_{i:05d}.csv" for i in range(1, 26)]
+    for name in names:
+        shutil.copyfile(bearing3_1 / name, run / name)
+    run_json = {
+        "name": "Bearing3_1",
+        "format": "pronostia",
+        "n_bearings": 1,
+        "shaft_rpm": 1500,
+        "start": start.isoformat(),
+    }
+    (run / "run.json").write_text(json.dumps(run_json))
+    model, version = registry.load_model(settings, 1)
+    prognostics = registry.load_prognostics(registry.client(settings), settings, 1)
+    batch, bad = score_path(run, model, version, settings, prognostics)
+    assert not bad and len(batch) == len(names)
+    for i, name in enumerate(names):
+        when = start + timedelta(seconds=10 * i)  # the snapshots' own clocks, 10 s apart
+        response = _upload(
+            client,
+            run / name,
+            machine="femto-3-1",
+            format="pronostia",
+            shaft_rpm=1500,
+            timestamp=when.isoformat(),
+        )
+        assert response.status_code == 200, response.text
+        (answer,) = response.json()["bearings"]
+        assert answer["bearing"] == 1
+        assert response.json()["timestamp"] == batch[i]["timestamp"]
+        assert answer["wear"] == pytest.approx(batch[i]["wear"], rel=1e-6)
+        assert answer["health"] == pytest.approx(batch[i]["health"], rel=1e-4)
+    # An IMS file sent as PRONOSTIA, and an unknown format: 4xx that say what was expected.
+    ims_file = client.post(
+        "/v1/recordings",
+        params={"machine": "femto-x", "format": "pronostia", "timestamp": start.isoformat()},
+        content=(
+            model_home[1]
+            / "sim_run_01"
+            / sorted(p.name for p in (model_home[1] / "sim_run_01").glob("2004.*"))[0]
+        ).read_bytes(),
+        headers={"content-type": "text/plain"},
+    )
+    assert ims_file.status_code == 422, ims_file.text
+    assert "expected 2560" in ims_file.text or "columns" in ims_file.text
+    unknown = _upload(
+        client, run / names[0], machine="femto-y", format="cwru", timestamp=start.isoformat()
+    )
+    assert unknown.status_code == 422 and "pronostia" in unknown.json()["detail"]

@@ -36,7 +36,7 @@ from wearcast.prediction_log import (
     PredictionRecord,
 )
 from wearcast.prognostics import Prognostics
-from wearcast.rig import bearing_channels
+from wearcast.rig import Rig, bearing_channels
 
 __all__ = [
     "BearingInput",
@@ -92,23 +92,42 @@ class Scorer:
         self.settings = settings
         self.log = log
         self.spec = FeatureSpec.from_settings(settings)
+        self._specs: dict[Rig, FeatureSpec] = {}  # per rig: a spec is a few arrays, rigs few
         # Medians of a bearing's samples, valid while the log holds the same sample times (a
         # recording's sample never changes), so reading them again is only needed on change.
         self._baselines: OrderedDict[tuple[str, int], Baseline] = OrderedDict()
 
+    def spec_for(self, rig: Rig | None) -> FeatureSpec:
+        """The features of recordings made on ``rig`` (None: the settings' IMS rig)."""
+        if rig is None:
+            return self.spec
+        if rig not in self._specs:
+            self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
+        return self._specs[rig]
+
     def recording_inputs(
-        self, data: np.ndarray, machine: str, timestamp: datetime
+        self,
+        data: np.ndarray,
+        machine: str,
+        timestamp: datetime,
+        *,
+        rig: Rig | None = None,
+        bearings: int | None = None,
     ) -> list[BearingInput]:
-        """Per-bearing features of one validated recording."""
-        channel_map = bearing_channels(data.shape[1], self.settings.bearings_per_machine)
+        """Per-bearing features of one validated recording made on ``rig`` with ``bearings``
+        bearings (defaults: the settings')."""
+        spec = self.spec_for(rig)
+        channel_map = bearing_channels(
+            data.shape[1], bearings or self.settings.bearings_per_machine
+        )
         with np.errstate(over="ignore", invalid="ignore"):
-            columns, rows = recording_features(data, channel_map, self.spec)
+            columns, rows = recording_features(data, channel_map, spec)
         if not np.isfinite(rows).all():  # finite samples whose squares or spectra overflow
             raise RecordingError(
                 "the recording's features are not finite: a sample value is far outside any "
                 "physical range"
             )
-        width = len(self.spec.names)  # the bearing-level features come first
+        width = len(spec.names)  # the bearing-level features come first
         return [
             BearingInput(
                 machine,
@@ -119,11 +138,22 @@ class Scorer:
             for bearing, row in zip(channel_map, rows, strict=True)
         ]
 
-    def keep_spectra(self, data: np.ndarray, machine: str, timestamp: datetime) -> None:
+    def keep_spectra(
+        self,
+        data: np.ndarray,
+        machine: str,
+        timestamp: datetime,
+        *,
+        rig: Rig | None = None,
+        bearings: int | None = None,
+    ) -> None:
         """Keep a scored recording's spectra as its bearings' latest, for the dashboard (one
         more FFT per recording, a few milliseconds beside parsing)."""
-        channel_map = bearing_channels(data.shape[1], self.settings.bearings_per_machine)
-        self.log.keep_spectra(machine, timestamp, bearing_spectra(data, channel_map, self.spec))
+        channel_map = bearing_channels(
+            data.shape[1], bearings or self.settings.bearings_per_machine
+        )
+        spectra = bearing_spectra(data, channel_map, self.spec_for(rig))
+        self.log.keep_spectra(machine, timestamp, spectra)
 
     def score(
         self, inputs: list[BearingInput], model: LoadedModel

@@ -1,7 +1,9 @@
-"""POST /v1/recordings: one raw IMS recording in, each bearing's wear, life and alarm out."""
+"""POST /v1/recordings: one raw recording (IMS or PRONOSTIA format) in, each bearing's wear,
+life and alarm out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -19,8 +21,9 @@ from wearcast.api.schemas import (
 )
 from wearcast.api.service import responses
 from wearcast.config import Settings
-from wearcast.ingest import RecordingError, parse_recording, validate_signal
-from wearcast.rig import parse_timestamp
+from wearcast.formats import FORMATS
+from wearcast.ingest import RecordingError, validate_signal
+from wearcast.rig import Rig, parse_timestamp
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -69,15 +72,16 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
     )
 
 
-def check_layout(content: bytes, settings: Settings) -> None:
-    """Refuse, before parsing, a body whose lines could not be a recording: too many lines,
-    a line too long, or too many values on a line. Parsing such a body costs seconds of CPU."""
+def check_layout(content: bytes, settings: Settings, rig: Rig) -> None:
+    """Refuse, before parsing, a body whose lines could not be a recording of ``rig``: too many
+    lines, a line too long, or too many values on a line. Parsing such a body costs seconds of
+    CPU."""
     ends = np.flatnonzero(np.frombuffer(content, dtype=np.uint8) == ord("\n"))
     lengths = np.diff(np.concatenate(([-1], ends, [len(content)]))) - 1
     if len(lengths) and lengths[-1] == 0:  # the final newline ends the last line
         lengths = lengths[:-1]
-    if len(lengths) > 2 * settings.expected_rows:  # slack: a stray line is diagnosed by parsing
-        raise RecordingError(f"{len(lengths)} rows, expected {settings.expected_rows}")
+    if len(lengths) > 2 * rig.samples:  # slack: a stray line is diagnosed by parsing
+        raise RecordingError(f"{len(lengths)} rows, expected {rig.samples}")
     if len(lengths) and lengths.max() > settings.max_line_bytes:
         line = int(np.argmax(lengths))
         raise RecordingError(
@@ -86,7 +90,7 @@ def check_layout(content: bytes, settings: Settings) -> None:
             line=line + 1,
         )
     first = content[: int(lengths[0]) if len(lengths) else 0]
-    values = first.count(b"\t") + 1
+    values = max(first.count(sep) for sep in (b"\t", b",", b";")) + 1
     if values > settings.max_values_per_line:
         raise RecordingError(
             f"line 1 has {values} values, over the limit of {settings.max_values_per_line} "
@@ -98,9 +102,13 @@ def check_layout(content: bytes, settings: Settings) -> None:
 @router.post(
     "/recordings",
     summary="score one raw recording",
-    description="The IMS text file as the body (text/plain) or as a multipart upload (field "
-    "`file`). It is validated as ingestion validates files, its features are computed by the "
-    "training code, and every bearing's prediction is logged.",
+    description="The recording file as the body (text/plain) or as a multipart upload (field "
+    "`file`): an IMS text file (default), or a PRONOSTIA `acc_*.csv` snapshot with "
+    "`format=pronostia` (one bearing, horizontal and vertical channels; give `timestamp`, the "
+    "file's clock has no date). `shaft_rpm` sets the machine's speed where it differs from the "
+    "format's default (defect frequencies follow it). The file is validated as ingestion "
+    "validates files, its features are computed by the training code for that rig, and every "
+    "bearing's prediction is logged.",
     response_model=PredictionResponse,
     responses=ERROR_RESPONSES,
     openapi_extra=_BODY,
@@ -119,7 +127,23 @@ async def post_recording(
     filename: Annotated[
         str | None, Query(description="IMS file name, read as the timestamp")
     ] = None,
+    format: Annotated[
+        str, Query(pattern="^[a-z]+$", description=f"recording format: {', '.join(FORMATS)}")
+    ] = "ims",
+    shaft_rpm: Annotated[
+        float | None, Query(gt=0, le=100_000, description="shaft speed, rev/min")
+    ] = None,
 ) -> PredictionResponse:
+    if format not in FORMATS:
+        raise HTTPException(
+            422, detail=f"unknown recording format {format!r} (known: {', '.join(FORMATS)})"
+        )
+    reader = FORMATS[format]
+    rig = reader.defaults(settings)
+    if shaft_rpm is not None:
+        rig = replace(rig, shaft_rpm=shaft_rpm)
+    # IMS machines take the configured bearing count; other formats say theirs.
+    bearings = settings.bearings_per_machine if format == "ims" else reader.bearings
     # The body is already bounded by the limits middleware; the file part is bounded here.
     limit = settings.max_upload_bytes
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
@@ -137,17 +161,17 @@ async def post_recording(
         when = _timestamp(timestamp, filename or upload.filename)
 
     def work() -> PredictionResponse:
-        check_layout(content, settings)
-        data = parse_recording(content)
-        validate_signal(data, settings, expected_channels=None)
-        if data.shape[1] % settings.bearings_per_machine:
+        check_layout(content, settings, rig)
+        data = reader.parse(content)
+        validate_signal(data, settings, expected_rows=rig.samples)
+        if data.shape[1] % bearings:
             raise RecordingError(
-                f"{data.shape[1]} channels cannot be split over {settings.bearings_per_machine} "
+                f"{data.shape[1]} channels cannot be split over {bearings} "
                 "bearings (expected one or two channels per bearing)"
             )
-        inputs = scorer.recording_inputs(data, machine, when)
+        inputs = scorer.recording_inputs(data, machine, when, rig=rig, bearings=bearings)
         request_id, answers = scorer.score(inputs, model)
-        scorer.keep_spectra(data, machine, when)
+        scorer.keep_spectra(data, machine, when, rig=rig, bearings=bearings)
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
 
