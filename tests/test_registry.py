@@ -13,6 +13,7 @@ from wearcast import registry
 from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
+from wearcast.evaluate import BearingOutcome, Evaluation
 from wearcast.retrain import gate_challenger, train_challenger
 from wearcast.simulate import plan_simulation, simulate
 from wearcast.train import prepare
@@ -38,6 +39,16 @@ def world(tmp_path_factory):
     return settings, data, root
 
 
+def _evaluation(wear_mae_per_bearing: list[float]) -> Evaluation:
+    """A held-out evaluation of four healthy bearings with these wear errors, nothing else."""
+    bearings = [
+        BearingOutcome("r", b, False, 10.0, None, None, False, 0, 10.0, mae)
+        for b, mae in enumerate(wear_mae_per_bearing, start=1)
+    ]
+    mean = float(np.mean(wear_mae_per_bearing))
+    return Evaluation(mean, mean, float("nan"), {}, 0.0, 0, 0, None, None, bearings)
+
+
 def _register(settings, config, root):
     version = train_challenger(settings, root / "table", config=config)["version"]
     return version, gate_challenger(settings, root / "table", version)
@@ -55,6 +66,19 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
     assert (
         client.get_model_version(settings.model_name, str(v3)).tags["gate_decision"] == "challenger"
     )
+    assert registry.champion_version(client, settings) == v2
+    # A lower mean error made of per-bearing differences that go both ways is noise: kept.
+    other = {**GOOD, "params": {"n_estimators": 61}}
+    v4 = train_challenger(settings, root / "table", config=other)["version"]
+    per_bearing = {
+        json.dumps(GOOD): [0.10, 0.20, 0.10, 0.20],  # the champion (v2): mean 0.150
+        json.dumps(other): [0.05, 0.25, 0.04, 0.24],  # the challenger: mean 0.145
+    }
+    d4 = registry.gate(
+        client, settings, v4, lambda config: _evaluation(per_bearing[json.dumps(config)])
+    )
+    assert settings.promotion_margin == 0 and not d4.promoted
+    assert "-0.0050" in d4.reason and "twice the standard error" in d4.reason
     assert registry.champion_version(client, settings) == v2
     # models:/<name>@champion is the promoted model.
     loaded = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import joblib
 import mlflow
 import mlflow.sklearn
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -216,9 +217,13 @@ def gate(
 ) -> GateDecision:
     """Promote ``version`` if it beats the champion on the same held-out evaluation.
 
-    The challenger's held-out metrics are the ones logged with it; the champion's
-    configuration is evaluated again on the same data. A version already gated keeps its
-    decision, so running the gate twice changes nothing.
+    Like with like: both versions' configurations are evaluated by the same held-out procedure
+    on the same table (``evaluate_config``), so the held-out bearings are the same rows for
+    both. The challenger must lower the wear MAE, averaged over held-out bearings, by more than
+    ``promotion_margin`` and more than the noise the comparison itself shows (twice the standard
+    error of the per-bearing differences), and miss no more failures and raise no more false
+    alarms. A version already gated keeps its decision, so running the gate twice changes
+    nothing.
     """
     tags = client.get_model_version(settings.model_name, str(version)).tags
     if "gate_decision" in tags:
@@ -228,7 +233,6 @@ def gate(
             tags.get("gate_reason", ""),
             champion_version(client, settings),
         )
-    challenger = json.loads(tags["metrics"])
     current = champion_version(client, settings)
     if current is None:
         promote(client, settings, version, "first model: no champion to beat")
@@ -237,26 +241,33 @@ def gate(
         client.get_model_version(settings.model_name, str(current)).tags["config"]
     )
     champion = evaluate_config(champion_config)
+    challenger = evaluate_config(json.loads(tags["config"]))
+    theirs = {(b.run, b.bearing): b.wear_mae for b in champion.bearings}
+    diffs = np.array([b.wear_mae - theirs[(b.run, b.bearing)] for b in challenger.bearings])
+    noise = 2 * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else np.inf
+    needed = max(settings.promotion_margin, noise)
     margin = settings.promotion_margin
     problems = []
-    if not challenger["wear_mae"] < champion.wear_mae - margin:
+    if not diffs.mean() < -needed:
         problems.append(
-            f"wear MAE {challenger['wear_mae']:.4f} does not beat the champion's "
-            f"{champion.wear_mae:.4f} by the margin {margin:g}"
+            f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's does not "
+            f"beat it by {needed:.4f} (the margin {margin:g}, or twice the standard error of "
+            f"the {len(diffs)} per-bearing differences, {noise:.4f})"
         )
-    if challenger["missed_failures"] > champion.missed_failures:
+    if challenger.missed_failures > champion.missed_failures:
         problems.append(
-            f"misses {challenger['missed_failures']:.0f} failures, "
-            f"the champion {champion.missed_failures}"
+            f"misses {challenger.missed_failures} failures, the champion "
+            f"{champion.missed_failures}"
         )
-    if challenger["false_alarms_per_1000h"] > champion.false_alarms_per_1000h + 1e-9:
+    if challenger.false_alarms_per_1000h > champion.false_alarms_per_1000h + 1e-9:
         problems.append(
-            f"{challenger['false_alarms_per_1000h']:.2f} false alarms per 1000 h, the champion "
+            f"{challenger.false_alarms_per_1000h:.2f} false alarms per 1000 h, the champion "
             f"{champion.false_alarms_per_1000h:.2f}"
         )
-    client.set_model_version_tag(
-        settings.model_name, str(version), "champion_wear_mae_same_data", f"{champion.wear_mae:.6f}"
-    )
+    for who, e in (("champion", champion), ("challenger", challenger)):
+        client.set_model_version_tag(
+            settings.model_name, str(version), f"{who}_wear_mae_same_data", f"{e.wear_mae:.6f}"
+        )
     if problems:
         reason = f"kept version {current}: " + "; ".join(problems)
         client.set_model_version_tag(
@@ -265,7 +276,8 @@ def gate(
         client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
         return GateDecision(version, False, reason, current)
     reason = (
-        f"beats version {current}: wear MAE {challenger['wear_mae']:.4f} < {champion.wear_mae:.4f}"
+        f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < {champion.wear_mae:.4f} "
+        f"(per held-out bearing {diffs.mean():+.4f}, needed {-needed:+.4f})"
     )
     promote(client, settings, version, reason)
     return GateDecision(version, True, reason, current)

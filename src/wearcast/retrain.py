@@ -139,17 +139,18 @@ def train_challenger(
 def gate_challenger(
     settings: Settings, table: Path, version: int, *, runs_meta: Path | None = None
 ) -> registry.GateDecision:
-    """Promote ``version`` if it beats the champion on the same held-out evaluation of ``table``."""
+    """Promote ``version`` if it beats the champion on the same held-out evaluation of ``table``
+    (both configurations evaluated alike: :func:`wearcast.registry.gate`)."""
     client = registry.connect(settings)
     tags = client.get_model_version(settings.model_name, str(version)).tags
     holdout = tags.get("holdout") or "run"
 
-    def champion_on_same_data(config: dict):
+    def on_same_data(config: dict):
         frame = load_training_table(table, settings, runs_meta=runs_meta)
         data = prepare(frame, settings, tags.get("label_strategy") or None)
         return evaluate_config(config, data, settings, holdout=holdout)[0]
 
-    return registry.gate(client, settings, version, champion_on_same_data)
+    return registry.gate(client, settings, version, on_same_data)
 
 
 def reload_replicas(urls: list[str], admin_key: str | None, *, timeout: float = 120.0) -> dict:
