@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -12,8 +14,9 @@ from typer.testing import CliRunner
 from wearcast import registry
 from wearcast.cli import app
 from wearcast.config import Settings
-from wearcast.dataset import featurize, read_table
+from wearcast.dataset import featurize, load_training_table, read_table
 from wearcast.evaluate import BearingOutcome, Evaluation
+from wearcast.prognostics_eval import evaluate_prognostics
 from wearcast.retrain import gate_challenger, train_challenger
 from wearcast.simulate import plan_simulation, simulate
 from wearcast.train import prepare
@@ -143,3 +146,15 @@ def test_external_feature_table_with_run_metadata(tmp_path, world):
     missing = tmp_path / ("a-folder-name-longer-than-a-terminal-" * 4) / "nope.csv"
     bad = CliRunner().invoke(app, ["train", str(missing)])
     assert bad.exit_code == 2 and f"{missing}: no such file" in bad.output
+
+
+def test_the_training_report_sets_the_model_beside_the_rms_rule(world):
+    settings, _, root = world
+    summary = train_challenger(settings, root / "table", config=GOOD, register=False)
+    report = Path(summary["report"]).read_text()
+    section = report[report.index("## Early warning beside the RMS rule") :]
+    frame = load_training_table(root / "table", settings)
+    expected = evaluate_prognostics(frame, settings).detector_summary().set_index("detector")
+    row = re.search(r"\| RMS rule +\|(.*)\|", section)[1].split("|")
+    assert int(row[1]) == expected.loc["RMS rule", "missed"]
+    assert float(row[2]) == pytest.approx(expected.loc["RMS rule", "median_lead_h"], abs=0.01)

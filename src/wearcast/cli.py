@@ -529,6 +529,7 @@ def evaluate(
         evaluation=evaluation,
         preds=preds,
         settings=settings,
+        early_warning=prognosis,
         context={"table": str(table), "configuration": config},
     )
     if as_json:

@@ -256,8 +256,7 @@ def gate(
         )
     if challenger.missed_failures > champion.missed_failures:
         problems.append(
-            f"misses {challenger.missed_failures} failures, the champion "
-            f"{champion.missed_failures}"
+            f"misses {challenger.missed_failures} failures, the champion {champion.missed_failures}"
         )
     if challenger.false_alarms_per_1000h > champion.false_alarms_per_1000h + 1e-9:
         problems.append(

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure  # no pyplot: no process-wide backend chose
 
 from wearcast.config import Settings
 from wearcast.evaluate import Evaluation
+from wearcast.prognostics_eval import PrognosticsEvaluation
 
 __all__ = ["write_report"]
 
@@ -75,6 +76,7 @@ def write_report(
     settings: Settings,
     leaderboard: pd.DataFrame | None = None,
     importances: pd.Series | None = None,
+    early_warning: PrognosticsEvaluation | str | None = None,
     context: dict | None = None,
 ) -> Path:
     """A Markdown report with PNG plots; returns the report's path."""
@@ -111,6 +113,22 @@ def write_report(
             f"| {_num(o.lead_time_h)} | {_yes(o.alarm_in_first_half)} | {o.false_alarms} "
             f"| {_num(o.rul_mae_h)} |"
         )
+    if early_warning is not None:
+        lines += ["", "## Early warning beside the RMS rule (leave one run out)", ""]
+        if isinstance(early_warning, str):
+            lines.append(f"Not measured: {early_warning}.")
+        else:
+            lines += [
+                "The health indicator, the RMS rule (the bearing's RMS over its own first "
+                "recordings) and a ridge wear rule, each fitted on the other runs; judged as "
+                "above.",
+                "",
+                early_warning.detector_summary().to_markdown(index=False, floatfmt=".2f"),
+                "",
+                "Remaining life at cuts of each failed bearing's life (PHM 2012 score):",
+                "",
+                early_warning.rul_summary().to_markdown(index=False, floatfmt=".3f"),
+            ]
     lines += ["", "## Predicted against true wear", ""]
     for run in sorted(preds["run"].unique()):
         name = f"wear_{run}.png".replace("/", "_")

@@ -24,6 +24,7 @@ from wearcast.config import Settings
 from wearcast.dataset import load_training_table, table_digest
 from wearcast.monitoring import reference_sample
 from wearcast.prognostics import fit_prognostics
+from wearcast.prognostics_eval import PrognosticsEvaluation, evaluate_prognostics
 from wearcast.report import write_report
 from wearcast.train import evaluate_config, fit_and_evaluate, prepare
 
@@ -83,6 +84,8 @@ def train_challenger(
     say = progress or (lambda _msg: None)
     say("fitting the health indicator and remaining life")
     prognostics = fit_prognostics(data.frame, data.feature_columns, settings)
+    say("early warning beside the RMS rule, leave one run out")
+    early_warning = _early_warning(data, settings)
     params = {
         "table": str(table),
         "table_digest": digest,
@@ -102,6 +105,7 @@ def train_challenger(
         settings=settings,
         leaderboard=outcome.search.leaderboard if len(outcome.search.leaderboard) else None,
         importances=outcome.importances,
+        early_warning=early_warning,
         context={
             **params,
             "chosen model": outcome.config,
@@ -134,6 +138,20 @@ def train_challenger(
             reference=reference_sample(data.frame, data.feature_columns, settings),
         )
     return summary
+
+
+def _early_warning(data, settings: Settings) -> PrognosticsEvaluation | str:
+    """The health indicator, the RMS rule and a ridge wear rule, leave one run out on the same
+    table (the trivial alarm baselines beside the model's own figures); or why there are none."""
+    runs = data.frame["run"].nunique()
+    if runs < 2:
+        return f"leave one run out needs two runs, the table has {runs}"
+    if "rms" not in data.frame:
+        return "the table has no rms column for the RMS rule"
+    try:
+        return evaluate_prognostics(data.frame, settings, label_strategy=data.label_strategy)
+    except ValueError as exc:  # a table these baselines cannot take is no reason to stop
+        return str(exc)
 
 
 def gate_challenger(
