@@ -23,7 +23,7 @@ trained on one channel per bearing scores two-channel bearings and the reverse.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -236,6 +236,9 @@ class Spectra:
     spectrum: list[float]
     envelope_step_hz: float
     envelope: list[float]
+    # The bearing's defect frequencies (Hz) for the rig and speed it was recorded at; empty in
+    # rows kept before they were stored.
+    defects: dict[str, float] = field(default_factory=dict)
 
 
 def bearing_spectra(
@@ -268,6 +271,7 @@ def bearing_spectra(
             rms(lines[:, chs].mean(axis=1)),
             step,
             rms(env_lines[:, chs].mean(axis=1)),
+            spec.defects.as_dict(),
         )
         for bearing, chs in channel_map.items()
     }

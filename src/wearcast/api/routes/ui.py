@@ -276,7 +276,8 @@ def bearing_page(request: Request, bearing_id: str, _role: UiReaderDep) -> HTMLR
     if answer is None:
         return _not_found(request, f"no prediction logged for bearing {bearing_id!r}")
     spectra = state.log.latest_spectra(machine, bearing)
-    defects = state.scorer.spec.defects
+    # The recording's own rig and speed; rows kept before they were stored: the settings' rig.
+    defects = (spectra and spectra[1].defects) or state.scorer.spec.defects.as_dict()
     return _page(
         request,
         "bearing.html",
@@ -288,8 +289,7 @@ def bearing_page(request: Request, bearing_id: str, _role: UiReaderDep) -> HTMLR
         trajectory=charts.trajectory_svg(answer, state.settings.alarm_threshold),
         spectra_time=None if spectra is None else spectra[0],
         spectra_chart=None if spectra is None else charts.spectra_svg(spectra[1], defects),
-        defects=defects.as_dict(),
-        shaft_rpm=state.settings.shaft_rpm,
+        defects=defects,
         page_limit=MAX_PAGE,
     )
 

@@ -14,7 +14,6 @@ from datetime import datetime
 
 from wearcast.api.schemas import BearingHistory
 from wearcast.features import Spectra
-from wearcast.rig import DefectFrequencies
 
 __all__ = ["STATE_COLORS", "trajectory_svg", "spectra_svg"]
 
@@ -87,7 +86,7 @@ def trajectory_svg(history: BearingHistory, wear_threshold: float) -> str:
     return _data_uri(fig)
 
 
-def spectra_svg(spectra: Spectra, defects: DefectFrequencies) -> str:
+def spectra_svg(spectra: Spectra, defects: dict[str, float]) -> str:
     """Spectrum and envelope spectrum, with 1x, 2x and 3x each defect frequency marked."""
     fig = _figure(5.6)
     top, bottom = fig.subplots(2, 1)
@@ -103,7 +102,7 @@ def spectra_svg(spectra: Spectra, defects: DefectFrequencies) -> str:
         ax.set_title(title, fontsize=10, loc="left")
         ax.set_ylabel(f"g RMS per {step:.3g} Hz")
         ax.grid(alpha=0.3)
-        for name, hz in defects.as_dict().items():
+        for name, hz in defects.items():
             for harmonic in (1, 2, 3):
                 if harmonic * hz <= freqs[-1]:
                     ax.axvline(
