@@ -97,13 +97,18 @@ class Scorer:
         # recording's sample never changes), so reading them again is only needed on change.
         self._baselines: OrderedDict[tuple[str, int], Baseline] = OrderedDict()
 
-    def spec_for(self, rig: Rig | None) -> FeatureSpec:
-        """The features of recordings made on ``rig`` (None: the settings' IMS rig)."""
+    def _layout(
+        self, n_channels: int, rig: Rig | None, bearings: int | None
+    ) -> tuple[FeatureSpec, dict[int, list[int]]]:
+        """The features of a recording made on ``rig`` and its bearings' channels (None: the
+        settings' IMS rig and bearings per machine)."""
         if rig is None:
-            return self.spec
-        if rig not in self._specs:
-            self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
-        return self._specs[rig]
+            spec = self.spec
+        else:
+            if rig not in self._specs:
+                self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
+            spec = self._specs[rig]
+        return spec, bearing_channels(n_channels, bearings or self.settings.bearings_per_machine)
 
     def recording_inputs(
         self,
@@ -116,10 +121,7 @@ class Scorer:
     ) -> list[BearingInput]:
         """Per-bearing features of one validated recording made on ``rig`` with ``bearings``
         bearings (defaults: the settings')."""
-        spec = self.spec_for(rig)
-        channel_map = bearing_channels(
-            data.shape[1], bearings or self.settings.bearings_per_machine
-        )
+        spec, channel_map = self._layout(data.shape[1], rig, bearings)
         with np.errstate(over="ignore", invalid="ignore"):
             columns, rows = recording_features(data, channel_map, spec)
         if not np.isfinite(rows).all():  # finite samples whose squares or spectra overflow
@@ -149,11 +151,8 @@ class Scorer:
     ) -> None:
         """Keep a scored recording's spectra as its bearings' latest, for the dashboard (one
         more FFT per recording, a few milliseconds beside parsing)."""
-        channel_map = bearing_channels(
-            data.shape[1], bearings or self.settings.bearings_per_machine
-        )
-        spectra = bearing_spectra(data, channel_map, self.spec_for(rig))
-        self.log.keep_spectra(machine, timestamp, spectra)
+        spec, channel_map = self._layout(data.shape[1], rig, bearings)
+        self.log.keep_spectra(machine, timestamp, bearing_spectra(data, channel_map, spec))
 
     def score(
         self, inputs: list[BearingInput], model: LoadedModel
