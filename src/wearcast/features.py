@@ -263,7 +263,7 @@ def bearing_spectra(
     env_lines = env_power[: int(envelope_max_hz / step) + 1]
 
     def rms(p: np.ndarray) -> list[float]:
-        return [float(f"{v:.4g}") for v in np.sqrt(p)]  # 4 digits: a plot, not a measurement
+        return np.sqrt(p).tolist()
 
     return {
         bearing: Spectra(

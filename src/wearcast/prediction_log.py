@@ -25,10 +25,12 @@ named claims with an expiry (the drift-triggered retraining's cooldown), shared 
 
 from __future__ import annotations
 
+import base64
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -163,6 +165,23 @@ class ClaimedEvent:
     event_id: str
     payload: dict
     attempts: int
+
+
+def _pack(spectra: Spectra) -> dict:
+    """A bearing's spectra as stored: the lines as base64 float32 (a plot needs no more, and
+    encoding thousands of floats as JSON text cost more than computing them)."""
+    out = vars(spectra).copy()
+    for key in _LINES:
+        out[key] = base64.b64encode(np.asarray(out[key], dtype="<f4").tobytes()).decode()
+    return out
+
+
+def _unpack(stored: dict) -> Spectra:
+    lines = {k: np.frombuffer(base64.b64decode(stored[k]), dtype="<f4").tolist() for k in _LINES}
+    return Spectra(**(stored | lines))
+
+
+_LINES = ("spectrum", "envelope")
 
 
 def utcnow() -> datetime:
@@ -591,7 +610,7 @@ class PredictionLog:
         if not spectra:
             return
         rows = [
-            {"machine": machine, "bearing": b, "recorded_at": recorded_at, "spectra": asdict(s)}
+            {"machine": machine, "bearing": b, "recorded_at": recorded_at, "spectra": _pack(s)}
             for b, s in spectra.items()
         ]
         insert = self._insert(_Spectra)
@@ -612,4 +631,4 @@ class PredictionLog:
                     _Spectra.machine == machine, _Spectra.bearing == bearing
                 )
             ).first()
-        return None if row is None else (row[0], Spectra(**row[1]))
+        return None if row is None else (row[0], _unpack(row[1]))
