@@ -56,6 +56,11 @@ def test_every_failure_is_caught_late_in_life_and_remaining_life_is_scored(tmp_p
     assert (failed["lead_h"] > 0).all() and not failed["alarm_in_first_half"].any()
     assert (failed["lead_h"] < 0.25 * failed["life_h"] + 1).all()  # not before the rise began
     assert health[~health["failed"]]["false_alarms"].sum() == 0
+    detectors = result.detector_summary().set_index("detector")
+    assert list(detectors.index) == list(DETECTORS)
+    never = detectors.loc[DETECTORS[3]]  # always 0: the bar every detector must clear
+    assert never["missed"] == never["failures"] == 4 and never["false_alarms"] == 0
+    assert detectors.loc[DETECTORS[0], "missed"] == 0
     summary = result.rul_summary().set_index("estimator")
     assert list(summary.index) == list(ESTIMATORS)
     assert len(result.rul) == 4 * 4 * len(ESTIMATORS)  # bearings x cuts x estimators

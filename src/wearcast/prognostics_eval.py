@@ -2,7 +2,7 @@
 
 Each run in turn is held out; the health indicator, alarm rule and remaining-life estimator
 (:func:`wearcast.prognostics.fit_prognostics`), the raw RMS rule's threshold and the wear
-model are fitted on the other runs; the held-out run is then scored recording by recording,
+model are fitted on the other runs (beside them, a detector that never alarms: always 0); the held-out run is then scored recording by recording,
 each recording from only the ones before it (baselines grow as the API's do).
 
 Alarms are judged without a degradation onset, by the one definition the wear evaluation
@@ -36,7 +36,7 @@ from wearcast.rul import phm2012_point, phm2012_score
 __all__ = ["CUTS", "DETECTORS", "PrognosticsEvaluation", "evaluate_prognostics"]
 
 CUTS = (0.3, 0.5, 0.7, 0.9)
-DETECTORS = ("wearcast health", "RMS rule", "wear rule")
+DETECTORS = ("wearcast health", "RMS rule", "wear rule", "always 0 (never alarms)")
 ESTIMATORS = (
     "wearcast (median)",
     "wearcast (PHM-optimal point)",
@@ -156,6 +156,7 @@ def evaluate_prognostics(
                 wear, settings.alarm_threshold, settings.alarm_k, settings.alarm_n
             )
             alarms.append(_judge(DETECTORS[2], held, bearing, hours, wear_eps, failed, life))
+            alarms.append(_judge(DETECTORS[3], held, bearing, hours, [], failed, life))
             series.append(
                 pd.DataFrame(
                     {
