@@ -2,8 +2,9 @@
 
 Each run in turn is held out; the health indicator, alarm rule and remaining-life estimator
 (:func:`wearcast.prognostics.fit_prognostics`), the raw RMS rule's threshold and the wear
-model are fitted on the other runs (beside them, a detector that never alarms: always 0); the held-out run is then scored recording by recording,
-each recording from only the ones before it (baselines grow as the API's do).
+model are fitted on the other runs (beside them, a detector that never alarms: always 0); the
+held-out run is then scored recording by recording, each recording from only the ones before
+it (baselines grow as the API's do).
 
 Alarms are judged without a degradation onset, by the one definition the wear evaluation
 uses too (:func:`wearcast.evaluate.judge_alarms`): lead time of the persistent alarm, false
