@@ -1,17 +1,18 @@
 """Early warning and remaining life, leave one run out, beside the RMS rule and trivial baselines.
 
-    python scripts/detector_experiments.py TABLE [--runs-meta RUNS.json] [--per-bearing]
-        [--plots DIR] [--out RESULTS.json]
+    python scripts/detector_experiments.py TABLE [--runs-meta RUNS.json] [--plots DIR]
+        [--title TITLE] [--out RESULTS.json]
+    python scripts/detector_experiments.py --ims-test2 CSV [--plots DIR]
 
 TABLE is a labelled feature table: a `wearcast featurize` folder, or a CSV/Parquet table made
-elsewhere with `--runs-meta` (as `wearcast train` takes it). `--per-bearing` holds out one
-bearing at a time instead of one run (a single run of several bearings, such as the IMS test 2
-statistics). `--ims-test2 CSV` builds that table from the reference statistics
-(`reference/test2_time_features.csv`) instead of reading TABLE. Prints the detector table (lead
-time of the persistent alarm, false alarms per 1000 bearing-hours, missed failures, alarms in
-the first half of life) and the remaining-life table (PHM 2012 score, percent error per cut,
-interval coverage), and writes plots of the health indicator, its threshold and the alarm
-states of every held-out bearing.
+elsewhere with `--runs-meta` (as `wearcast train` takes it). `--ims-test2 CSV` builds a table
+from the IMS test 2 reference statistics (`reference/test2_time_features.csv`) with each
+bearing as a run of its own, so leaving one run out leaves one bearing out.
+
+Prints the detector table (lead time of the persistent alarm, false alarms per 1000
+bearing-hours, missed failures, alarms in the first half of life) and the remaining-life table
+(PHM 2012 score, percent error per cut, interval coverage), and writes plots of the health
+indicator, its threshold and the alarm states of every held-out bearing.
 """
 
 from __future__ import annotations
