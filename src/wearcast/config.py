@@ -248,3 +248,6 @@ class Settings(BaseSettings):
     webhook_lease_s: float = Field(
         60.0, gt=0, description="a claimed notification is another worker's to send after this"
     )
+    outbox_keep_days: float = Field(
+        7.0, gt=0, description="delivered notifications are deleted from the outbox after this"
+    )

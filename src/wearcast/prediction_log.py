@@ -573,6 +573,17 @@ class PredictionLog:
                 )
             )
 
+    def purge_delivered(self, older_than: timedelta) -> int:
+        """Delete events delivered longer ago than ``older_than`` (undelivered ones stay,
+        however old); returns how many went."""
+        cutoff = utcnow() - older_than
+        with self._session.begin() as session:
+            return session.execute(
+                delete(_Outbox).where(
+                    _Outbox.delivered_at.is_not(None), _Outbox.delivered_at < cutoff
+                )
+            ).rowcount
+
     def outbox_pending(self) -> int:
         with self._session() as session:
             return (

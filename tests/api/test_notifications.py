@@ -88,6 +88,34 @@ def test_an_event_is_written_only_by_the_request_that_logged_its_prediction(url)
         log.close()
 
 
+def test_delivered_events_are_purged_after_the_keep_time_undelivered_ones_never(url):
+    log = PredictionLog(url)
+    try:
+        records = [_record("m3", i, f"req-{i}") for i in range(3)]
+        log.commit(records, [_event(r) for r in records])
+        old, recent, failing = log.claim_events(10, lease_s=60)
+        log.event_delivered(old)
+        log.event_delivered(recent)
+        log.event_failed(failing, "HTTP 503", retry_in_s=0)
+        with log.engine.begin() as conn:  # delivered ten days ago; the failing one as old
+            conn.execute(
+                text("UPDATE outbox SET delivered_at = :t WHERE event_id = :e"),
+                {"t": datetime(2020, 1, 1), "e": old.event_id},
+            )
+            conn.execute(
+                text("UPDATE outbox SET created_at = :t WHERE event_id = :e"),
+                {"t": datetime(2020, 1, 1), "e": failing.event_id},
+            )
+        assert log.purge_delivered(timedelta(days=7)) == 1
+        assert log.purge_delivered(timedelta(days=7)) == 0
+        assert log.outbox_pending() == 1  # the undelivered one stays, however old
+        with log.engine.connect() as conn:
+            left = set(conn.execute(text("SELECT event_id FROM outbox")).scalars())
+        assert left == {recent.event_id, failing.event_id}
+    finally:
+        log.close()
+
+
 def test_a_leased_event_goes_to_one_worker_until_its_lease_runs_out(url):
     workers = [PredictionLog(url) for _ in range(2)]
     try:

@@ -20,6 +20,8 @@ import hashlib
 import hmac
 import json
 import logging
+import time
+from datetime import timedelta
 
 import httpx
 
@@ -34,6 +36,7 @@ log = logging.getLogger("wearcast.api")
 SIGNATURE_HEADER = "X-Wearcast-Signature"
 EVENT_HEADER = "X-Wearcast-Event-Id"
 _BATCH = 20  # events claimed per poll
+_PURGE_EVERY_S = 3600.0
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -55,6 +58,7 @@ class Notifier:
         self.log = log_
         self.metrics = metrics
         self._transport = transport
+        self._purged_at = -_PURGE_EVERY_S  # purge at the first idle pass
 
     def _backoff(self, attempts: int) -> float:
         """Delay before the next try of an event that failed ``attempts`` times."""
@@ -73,7 +77,24 @@ class Notifier:
                     log.exception("notifications: reading the outbox failed")
                     sent = 0
                 if not sent:
+                    await self._purge()
                     await asyncio.sleep(s.webhook_poll_s)
+
+    async def _purge(self) -> None:
+        """Delivered events older than ``outbox_keep_days`` go, at most once an hour, so the
+        outbox stays as small as the undelivered backlog plus a week of history."""
+        now = time.monotonic()
+        if now - self._purged_at < _PURGE_EVERY_S:
+            return
+        self._purged_at = now
+        keep = timedelta(days=self.settings.outbox_keep_days)
+        try:
+            gone = await asyncio.to_thread(self.log.purge_delivered, keep)
+        except Exception:  # noqa: BLE001 - the next purge tries again
+            log.exception("notifications: purging the outbox failed")
+            return
+        if gone:
+            log.info("notifications: %d delivered events older than %s purged", gone, keep)
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """One pass over the due events; returns how many were claimed."""
