@@ -38,6 +38,7 @@ from wearcast.api.routes.models import models_answer
 from wearcast.api.schemas import BearingHistory, parse_bearing_id
 from wearcast.api.security import HEADER, KeyRing, Role
 from wearcast.api.ui import charts
+from wearcast.evaluate import LABELS
 
 __all__ = ["router", "COOKIE", "PREFIX", "drift_by_group"]
 
@@ -305,6 +306,11 @@ _METRIC_LABELS = {
     "missed_failures": "missed failures",
     "median_lead_time_h": "median alarm lead (h)",
     "rul_mae_h": "remaining-life MAE (h)",
+} | {
+    # Wear MAE per label set beside the trivial predictors (wearcast.evaluate).
+    f"wear_mae_{labels}_{predictor}": f"wear MAE vs {labels}, {shown}"
+    for labels in LABELS
+    for predictor, shown in (("model", "model"), ("always0", "always 0"), ("age", "age only"))
 }
 
 
