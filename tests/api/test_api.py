@@ -64,6 +64,7 @@ def test_a_raw_recording_gets_every_bearing_scored_and_logged(client, recordings
     assert b1["rul_method"]
     history = client.get("/v1/bearings/press-1:1").json()
     assert len(history["predictions"]) == 5
+    assert history["rul_method"] == b1["rul_method"]  # the latest answer's own method
     assert [p["timestamp"] for p in history["predictions"]] == sorted(
         p["timestamp"] for p in history["predictions"]
     )

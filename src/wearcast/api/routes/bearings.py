@@ -69,6 +69,13 @@ def bearing_history(
     return answer
 
 
+def _answered_method(log: PredictionLog, point) -> str:
+    """The remaining-life method the latest prediction was answered with, as logged."""
+    logged = log.logged([(point.machine, point.bearing, point.recorded_at)])
+    answer = next(iter(logged.values())).answer if logged else None
+    return (answer or {}).get("rul_method") or "as answered for the latest recording"
+
+
 def history_of(
     log: PredictionLog,
     settings: Settings,
@@ -125,7 +132,7 @@ def history_of(
         rul_h=status.rul_h if now.state is None else now.rul_h,
         rul_low_h=now.rul_low_h,
         rul_high_h=now.rul_high_h,
-        rul_method=status.rul_method if now.state is None else "as answered for the latest",
+        rul_method=status.rul_method if now.state is None else _answered_method(log, now),
         alarm=status.alarm if now.state is None else now.alarm,
         alarm_state=now.state,
         health_threshold=served.prognostics.threshold
