@@ -398,8 +398,11 @@ def _print_training(summary: dict) -> None:
         console.print(
             f"{summary['model']} version {summary['version']}: {verdict} ({summary['gate_reason']})"
         )
-        console.print(f"tracking: mlflow ui --backend-store-uri {summary['tracking_uri']}")
-    console.print(f"report: {summary['report']}")
+        # Commands and paths are copied: never wrapped at the terminal's width.
+        console.print(
+            f"tracking: mlflow ui --backend-store-uri {summary['tracking_uri']}", soft_wrap=True
+        )
+    console.print(f"report: {summary['report']}", soft_wrap=True)
 
 
 @app.command()
