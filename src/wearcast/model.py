@@ -12,6 +12,7 @@ This module is everything unpickling and serving a model needs, apart from the s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -37,7 +38,9 @@ __all__ = [
     "SCALE_FREE",
     "BaselineRelative",
     "ClippedRegressor",
+    "ForeignRig",
     "build_pipeline",
+    "check_rig",
     "estimator",
     "smoke_test",
 ]
@@ -193,3 +196,21 @@ def smoke_test(pipeline: Pipeline) -> None:
     wear = np.asarray(pipeline.predict(pd.DataFrame([row])), dtype=float)
     if wear.shape != (1,) or not np.isfinite(wear).all() or not 0 <= wear[0] <= 1:
         raise ValueError(f"smoke test failed: wear {wear.tolist()} on a healthy bearing")
+
+
+class ForeignRig(ValueError):
+    """Recordings made on another rig than the model's training recordings."""
+
+
+def check_rig(features: Iterable[str], trained_on: Iterable[str]) -> None:
+    """Refuse recordings whose features the model never saw. A rig's sampling rate sets its
+    bands, so recordings of another format or rate bring bands the model was not trained on;
+    scoring them with the bands it knows would answer, wrongly, without a word."""
+    foreign = sorted(set(features) - set(trained_on))
+    if foreign:
+        raise ForeignRig(
+            f"the recording has {len(foreign)} features the model was not trained on "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): it was made on "
+            "another rig (recording format or sampling rate) than the model's training "
+            "recordings; use a model trained on recordings of this kind"
+        )

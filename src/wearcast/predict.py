@@ -26,6 +26,7 @@ from wearcast.baseline import growing_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
+from wearcast.model import check_rig
 from wearcast.prognostics import Prognostics
 
 __all__ = ["score_path"]
@@ -61,6 +62,7 @@ def score_path(
     table = pd.concat(rows, ignore_index=True).sort_values(["run", "bearing", "timestamp"])
     table = table.reset_index(drop=True)
     columns = model_columns(table.drop(columns=["file"]))
+    check_rig(columns, model.named_steps["relative"].features_)
     k = settings.baseline_recordings
     table = growing_baselines(table, columns, k)
     table["wear"] = model.predict(model_inputs(table, columns))

@@ -16,7 +16,10 @@ from fastapi.testclient import TestClient
 from wearcast import registry
 from wearcast.api.main import create_app
 from wearcast.config import Settings
+from wearcast.dataset import featurize
+from wearcast.model import ForeignRig
 from wearcast.predict import score_path
+from wearcast.retrain import train_challenger
 
 from .conftest import ADMIN, READER, LiveServer, api_settings
 
@@ -374,62 +377,104 @@ def test_a_lone_recording_is_scored_by_one_rule_and_a_healthy_real_one_is_far_fr
     assert worst < settings.alarm_threshold / 2, alone
 
 
+PRONOSTIA_START = datetime(2011, 4, 7, 9, 10, 39)  # Bearing3_1, snapshots 10 s apart
+
+
+def _pronostia_run(source: Path, run: Path, names: list[str], first: int, **meta) -> Path:
+    """Bearing3_1's snapshots ``names`` (from number ``first`` on) as a run of their own."""
+    run.mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(source / name, run / name)
+    start = PRONOSTIA_START + timedelta(seconds=10 * first)
+    info = {"name": run.name, "format": "pronostia", "n_bearings": 1, "shaft_rpm": 1500}
+    (run / "run.json").write_text(json.dumps(info | {"start": start.isoformat()} | meta))
+    return run
+
+
+@pytest.fixture(scope="module")
+def pronostia_home(bearing3_1, tmp_path_factory) -> tuple[Settings, Path]:
+    """A champion trained on real PRONOSTIA recordings: Bearing3_1's life split in two runs
+    that each end in a failure (a fixed configuration, no search)."""
+    root = tmp_path_factory.mktemp("femto-api")
+    settings = Settings(home=root / "home", workers=2)
+    names = sorted(p.name for p in bearing3_1.glob("acc_*.csv"))
+    half = len(names) // 2
+    for i, (first, part) in enumerate(((0, names[:half]), (half, names[half:]))):
+        end = PRONOSTIA_START + timedelta(seconds=10 * (first + len(part) - 1))
+        _pronostia_run(
+            bearing3_1,
+            root / "data" / f"half{i}",
+            part,
+            first,
+            end=end.isoformat(),
+            failures={"1": "unknown"},
+        )
+    featurize(root / "data", root / "table", settings)
+    train_challenger(settings, root / "table", config={"family": "ridge", "features": "both"})
+    registry.promote(registry.connect(settings), settings, 1, "test fixture")
+    return settings, root
+
+
 @pytest.mark.real_data
 def test_pronostia_snapshots_are_served_as_batch_scoring_answers_them(
-    client, model_home, bearing3_1, tmp_path
+    pronostia_home, bearing3_1, real_test1_dir, tmp_path
 ):
-    """Real PRONOSTIA snapshots (Bearing3_1, 1500 rpm) uploaded one at a time with
-    format=pronostia get the answers `wearcast predict` gives the same folder with its run.json:
-    the same rig (25.6 kHz, 2560 samples, the bearing's geometry and speed), one bearing."""
-    settings, _ = model_home
-    start = datetime(2011, 4, 7, 9, 10, 39)
-    run = tmp_path / "Bearing3_1"
-    run.mkdir()
+    """Real PRONOSTIA snapshots uploaded one at a time with format=pronostia and the bench's
+    speed get the answers `wearcast predict` gives the same folder with its run.json: the same
+    rig (25.6 kHz, 2560 samples, the bearing's geometry, 1500 rpm), one bearing."""
+    settings, _ = pronostia_home
     names = [f"acc_{i:05d}.csv" for i in range(1, 26)]
-    for name in names:
-        shutil.copyfile(bearing3_1 / name, run / name)
-    run_json = {
-        "name": "Bearing3_1",
-        "format": "pronostia",
-        "n_bearings": 1,
-        "shaft_rpm": 1500,
-        "start": start.isoformat(),
-    }
-    (run / "run.json").write_text(json.dumps(run_json))
+    run = _pronostia_run(bearing3_1, tmp_path / "Bearing3_1", names, 0)
     model, version = registry.load_model(settings, 1)
     prognostics = registry.load_prognostics(registry.client(settings), settings, 1)
     batch, bad = score_path(run, model, version, settings, prognostics)
     assert not bad and len(batch) == len(names)
-    for i, name in enumerate(names):
-        when = start + timedelta(seconds=10 * i)  # the snapshots' own clocks, 10 s apart
-        response = _upload(
-            client,
-            run / name,
-            machine="femto-3-1",
-            format="pronostia",
-            shaft_rpm=1500,
-            timestamp=when.isoformat(),
-        )
-        assert response.status_code == 200, response.text
-        (answer,) = response.json()["bearings"]
-        assert answer["bearing"] == 1
-        assert response.json()["timestamp"] == batch[i]["timestamp"]
-        assert answer["wear"] == pytest.approx(batch[i]["wear"], rel=1e-6)
-        assert answer["health"] == pytest.approx(batch[i]["health"], rel=1e-4)
-    # An IMS file sent as PRONOSTIA, and an unknown format: 4xx that say what was expected.
-    ims_file = client.post(
-        "/v1/recordings",
-        params={"machine": "femto-x", "format": "pronostia", "timestamp": start.isoformat()},
-        content=(
-            model_home[1]
-            / "sim_run_01"
-            / sorted(p.name for p in (model_home[1] / "sim_run_01").glob("2004.*"))[0]
-        ).read_bytes(),
-        headers={"content-type": "text/plain"},
+    app = create_app(api_settings(pronostia_home, tmp_path, serve_model_version=1))
+    with TestClient(app, headers={"X-API-Key": READER}) as client:
+        for i, name in enumerate(names):
+            when = PRONOSTIA_START + timedelta(seconds=10 * i)
+            response = _upload(
+                client,
+                run / name,
+                machine="femto-3-1",
+                format="pronostia",
+                shaft_rpm=1500,
+                timestamp=when.isoformat(),
+            )
+            assert response.status_code == 200, response.text
+            (answer,) = response.json()["bearings"]
+            assert answer["bearing"] == 1
+            assert response.json()["timestamp"] == batch[i]["timestamp"]
+            assert answer["wear"] == pytest.approx(batch[i]["wear"], rel=1e-6, abs=1e-6)
+            assert answer["health"] == pytest.approx(batch[i]["health"], rel=1e-4)
+        # A real IMS recording (20 kHz: no bands above 10 kHz) lacks what this model needs.
+        ims = _upload(client, sorted(real_test1_dir.glob("2003.*"))[0], machine="ims-1")
+        assert ims.status_code == 422 and "band_1" in ims.json()["detail"]
+
+
+@pytest.mark.real_data
+def test_recordings_of_another_rig_are_refused_not_scored(client, model_home, bearing3_1, tmp_path):
+    """The IMS-trained model and PRONOSTIA snapshots (other sampling rate, other bands):
+    refused with the reason by the API and by batch scoring, never answered."""
+    settings, _ = model_home
+    run = _pronostia_run(bearing3_1, tmp_path / "Bearing3_1", ["acc_00001.csv"], 0)
+    response = _upload(
+        client,
+        run / "acc_00001.csv",
+        machine="femto-x",
+        format="pronostia",
+        timestamp=PRONOSTIA_START.isoformat(),
     )
-    assert ims_file.status_code == 422, ims_file.text
-    assert "expected 2560" in ims_file.text or "columns" in ims_file.text
+    assert response.status_code == 422
+    assert "another rig" in response.json()["detail"] and "band_10000" in response.json()["detail"]
+    model, version = registry.load_model(settings, 1)
+    with pytest.raises(ForeignRig, match="another rig"):
+        score_path(run, model, version, settings)
     unknown = _upload(
-        client, run / names[0], machine="femto-y", format="cwru", timestamp=start.isoformat()
+        client,
+        run / "acc_00001.csv",
+        machine="femto-y",
+        format="cwru",
+        timestamp=PRONOSTIA_START.isoformat(),
     )
     assert unknown.status_code == 422 and "pronostia" in unknown.json()["detail"]

@@ -23,6 +23,7 @@ from wearcast.api.service import responses
 from wearcast.config import Settings
 from wearcast.formats import FORMATS
 from wearcast.ingest import RecordingError, validate_signal
+from wearcast.model import ForeignRig, check_rig
 from wearcast.rig import Rig, parse_timestamp
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -170,6 +171,10 @@ async def post_recording(
                 "bearings (expected one or two channels per bearing)"
             )
         inputs = scorer.recording_inputs(data, machine, when, rig=rig, bearings=bearings)
+        try:
+            check_rig(inputs[0].features, model.features)
+        except ForeignRig as exc:
+            raise HTTPException(422, detail=f"{exc} (served: version {model.version})") from None
         request_id, answers = scorer.score(inputs, model)
         scorer.keep_spectra(data, machine, when, rig=rig, bearings=bearings)
         metrics.count(answers)
