@@ -7,7 +7,6 @@ from datetime import datetime
 from html import unescape
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -148,30 +147,23 @@ def test_fleet_and_bearing_pages_show_what_the_api_answers(app, recordings):
         assert f"Recording of {latest:%Y-%m-%d %H:%M}" in bearing.text  # the latest one's spectra
 
 
-def test_a_bearing_page_marks_the_defect_frequencies_of_the_rig_it_was_recorded_on(app):
-    """A PRONOSTIA snapshot (synthetic, the format's layout) sent at 1500 rpm: its bearing's page
-    marks that bearing's lines, not the IMS rig's."""
-    noise = np.random.default_rng(3).normal(0, 0.3, size=(2560, 2))
-    body = "".join(
-        f"9,10,39,{i * 39.0625:.1f},{h:.4f},{v:.4f}\n" for i, (h, v) in enumerate(noise)
-    ).encode()
+def test_a_bearing_page_marks_the_defect_frequencies_of_the_speed_it_was_recorded_at(
+    app, recordings
+):
+    """A recording sent with the machine's own speed (1500 rpm, not the rig's 2000): its
+    bearing's page marks the defect lines at that speed."""
     with TestClient(app, headers={"X-API-Key": READER}) as client:
         response = client.post(
             "/v1/recordings",
-            params={
-                "machine": "bench-3",
-                "format": "pronostia",
-                "shaft_rpm": 1500,
-                "timestamp": "2011-04-07T09:10:39",
-            },
-            content=body,
+            params={"machine": "slow-1", "filename": recordings[0].name, "shaft_rpm": 1500},
+            content=recordings[0].read_bytes(),
             headers={"content-type": "text/plain"},
         )
         assert response.status_code == 200, response.text
-        page = client.get("/ui/bearings/bench-3:1").text
-    # 13 balls of 3.5 mm on a 25.6 mm pitch circle at 25 Hz: BPFO = 6.5 * 25 * (1 - 3.5/25.6).
-    assert f"BPFO {6.5 * 25 * (1 - 3.5 / 25.6):.1f} Hz" in page
-    assert "BPFO 236.4 Hz" not in page  # the IMS bearing at 2000 rpm
+        page = client.get("/ui/bearings/slow-1:1").text
+    # Defect frequencies scale with the shaft speed: 236.4 Hz at 2000 rpm (ZA-2115).
+    assert f"BPFO {236.4 * 1500 / 2000:.1f} Hz" in page
+    assert "BPFO 236.4 Hz" not in page
 
 
 def test_fleet_sorts_alarms_first_then_by_the_column(app):
