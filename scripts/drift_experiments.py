@@ -88,7 +88,7 @@ def replay(
             data = render_recording(plan, run_plan, i)
             if change is not None and i >= change_at:
                 data = change(data)
-            inputs = scorer.recording_inputs(quantise(data), run_plan.info.name, stamp)
+            inputs = scorer.recording_inputs(scorer.raw(quantise(data), run_plan.info.name, stamp))
             scorer.score(inputs, model)
             if i >= check_from:
                 report = evaluate_drift(

@@ -70,7 +70,9 @@ def replay(settings, model, db, *, seed: int, recordings: int, change=None, chan
             data = render_recording(plan, run, i)
             if change is not None and i >= change_at:
                 data = change(data)
-            scorer.score(scorer.recording_inputs(quantise(data), run.info.name, stamp), model)
+            scorer.score(
+                scorer.recording_inputs(scorer.raw(quantise(data), run.info.name, stamp)), model
+            )
         report = evaluate_drift(
             log,
             model.pipeline,

@@ -87,6 +87,17 @@ def _clean(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()}
 
 
+@dataclass(frozen=True)
+class RawRecording:
+    """A validated raw recording, with the features of its rig and its bearings' channels."""
+
+    data: np.ndarray
+    machine: str
+    timestamp: datetime
+    spec: FeatureSpec
+    channels: dict[int, list[int]]
+
+
 class Scorer:
     def __init__(self, settings: Settings, log: PredictionLog):
         self.settings = settings
@@ -97,20 +108,7 @@ class Scorer:
         # recording's sample never changes), so reading them again is only needed on change.
         self._baselines: OrderedDict[tuple[str, int], Baseline] = OrderedDict()
 
-    def _layout(
-        self, n_channels: int, rig: Rig | None, bearings: int | None
-    ) -> tuple[FeatureSpec, dict[int, list[int]]]:
-        """The features of a recording made on ``rig`` and its bearings' channels (None: the
-        settings' IMS rig and bearings per machine)."""
-        if rig is None:
-            spec = self.spec
-        else:
-            if rig not in self._specs:
-                self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
-            spec = self._specs[rig]
-        return spec, bearing_channels(n_channels, bearings or self.settings.bearings_per_machine)
-
-    def recording_inputs(
+    def raw(
         self,
         data: np.ndarray,
         machine: str,
@@ -118,12 +116,23 @@ class Scorer:
         *,
         rig: Rig | None = None,
         bearings: int | None = None,
-    ) -> list[BearingInput]:
-        """Per-bearing features of one validated recording made on ``rig`` with ``bearings``
-        bearings (defaults: the settings')."""
-        spec, channel_map = self._layout(data.shape[1], rig, bearings)
+    ) -> RawRecording:
+        """One validated recording made on ``rig`` with ``bearings`` bearings (None: the
+        settings' IMS rig and bearings per machine), with its feature spec and channels."""
+        if rig is None:
+            spec = self.spec
+        else:
+            if rig not in self._specs:
+                self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
+            spec = self._specs[rig]
+        channels = bearing_channels(data.shape[1], bearings or self.settings.bearings_per_machine)
+        return RawRecording(data, machine, timestamp, spec, channels)
+
+    def recording_inputs(self, recording: RawRecording) -> list[BearingInput]:
+        """Per-bearing features of one raw recording."""
+        spec, channel_map = recording.spec, recording.channels
         with np.errstate(over="ignore", invalid="ignore"):
-            columns, rows = recording_features(data, channel_map, spec)
+            columns, rows = recording_features(recording.data, channel_map, spec)
         if not np.isfinite(rows).all():  # finite samples whose squares or spectra overflow
             raise RecordingError(
                 "the recording's features are not finite: a sample value is far outside any "
@@ -132,27 +141,19 @@ class Scorer:
         width = len(spec.names)  # the bearing-level features come first
         return [
             BearingInput(
-                machine,
+                recording.machine,
                 bearing,
-                timestamp,
+                recording.timestamp,
                 dict(zip(columns[:width], row[:width].tolist(), strict=True)),
             )
             for bearing, row in zip(channel_map, rows, strict=True)
         ]
 
-    def keep_spectra(
-        self,
-        data: np.ndarray,
-        machine: str,
-        timestamp: datetime,
-        *,
-        rig: Rig | None = None,
-        bearings: int | None = None,
-    ) -> None:
+    def keep_spectra(self, recording: RawRecording) -> None:
         """Keep a scored recording's spectra as its bearings' latest, for the dashboard (one
         more FFT per recording, a few milliseconds beside parsing)."""
-        spec, channel_map = self._layout(data.shape[1], rig, bearings)
-        self.log.keep_spectra(machine, timestamp, bearing_spectra(data, channel_map, spec))
+        spectra = bearing_spectra(recording.data, recording.channels, recording.spec)
+        self.log.keep_spectra(recording.machine, recording.timestamp, spectra)
 
     def score(
         self, inputs: list[BearingInput], model: LoadedModel

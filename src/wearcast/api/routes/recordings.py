@@ -170,13 +170,14 @@ async def post_recording(
                 f"{data.shape[1]} channels cannot be split over {bearings} "
                 "bearings (expected one or two channels per bearing)"
             )
-        inputs = scorer.recording_inputs(data, machine, when, rig=rig, bearings=bearings)
+        recording = scorer.raw(data, machine, when, rig=rig, bearings=bearings)
+        inputs = scorer.recording_inputs(recording)
         try:
             check_rig(inputs[0].features, model.features)
         except ForeignRig as exc:
             raise HTTPException(422, detail=f"{exc} (served: version {model.version})") from None
         request_id, answers = scorer.score(inputs, model)
-        scorer.keep_spectra(data, machine, when, rig=rig, bearings=bearings)
+        scorer.keep_spectra(recording)
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
 
