@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import joblib
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -158,3 +162,29 @@ def test_the_training_report_sets_the_model_beside_the_rms_rule(world):
     row = re.search(r"\| RMS rule +\|(.*)\|", section)[1].split("|")
     assert int(row[1]) == expected.loc["RMS rule", "missed"]
     assert float(row[2]) == pytest.approx(expected.loc["RMS rule", "median_lead_h"], abs=0.01)
+
+
+def test_artifacts_do_not_depend_on_what_the_training_process_imported(tmp_path):
+    """dill (imported by Airflow's task runner before anything else) replaces reducers in the
+    pure-Python pickler's dispatch table, which joblib copies when imported, so joblib files
+    written in a DAG task named dill, which the API lacks. Here a process patches that table
+    first, then writes an artifact holding a pandas Series with an Arrow string index (its
+    buffers pickle the ``bytearray`` type), as the baseline medians are."""
+    path = tmp_path / registry.PROGNOSTICS_FILE
+    writer = f"""
+import pickle
+
+def as_dill_would(pickler, obj):
+    raise AssertionError(f"pickled {{obj!r}} through pickle._Pickler's dispatch table")
+
+pickle._Pickler.dispatch[type] = as_dill_would
+
+import pandas as pd
+from wearcast import registry
+
+medians = pd.Series([0.1, 0.2], index=pd.Index(["rms", "kurtosis"], dtype="str"))
+registry.dump_artifact({{"medians": medians}}, {str(path)!r})
+"""
+    subprocess.run([sys.executable, "-c", writer], check=True, capture_output=True)
+    expected = pd.Series([0.1, 0.2], index=pd.Index(["rms", "kurtosis"], dtype="str"))
+    assert joblib.load(path)["medians"].equals(expected)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cloudpickle
 import joblib
 import mlflow
 import mlflow.sklearn
@@ -97,6 +98,15 @@ def connect(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def dump_artifact(obj, path: Path) -> None:
+    """Pickle ``obj`` to ``path`` with cloudpickle, as mlflow pickles the model: the C pickler.
+    joblib's pure-Python pickler uses whatever other libraries add to ``pickle._Pickler``'s
+    dispatch table; dill (imported by Airflow) adds its own reducers there, so a file written
+    in a training task named dill, and the API's environment, without dill, could not load it."""
+    with open(path, "wb") as file:
+        cloudpickle.dump(obj, file)
+
+
 def log_training(
     client: MlflowClient,
     settings: Settings,
@@ -122,7 +132,7 @@ def log_training(
         if prognostics is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / PROGNOSTICS_FILE
-                joblib.dump(prognostics, path)
+                dump_artifact(prognostics, path)
                 mlflow.log_artifact(str(path), artifact_path="prognostics")
         mlflow.log_params({**params, "family": config["family"], "config": json.dumps(config)})
         mlflow.log_metrics({**evaluation.metrics(), "cv_wear_mae": cv_mae})
@@ -318,7 +328,7 @@ def load_prognostics(store: MlflowClient, settings: Settings, version: int):
             path = store.download_artifacts(run_id, f"prognostics/{PROGNOSTICS_FILE}", tmp)
         except (MlflowException, OSError):
             return None
-        return joblib.load(path)
+        return joblib.load(path)  # reads pickles, and the joblib files of earlier versions
 
 
 def load_reference(store: MlflowClient, settings: Settings, version: int) -> pd.DataFrame | None:
