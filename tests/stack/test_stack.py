@@ -490,6 +490,6 @@ def test_stack_retrains_serves_and_survives_a_lost_worker(stack: Stack):
     for name, (mb, cpu) in _usage_by_service(stack).items():
         print(f"{name:22s} {mb:7.0f} MB resident, {cpu:7.1f} CPU s over the whole test")
     print(
-        f"second run: gate {'promoted' if decision['promoted'] else 'kept'} version 2 "
+        f"second run: gate {'promoted' if decision['promoted'] else 'did not promote'} version 2 "
         f"({decision['reason']}); both replicas serve version {champion}"
     )
