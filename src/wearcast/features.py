@@ -36,6 +36,9 @@ from wearcast.rig import DefectFrequencies, Rig
 __all__ = [
     "FeatureSpec",
     "Spectra",
+    "Analysis",
+    "analyse",
+    "bearing_features",
     "bearing_spectra",
     "channel_features",
     "recording_features",
@@ -194,13 +197,39 @@ def _spectra(x: np.ndarray, mean: np.ndarray, lay: dict) -> tuple[np.ndarray, ..
     return power, envelope, env_power
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """A recording's time statistics and FFTs per channel (:func:`analyse`): what its features
+    and the spectra the dashboard keeps both come from, so a served recording is transformed
+    once."""
+
+    spec: FeatureSpec
+    samples: int
+    time: np.ndarray  # (channels, time statistics)
+    power: np.ndarray  # (bins, channels)
+    envelope: np.ndarray  # (envelope samples, channels)
+    env_power: np.ndarray  # (bins, channels), same resolution as power
+    layout: dict
+
+
+def analyse(data: np.ndarray, spec: FeatureSpec) -> Analysis:
+    x = np.asarray(data, dtype=np.float64)
+    n = x.shape[0]
+    layout = _layout(spec, n)
+    time = _time_features(x)
+    power, envelope, env_power = _spectra(x, time[:, 1], layout)
+    return Analysis(spec, n, time, power, envelope, env_power, layout)
+
+
 def channel_features(data: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Features of every channel: an array (channels, len(spec.names))."""
-    x = np.asarray(data, dtype=np.float64)
-    n, channels = x.shape
-    lay = _layout(spec, n)
-    time = _time_features(x)
-    power, envelope, env_power = _spectra(x, time[:, 1], lay)
+    return _channel_features(analyse(data, spec))
+
+
+def _channel_features(analysis: Analysis) -> np.ndarray:
+    lay, time, power = analysis.layout, analysis.time, analysis.power
+    envelope, env_power = analysis.envelope, analysis.env_power
+    channels = time.shape[0]
     cum = _cumulative(power)
     edges = lay["edges"]
     bands = np.sqrt(np.maximum(cum[edges[1:]] - cum[edges[:-1]], 0.0)).T
@@ -242,9 +271,8 @@ class Spectra:
 
 
 def bearing_spectra(
-    data: np.ndarray,
+    analysis: Analysis,
     channel_map: dict[int, list[int]],
-    spec: FeatureSpec,
     *,
     spectrum_step_hz: float = 10.0,
     envelope_max_hz: float = 1000.0,
@@ -253,10 +281,8 @@ def bearing_spectra(
     summed into lines of about ``spectrum_step_hz`` (power adds, so the lines still add up to
     the variance), the envelope spectrum at full resolution up to ``envelope_max_hz`` (the
     defect frequencies and their harmonics lie below it)."""
-    x = np.asarray(data, dtype=np.float64)
-    n = x.shape[0]
-    step = spec.sampling_rate_hz / n
-    power, _, env_power = _spectra(x, x.mean(axis=0), _layout(spec, n))
+    spec, power, env_power = analysis.spec, analysis.power, analysis.env_power
+    step = spec.sampling_rate_hz / analysis.samples
     group = max(1, round(spectrum_step_hz / step))
     usable = power.shape[0] // group * group
     lines = power[:usable].reshape(-1, group, power.shape[1]).sum(axis=1)
@@ -286,7 +312,15 @@ def recording_features(
     channels (unprefixed names), then each channel's own (``ch1_``, ``ch2_``...), bearings in
     the order of ``channel_map``.
     """
-    per_channel = channel_features(data, spec)
+    return bearing_features(analyse(data, spec), channel_map)
+
+
+def bearing_features(
+    analysis: Analysis, channel_map: dict[int, list[int]]
+) -> tuple[list[str], np.ndarray]:
+    """:func:`recording_features` of an analysed recording."""
+    spec = analysis.spec
+    per_channel = _channel_features(analysis)
     columns = spec.columns(max(len(chs) for chs in channel_map.values()))
     rows = np.full((len(channel_map), len(columns)), np.nan)
     f = len(spec.names)

@@ -26,6 +26,7 @@ named claims with an expiry (the drift-triggered retraining's cooldown), shared 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,14 +41,17 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
     inspect,
+    literal,
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -64,6 +68,7 @@ __all__ = [
     "OutboxEvent",
     "PredictionLog",
     "PredictionRecord",
+    "ScoringHistory",
     "utcnow",
 ]
 
@@ -226,6 +231,16 @@ class LoggedAnswer:
     answer: dict | None
 
 
+@dataclass(frozen=True)
+class ScoringHistory:
+    """What answering new recordings needs of the log (:meth:`PredictionLog.scoring_history`)."""
+
+    logged: dict[RecordingKey, LoggedAnswer]
+    baseline_times: dict[Key, list[datetime]]
+    recent: dict[Key, list[LoggedPoint]]
+    first_times: dict[Key, datetime | None]
+
+
 class PredictionLog:
     def __init__(self, url: str):
         sqlite = url.startswith("sqlite")
@@ -249,6 +264,7 @@ class PredictionLog:
         self._insert = (
             postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
         ).insert
+        self._insert_prediction = self._insert(_Prediction).on_conflict_do_nothing()
 
     def _upgrade(self) -> None:
         """Bring a log written by an older wearcast up to this schema."""
@@ -332,96 +348,58 @@ class PredictionLog:
         with self._session() as session:
             return self._logged(session, keys)
 
-    def _logged(self, session, keys: list[RecordingKey]) -> dict[RecordingKey, LoggedAnswer]:
+    @staticmethod
+    def _logged(conn, keys: list[RecordingKey]) -> dict[RecordingKey, LoggedAnswer]:
         found = {}
         unique = sorted(set(keys))
         for start in range(0, len(unique), 300):  # bounded IN lists
-            rows = session.execute(
-                select(
-                    _Prediction.machine,
-                    _Prediction.bearing,
-                    _Prediction.recorded_at,
-                    _Prediction.request_id,
-                    _Prediction.features_digest,
-                    _Prediction.answer,
-                ).where(
-                    tuple_(_Prediction.machine, _Prediction.bearing, _Prediction.recorded_at).in_(
-                        unique[start : start + 300]
-                    )
-                )
-            ).all()
+            rows = conn.execute(_LOGGED, {"recordings": unique[start : start + 300]})
             for m, b, t, request_id, digest, answer in rows:
                 found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer))
         return found
 
     def first_times(self, keys: list[Key]) -> dict[Key, datetime | None]:
         """Each bearing's first logged recording (its age counts from there)."""
-        with self._session() as session:
-            return {
-                (machine, bearing): session.scalar(
-                    select(func.min(_Prediction.recorded_at)).where(
-                        _Prediction.machine == machine, _Prediction.bearing == bearing
-                    )
-                )
-                for machine, bearing in keys
-            }
+        with self.engine.connect() as conn:
+            return _first_times(conn, keys)
 
     def recent(
         self, keys: list[Key], window: int, before: datetime
     ) -> dict[Key, list[LoggedPoint]]:
         """Each bearing's last ``window`` predictions before ``before``, in time order."""
-        out = {}
-        with self._session() as session:
-            for machine, bearing in keys:
-                rows = session.execute(
-                    select(
-                        _Prediction.recorded_at,
-                        _Prediction.wear,
-                        _Prediction.health,
-                        _Prediction.state,
-                    )
-                    .where(
-                        _Prediction.machine == machine,
-                        _Prediction.bearing == bearing,
-                        _Prediction.recorded_at < before,
-                    )
-                    .order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
-                    .limit(window)
-                ).all()
-                out[(machine, bearing)] = [LoggedPoint(*row) for row in reversed(rows)]
-        return out
+        with self.engine.connect() as conn:
+            return _recent(conn, keys, window, before)
 
     def baseline_times(self, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:
         """The times of each bearing's first ``recordings`` baseline samples (index only)."""
-        with self._session() as session:
-            return {key: self._times(session, key, recordings) for key in keys}
-
-    @staticmethod
-    def _times(session, key: Key, recordings: int) -> list[datetime]:
-        return list(
-            session.scalars(
-                select(_BaselineSample.recorded_at)
-                .where(_BaselineSample.machine == key[0], _BaselineSample.bearing == key[1])
-                .order_by(_BaselineSample.recorded_at)
-                .limit(recordings)
-            )
-        )
+        with self.engine.connect() as conn:
+            rows = _per_bearing(conn, _sample_times, keys, recordings=recordings)
+        return {key: [t for (t,) in found] for key, found in rows.items()}
 
     def baseline_samples(
         self, keys: list[Key], recordings: int
     ) -> dict[Key, list[tuple[datetime, dict]]]:
         """Each bearing's first ``recordings`` baseline samples by time: (time, features)."""
-        out = {}
-        with self._session() as session:
-            for machine, bearing in keys:
-                rows = session.execute(
-                    select(_BaselineSample.recorded_at, _BaselineSample.features)
-                    .where(_BaselineSample.machine == machine, _BaselineSample.bearing == bearing)
-                    .order_by(_BaselineSample.recorded_at)
-                    .limit(recordings)
-                ).all()
-                out[(machine, bearing)] = [(t, f) for t, f in rows]
-        return out
+        with self.engine.connect() as conn:
+            rows = _per_bearing(conn, _samples, keys, recordings=recordings)
+        return {key: [(t, f) for t, f in found] for key, found in rows.items()}
+
+    def scoring_history(
+        self, recordings: list[RecordingKey], *, baseline_recordings: int, window: int
+    ) -> ScoringHistory:
+        """What answering these recordings needs of the log, read in one transaction: what is
+        already answered, each bearing's baseline sample times, its last ``window``
+        predictions before the earliest of them, and its first logged recording."""
+        keys = sorted({(m, b) for m, b, _ in recordings})
+        before = min(t for _, _, t in recordings)
+        with self.engine.connect() as conn:
+            times = _per_bearing(conn, _sample_times, keys, recordings=baseline_recordings)
+            return ScoringHistory(
+                logged=self._logged(conn, recordings),
+                baseline_times={key: [t for (t,) in found] for key, found in times.items()},
+                recent=_recent(conn, keys, window, before),
+                first_times=_first_times(conn, keys),
+            )
 
     def add_baseline_samples(
         self, samples: list[tuple[str, int, datetime, dict]], recordings: int
@@ -472,13 +450,13 @@ class PredictionLog:
         keys = [(r.machine, r.bearing, r.recorded_at) for r in records]
         request_ids = {r.request_id for r in records}
         # Core executemany inserts: the ORM's per-object bookkeeping would dominate a batch.
-        with self._session.begin() as session:
-            session.execute(self._insert(_Prediction).on_conflict_do_nothing(), rows)
-            stored = self._logged(session, keys)
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_prediction, rows)
+            stored = self._logged(conn, keys)
             mine = [e for e in events if stored[e.key].request_id in request_ids]
             if mine:
                 at = utcnow()
-                session.execute(
+                conn.execute(
                     self._insert(_Outbox).on_conflict_do_nothing(),
                     [
                         {
@@ -643,3 +621,94 @@ class PredictionLog:
                 )
             ).first()
         return None if row is None else (row[0], _unpack(row[1]))
+
+
+_LOGGED = select(
+    _Prediction.machine,
+    _Prediction.bearing,
+    _Prediction.recorded_at,
+    _Prediction.request_id,
+    _Prediction.features_digest,
+    _Prediction.answer,
+).where(
+    tuple_(_Prediction.machine, _Prediction.bearing, _Prediction.recorded_at).in_(
+        bindparam("recordings", expanding=True)
+    )
+)
+
+# Reads of many bearings in one statement: each bearing's own query (a range scan of its index
+# with its own LIMIT) joined by UNION ALL and tagged with the bearing's position, so a request
+# costs one round trip per kind of read, not one per bearing. The statements are built once per
+# kind and number of bearings, with bound parameters: building them is what costs, not running.
+
+_UNION_PARTS = 200  # under SQLite's limit of 500 terms in a compound SELECT
+
+
+def _of_bearing(table, i: int):
+    return (table.machine == bindparam(f"machine_{i}")) & (
+        table.bearing == bindparam(f"bearing_{i}")
+    )
+
+
+def _sample_times(i: int):
+    return (
+        select(_BaselineSample.recorded_at)
+        .where(_of_bearing(_BaselineSample, i))
+        .order_by(_BaselineSample.recorded_at)
+        .limit(bindparam("recordings"))
+    )
+
+
+def _samples(i: int):
+    return _sample_times(i).add_columns(_BaselineSample.features)
+
+
+def _recent_points(i: int):
+    return (
+        select(_Prediction.recorded_at, _Prediction.wear, _Prediction.health, _Prediction.state)
+        .where(
+            _of_bearing(_Prediction, i),
+            _Prediction.recorded_at < bindparam("before", type_=DateTime),
+        )
+        .order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
+        .limit(bindparam("window"))
+    )
+
+
+def _first_time(i: int):
+    return select(func.min(_Prediction.recorded_at)).where(_of_bearing(_Prediction, i))
+
+
+@functools.lru_cache(maxsize=256)
+def _union(query_of, n: int):
+    parts = [
+        query_of(i).add_columns(literal(i).label("bearing_index")).subquery().select()
+        for i in range(n)
+    ]
+    return parts[0] if n == 1 else union_all(*parts)
+
+
+def _per_bearing(conn, query_of, keys: list[Key], **params) -> dict[Key, list[tuple]]:
+    """Rows of ``query_of(i)`` (the query of the bearing bound as ``machine_i``,
+    ``bearing_i``) for each bearing, in the query's order."""
+    out: dict[Key, list[tuple]] = {key: [] for key in keys}
+    for start in range(0, len(keys), _UNION_PARTS):
+        chunk = keys[start : start + _UNION_PARTS]
+        bound = dict(params)
+        for i, (machine, bearing) in enumerate(chunk):
+            bound[f"machine_{i}"], bound[f"bearing_{i}"] = machine, bearing
+        for *values, index in conn.execute(_union(query_of, len(chunk)), bound):
+            out[chunk[index]].append(tuple(values))
+    return out
+
+
+def _recent(conn, keys: list[Key], window: int, before: datetime) -> dict[Key, list[LoggedPoint]]:
+    if window <= 0:
+        return {key: [] for key in keys}
+    rows = _per_bearing(conn, _recent_points, keys, window=window, before=before)
+    return {key: [LoggedPoint(*row) for row in reversed(found)] for key, found in rows.items()}
+
+
+def _first_times(conn, keys: list[Key]) -> dict[Key, datetime | None]:
+    rows = _per_bearing(conn, _first_time, keys)
+    return {key: found[0][0] if found else None for key, found in rows.items()}

@@ -11,6 +11,7 @@ time a conflict.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import uuid
@@ -26,7 +27,7 @@ from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
 from wearcast.baseline import BASELINE_PREFIX, sample_medians
 from wearcast.config import Settings
-from wearcast.features import FeatureSpec, bearing_spectra, recording_features
+from wearcast.features import Analysis, FeatureSpec, analyse, bearing_features, bearing_spectra
 from wearcast.ingest import RecordingError
 from wearcast.prediction_log import (
     LoggedAnswer,
@@ -34,6 +35,7 @@ from wearcast.prediction_log import (
     OutboxEvent,
     PredictionLog,
     PredictionRecord,
+    ScoringHistory,
 )
 from wearcast.prognostics import Prognostics
 from wearcast.rig import Rig, bearing_channels
@@ -97,6 +99,12 @@ class RawRecording:
     spec: FeatureSpec
     channels: dict[int, list[int]]
 
+    @functools.cached_property
+    def analysis(self) -> Analysis:
+        """Its FFTs, computed once for its features and its kept spectra."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return analyse(self.data, self.spec)
+
 
 class Scorer:
     def __init__(self, settings: Settings, log: PredictionLog):
@@ -132,7 +140,7 @@ class Scorer:
         """Per-bearing features of one raw recording."""
         spec, channel_map = recording.spec, recording.channels
         with np.errstate(over="ignore", invalid="ignore"):
-            columns, rows = recording_features(recording.data, channel_map, spec)
+            columns, rows = bearing_features(recording.analysis, channel_map)
         if not np.isfinite(rows).all():  # finite samples whose squares or spectra overflow
             raise RecordingError(
                 "the recording's features are not finite: a sample value is far outside any "
@@ -150,9 +158,8 @@ class Scorer:
         ]
 
     def keep_spectra(self, recording: RawRecording) -> None:
-        """Keep a scored recording's spectra as its bearings' latest, for the dashboard (one
-        more FFT per recording, a few milliseconds beside parsing)."""
-        spectra = bearing_spectra(recording.data, recording.channels, recording.spec)
+        """Keep a scored recording's spectra as its bearings' latest, for the dashboard."""
+        spectra = bearing_spectra(recording.analysis, recording.channels)
         self.log.keep_spectra(recording.machine, recording.timestamp, spectra)
 
     def score(
@@ -161,21 +168,28 @@ class Scorer:
         """Answer every input; log the new ones. Returns the request id and the answers."""
         values = self._feature_matrix(inputs, model.features)
         digests = [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in values]
-        logged = self.log.logged([i.key for i in inputs])
+        prognostics = model.prognostics
+        history = self.log.scoring_history(
+            [i.key for i in inputs],
+            baseline_recordings=self.settings.baseline_recordings,
+            window=self._window(prognostics) - 1,
+        )
+        logged = history.logged
         _check_conflicts(inputs, digests, logged)
         fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
         if not fresh:  # a retry: the answers as they were first given
             return logged[inputs[0].key].request_id, [_replay(logged[i.key]) for i in inputs]
-        baselines, counts = self._baselines_of(inputs, values, model.features)
+        baselines, counts = self._baselines_of(
+            inputs, values, model.features, history.baseline_times
+        )
         X = pd.DataFrame(
             np.hstack([values, baselines]),
             columns=model.features + [BASELINE_PREFIX + f for f in model.features],
         )
         wear = model.predict(X)
-        prognostics = model.prognostics
         health = prognostics.health.score_samples(X) if prognostics is not None else None
         request_id = uuid.uuid4().hex
-        answers, before = self._answers(inputs, wear, counts, health, prognostics)
+        answers, before = self._answers(inputs, wear, counts, health, prognostics, history)
         records, events = {}, {}
         for j in fresh:  # the first of duplicates within the request is logged
             item = inputs[j]
@@ -227,16 +241,21 @@ class Scorer:
         return values
 
     def _baselines_of(
-        self, inputs: list[BearingInput], values: np.ndarray, needed: list[str]
+        self,
+        inputs: list[BearingInput],
+        values: np.ndarray,
+        needed: list[str],
+        logged_times: dict[tuple[str, int], list[datetime]],
     ) -> tuple[np.ndarray, list[int]]:
-        """Each input's baseline row (in ``needed`` order) and how many recordings made it.
+        """Each input's baseline row (in ``needed`` order) and how many recordings made it,
+        given each bearing's logged baseline sample times.
 
         The bearing's recordings in this request that are among its first by time become
         samples first, so every row of a bearing uses the same baseline, as in training."""
         k = self.settings.baseline_recordings
         own = [j for j, item in enumerate(inputs) if item.baseline is None]
         keys = sorted({(inputs[j].machine, inputs[j].bearing) for j in own})
-        times = self.log.baseline_times(keys, k)
+        times = {key: logged_times[key] for key in keys}
         candidates = {}
         for j in own:
             item = inputs[j]
@@ -281,18 +300,14 @@ class Scorer:
         counts: list[int],
         health: np.ndarray | None,
         prognostics: Prognostics | None,
+        history: ScoringHistory,
     ) -> tuple[list[BearingPrediction], list[str | None]]:
         """Health indicator, alarm state and remaining life of each input, from the bearing's
         logged history before it and the inputs of this request, in time order; and the
         bearing's state at its recording before each input (None: none, or not known)."""
-        settings = self.settings
-        window = max(settings.alarm_n, settings.rul_trend_recordings)
-        if prognostics is not None:  # the alarm rule's memory and the trend since the alarm
-            window = max(window, prognostics.rule.memory, HEALTH_HISTORY)
-        keys = sorted({(i.machine, i.bearing) for i in inputs})
-        recent = self.log.recent(keys, window - 1, before=min(i.timestamp for i in inputs))
-        first = self.log.first_times(keys) if prognostics is not None else {}
-        k = settings.baseline_recordings
+        window = self._window(prognostics)
+        recent, first = history.recent, history.first_times
+        k = self.settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
         before: list[str | None] = [None] * len(inputs)
         for j in sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp):
@@ -325,6 +340,14 @@ class Scorer:
                 **status,
             )
         return answers, before
+
+    def _window(self, prognostics: Prognostics | None) -> int:
+        """How many predictions of a bearing (the new one included) its next answer needs:
+        the alarm rule's memory and the trend the remaining life is fitted to."""
+        window = max(self.settings.alarm_n, self.settings.rul_trend_recordings)
+        if prognostics is not None:
+            window = max(window, prognostics.rule.memory, HEALTH_HISTORY)
+        return window
 
     def _wear_status(self, tail: list[LoggedPoint], timestamp: datetime, wear: float) -> dict:
         """A version trained without prognostics: the wear k-of-n rule and the wear trend."""
