@@ -264,7 +264,15 @@ class PredictionLog:
         self._insert = (
             postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
         ).insert
+        # Statements every scored recording runs, built once.
         self._insert_prediction = self._insert(_Prediction).on_conflict_do_nothing()
+        spectra = self._insert(_Spectra)
+        # One statement, so concurrent requests (or workers) cannot both insert a bearing.
+        self._upsert_spectra = spectra.on_conflict_do_update(
+            index_elements=["machine", "bearing"],
+            set_={"recorded_at": spectra.excluded.recorded_at, "spectra": spectra.excluded.spectra},
+            where=_Spectra.recorded_at < spectra.excluded.recorded_at,
+        )
 
     def _upgrade(self) -> None:
         """Bring a log written by an older wearcast up to this schema."""
@@ -602,15 +610,8 @@ class PredictionLog:
             {"machine": machine, "bearing": b, "recorded_at": recorded_at, "spectra": _pack(s)}
             for b, s in spectra.items()
         ]
-        insert = self._insert(_Spectra)
-        # One statement, so concurrent requests (or workers) cannot both insert a bearing.
-        upsert = insert.on_conflict_do_update(
-            index_elements=["machine", "bearing"],
-            set_={"recorded_at": insert.excluded.recorded_at, "spectra": insert.excluded.spectra},
-            where=_Spectra.recorded_at < insert.excluded.recorded_at,
-        )
-        with self._session.begin() as session:
-            session.execute(upsert, rows)
+        with self.engine.begin() as conn:
+            conn.execute(self._upsert_spectra, rows)
 
     def latest_spectra(self, machine: str, bearing: int) -> tuple[datetime, Spectra] | None:
         """The bearing's latest raw recording's spectra and its time (None: none kept)."""
