@@ -50,6 +50,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     tuple_,
     union_all,
     update,
@@ -334,6 +335,50 @@ class PredictionLog:
             )
             for r in reversed(rows)
         ]
+
+    def since_calm(
+        self, machine: str, bearing: int, before: datetime, calm: str
+    ) -> list[LoggedPoint]:
+        """The bearing's predictions before ``before`` and after its last one in state
+        ``calm`` (or no state) before it: the part of an episode that began earlier."""
+        with self.engine.connect() as conn:
+            start = conn.execute(
+                select(func.max(_Prediction.recorded_at)).where(
+                    _Prediction.machine == machine,
+                    _Prediction.bearing == bearing,
+                    _Prediction.state.is_(None) | (_Prediction.state == calm),
+                    _Prediction.recorded_at < before,
+                )
+            ).scalar()
+            rows = conn.execute(
+                _points(machine, bearing)
+                .where(_Prediction.recorded_at < before)
+                .where(_Prediction.recorded_at > start if start is not None else true())
+                .order_by(_Prediction.recorded_at)
+            ).all()
+        return [LoggedPoint(*row) for row in rows]
+
+    def until_calm(
+        self, machine: str, bearing: int, after: datetime, calm: str
+    ) -> list[LoggedPoint]:
+        """The bearing's predictions after ``after`` up to and including its first one in state
+        ``calm`` (or no state) after it: the rest of an episode still open at ``after``."""
+        with self.engine.connect() as conn:
+            end = conn.execute(
+                select(func.min(_Prediction.recorded_at)).where(
+                    _Prediction.machine == machine,
+                    _Prediction.bearing == bearing,
+                    _Prediction.state.is_(None) | (_Prediction.state == calm),
+                    _Prediction.recorded_at > after,
+                )
+            ).scalar()
+            rows = conn.execute(
+                _points(machine, bearing)
+                .where(_Prediction.recorded_at > after)
+                .where(_Prediction.recorded_at <= end if end is not None else true())
+                .order_by(_Prediction.recorded_at)
+            ).all()
+        return [LoggedPoint(*row) for row in rows]
 
     def bearings(self) -> list[Key]:
         """Every (machine, bearing) with a logged prediction, sorted."""
@@ -662,6 +707,12 @@ def _sample_times(i: int):
 
 def _samples(i: int):
     return _sample_times(i).add_columns(_BaselineSample.features)
+
+
+def _points(machine: str, bearing: int):
+    return select(
+        _Prediction.recorded_at, _Prediction.wear, _Prediction.health, _Prediction.state
+    ).where(_Prediction.machine == machine, _Prediction.bearing == bearing)
 
 
 def _recent_points(i: int):

@@ -165,7 +165,9 @@ class BearingHistory(BaseModel):
         None, description="the served model's health alarm threshold"
     )
     episodes: list[AlarmEpisode] = Field(
-        default_factory=list, description="excursions from ok within this page (logged states)"
+        default_factory=list,
+        description="excursions from ok that overlap this page (logged states), each whole: "
+        "its start, raise, end and peak also where it reaches beyond the page",
     )
 
 

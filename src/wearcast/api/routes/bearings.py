@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from wearcast.alarms import bearing_status, episodes_of
+from wearcast.alarms import OK, bearing_status, episodes_of
 from wearcast.api.deps import LogDep, ReaderDep, SettingsDep, StoreDep
 from wearcast.api.model_store import ModelStore
 from wearcast.api.schemas import (
@@ -106,8 +106,22 @@ def history_of(
     page = log.history(machine, bearing, since=since, before=before, limit=limit + 1)
     more, page = len(page) > limit, page[-limit:]
     now = latest[-1]
+    # Episodes the page cuts are read whole: their start, raise, end and peak never depend on
+    # where a page begins or ends.
+    lead = (
+        []
+        if page[0].state in (None, OK)
+        else log.since_calm(machine, bearing, page[0].recorded_at, OK)
+    )
+    tail = (
+        []
+        if page[-1].state in (None, OK)
+        else log.until_calm(machine, bearing, page[-1].recorded_at, OK)
+    )
+    series = [*lead, *page, *tail]
     episodes = episodes_of(
-        [p.state for p in page], np.array([np.nan if p.health is None else p.health for p in page])
+        [p.state for p in series],
+        np.array([np.nan if p.health is None else p.health for p in series]),
     )
     served = store.current
     return BearingHistory(
@@ -141,10 +155,10 @@ def history_of(
         episodes=[
             AlarmEpisode(
                 level=e.level,
-                start=page[e.start].recorded_at,
-                raised=None if e.raised is None else page[e.raised].recorded_at,
-                end=None if e.end is None else page[e.end].recorded_at,
-                peak=page[e.peak].recorded_at,
+                start=series[e.start].recorded_at,
+                raised=None if e.raised is None else series[e.raised].recorded_at,
+                end=None if e.end is None else series[e.end].recorded_at,
+                peak=series[e.peak].recorded_at,
                 peak_health=e.peak_value,
             )
             for e in episodes
