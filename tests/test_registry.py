@@ -109,6 +109,15 @@ def test_promote_and_predict_commands(world, monkeypatch):
     rows = json.loads(result.stdout)
     assert len(rows) == len(target) * 4
     assert {"file", "bearing", "wear", "model_version", "alarm", "rul_h"} <= set(rows[0])
+    # One file that cannot be scored: an error and its reason, not an empty success.
+    bad = root / "bad" / target[0].name
+    bad.parent.mkdir()
+    lines = target[0].read_text().splitlines(keepends=True)
+    lines[4] = "hello" + lines[4][lines[4].index("\t") :]
+    bad.write_text("".join(lines))
+    result = runner.invoke(app, ["predict", str(bad), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "quarantined" in result.stderr and "1 recording(s) quarantined" in result.stderr
 
 
 def test_external_feature_table_with_run_metadata(tmp_path, world):

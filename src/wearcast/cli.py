@@ -568,6 +568,8 @@ def predict(
         raise fail(str(exc)) from None
     for q in bad:
         err.print(f"[yellow]quarantined[/yellow] {q.file}: {q.reason}")
+    if not results and bad:  # nothing to answer is a failure, not an empty success
+        raise fail(f"nothing scored: {len(bad)} recording(s) quarantined (reasons above)")
     if as_json:
         print(json.dumps(results, indent=2))
         return
