@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         30.0, ge=0, description="how often the API checks the registry for a new champion; 0: never"
     )
+    startup_load_wait_s: float = Field(
+        10.0,  # within the image HEALTHCHECK's start period (20 s)
+        ge=0,
+        description="how long the API's start waits for the registry before it serves its "
+        "probes anyway (the model then loads in the background)",
+    )
     max_upload_bytes: int = Field(
         4_000_000, gt=0, description="a request body larger than this gets 413, unread"
     )

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from wearcast import registry
 from wearcast.api.main import create_app
+from wearcast.api.model_store import ModelStore
 from wearcast.config import Settings
 from wearcast.dataset import featurize
 from wearcast.model import ForeignRig
@@ -297,6 +298,40 @@ def test_poller_swaps_in_a_new_champion_by_itself(model_home, tmp_path):
             assert c.get("/readyz").json()["version"] == 2
     finally:
         registry.promote(client, settings, 1, "restore the fixture's champion")
+
+
+def test_probes_answer_while_the_registry_does_not(model_home, tmp_path, monkeypatch):
+    """A registry that hangs (MLflow down, its client retrying) holds the start for
+    startup_load_wait_s only: then the probes answer, and the model loads when it answers."""
+    answers = threading.Event()
+    real_sync = ModelStore.sync
+
+    def hanging_sync(store):
+        answers.wait()
+        real_sync(store)
+
+    monkeypatch.setattr(ModelStore, "sync", hanging_sync)
+    settings = api_settings(model_home, tmp_path, startup_load_wait_s=0.1)
+    started: list[TestClient] = []
+    client = TestClient(create_app(settings))
+    opener = threading.Thread(target=lambda: started.append(client.__enter__()))
+    opener.start()
+    opener.join(timeout=120)  # only against a hang; the start itself takes about 0.1 s
+    try:
+        assert started, "the API did not start while the registry hung"
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503
+        answers.set()
+        for _ in range(600):
+            if client.get("/readyz").status_code == 200:
+                break
+            threading.Event().wait(0.1)
+        assert client.get("/readyz").json()["version"] == 1
+    finally:
+        answers.set()
+        opener.join()
+        if started:
+            client.__exit__(None, None, None)
 
 
 def test_not_ready_without_a_model(tmp_path):

@@ -61,6 +61,17 @@ def _check_security(settings: Settings) -> KeyRing:
     return keys
 
 
+async def _first_load(store: ModelStore, metrics: Metrics) -> None:
+    try:
+        await asyncio.to_thread(store.sync)
+    except Exception:  # noqa: BLE001 - serve probes, keep polling, say why
+        log.exception("could not load a model at start-up")
+    if store.current is None:
+        log.warning("no model served yet; /readyz answers 503 until one is promoted")
+    else:
+        metrics.model_version.set(store.current.version)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = _check_security(settings)  # fail before serving anything
@@ -71,17 +82,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.log = PredictionLog(settings.resolved_prediction_db_url)
         app.state.scorer = Scorer(settings, app.state.log)
         store = app.state.store
-        try:
-            await asyncio.to_thread(store.sync)
-        except Exception:  # noqa: BLE001 - serve probes, keep polling, say why
-            log.exception("could not load a model at start-up")
-        if store.current is None:
-            log.warning("no model served yet; /readyz answers 503 until one is promoted")
-        else:
-            app.state.metrics.model_version.set(store.current.version)
+        # A registry that does not answer (MLflow down, its HTTP client retrying for minutes)
+        # must not keep the probes from answering: past the wait, the load goes on behind.
+        first_load = asyncio.create_task(_first_load(store, app.state.metrics))
+        await asyncio.wait({first_load}, timeout=settings.startup_load_wait_s)
+        if not first_load.done():
+            log.warning(
+                "the registry has not answered in %s s: serving probes, loading behind "
+                "(/readyz answers 503 until a model is loaded)",
+                settings.startup_load_wait_s,
+            )
         poller = asyncio.create_task(store.poll()) if settings.reload_interval_s > 0 else None
         app.state.drift = DriftWatch(settings, app.state.log, store, app.state.metrics)
-        background = [poller] if poller else []
+        background = [first_load, poller] if poller else [first_load]
         if settings.drift_interval_s > 0:
             background.append(asyncio.create_task(app.state.drift.run()))
         if settings.webhook_url:
