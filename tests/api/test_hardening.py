@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -125,6 +126,33 @@ def test_shapes_no_recording_has_are_refused_before_parsing(client, content, wor
     response = _post_recording(client, content)
     assert response.status_code == 422, response.text
     assert words in _shape(response)["detail"]
+
+
+def test_binary_content_is_named_as_such_before_its_line_lengths(client):
+    noise = bytes(np.random.default_rng(5).integers(0, 256, 300_000, dtype=np.uint8))
+    response = _post_recording(client, noise)
+    assert response.status_code == 422, response.text
+    assert "binary content" in _shape(response)["detail"]
+
+
+def test_a_line_over_the_limit_is_named_once(client):
+    response = _post_recording(client, b"0.1\t0.2\t0.3\t0.4\n" + b"1" * 5_000 + b"\n")
+    detail = _shape(response)["detail"]
+    assert detail.startswith("line 2: 5000 bytes long") and detail.count("line 2") == 1
+
+
+@pytest.mark.parametrize("speed", ["nan", "inf", "-inf"])
+def test_a_speed_that_is_not_a_number_says_so(client, recording, speed):
+    response = _post_recording(client, recording.read_bytes(), shaft_rpm=speed)
+    assert response.status_code == 422, response.text
+    assert "finite number" in str(_shape(response)["detail"])
+
+
+def test_a_snapshot_of_another_format_sent_as_ims_gets_a_hint(client):
+    snapshot = "".join(f"9,10,39,{1e5 + i:.4e},0.01,-0.02\n" for i in range(2560)).encode()
+    response = _post_recording(client, snapshot, filename="acc_00001.csv")
+    assert response.status_code == 422, response.text
+    assert "is named as a pronostia recording: add format=pronostia" in _shape(response)["detail"]
 
 
 def test_huge_finite_samples_are_a_422(client, recording):

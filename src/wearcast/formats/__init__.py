@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wearcast.config import Settings
-from wearcast.formats.base import RecordingError, RecordingFormat, parse_table
+from wearcast.formats.base import RecordingError, RecordingFormat, parse_table, refuse_binary
 from wearcast.formats.ims import Ims
 from wearcast.formats.pronostia import Pronostia
 from wearcast.rig import Rig, RunInfo
@@ -23,6 +23,7 @@ __all__ = [
     "expected_formats",
     "get_format",
     "parse_table",
+    "refuse_binary",
     "resolve_rig",
 ]
 

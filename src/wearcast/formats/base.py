@@ -21,7 +21,7 @@ import pyarrow.csv as pa_csv
 from wearcast.config import Settings
 from wearcast.rig import Rig, RunInfo
 
-__all__ = ["RecordingError", "RecordingFormat", "parse_table"]
+__all__ = ["RecordingError", "RecordingFormat", "parse_table", "refuse_binary"]
 
 
 class RecordingError(ValueError):
@@ -130,6 +130,18 @@ def _diagnose(text: str, sep: str) -> RecordingError:
     return RecordingError("unreadable table of numbers")
 
 
+def refuse_binary(content: bytes) -> None:
+    """:class:`RecordingError` for content that is not ASCII text, saying where."""
+    if (nul := content.find(b"\x00")) >= 0:
+        raise RecordingError(f"binary content (NUL byte at offset {nul}), not a text recording")
+    if not content.isascii():  # checked without decoding: this runs for every recording
+        offset = next(i for i, byte in enumerate(content) if byte > 127)
+        raise RecordingError(
+            f"binary content (byte 0x{content[offset]:02x} at offset {offset}), "
+            "not a text recording"
+        )
+
+
 def parse_table(content: bytes, sep: str) -> np.ndarray:
     """A text table of numbers without header, as a float array (rows, columns).
 
@@ -140,14 +152,7 @@ def parse_table(content: bytes, sep: str) -> np.ndarray:
     """
     if not content or content.isspace():
         raise RecordingError("empty file")
-    if (nul := content.find(b"\x00")) >= 0:
-        raise RecordingError(f"binary content (NUL byte at offset {nul}), not a text recording")
-    if not content.isascii():  # checked without decoding: this runs for every recording
-        offset = next(i for i, byte in enumerate(content) if byte > 127)
-        raise RecordingError(
-            f"binary content (byte 0x{content[offset]:02x} at offset {offset}), "
-            "not a text recording"
-        )
+    refuse_binary(content)
     data = _read_numbers(content, sep)
     if data is None:
         try:

@@ -21,7 +21,7 @@ from wearcast.api.schemas import (
 )
 from wearcast.api.service import responses
 from wearcast.config import Settings
-from wearcast.formats import FORMATS
+from wearcast.formats import FORMATS, refuse_binary
 from wearcast.ingest import RecordingError, validate_signal
 from wearcast.model import ForeignRig, check_rig
 from wearcast.rig import Rig, parse_timestamp
@@ -73,10 +73,21 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
     )
 
 
+def _format_hint(name: str | None, given: str) -> str | None:
+    """What to do when a file named as another format's recordings fails as ``given``."""
+    if not name or FORMATS[given].is_recording(name.rsplit("/", 1)[-1]):
+        return None
+    for key, other in FORMATS.items():
+        if other.is_recording(name.rsplit("/", 1)[-1]):
+            return f"{name!r} is named as a {other.name} recording: add format={key}"
+    return None
+
+
 def check_layout(content: bytes, settings: Settings, rig: Rig) -> None:
     """Refuse, before parsing, a body whose lines could not be a recording of ``rig``: too many
     lines, a line too long, or too many values on a line. Parsing such a body costs seconds of
     CPU."""
+    refuse_binary(content)  # first: a binary file's "lines" say nothing useful
     ends = np.flatnonzero(np.frombuffer(content, dtype=np.uint8) == ord("\n"))
     lengths = np.diff(np.concatenate(([-1], ends, [len(content)]))) - 1
     if len(lengths) and lengths[-1] == 0:  # the final newline ends the last line
@@ -86,16 +97,14 @@ def check_layout(content: bytes, settings: Settings, rig: Rig) -> None:
     if len(lengths) and lengths.max() > settings.max_line_bytes:
         line = int(np.argmax(lengths))
         raise RecordingError(
-            f"line {line + 1} is {int(lengths[line])} bytes long, over the limit of "
-            f"{settings.max_line_bytes}",
+            f"{int(lengths[line])} bytes long, over the limit of {settings.max_line_bytes}",
             line=line + 1,
         )
     first = content[: int(lengths[0]) if len(lengths) else 0]
     values = max(first.count(sep) for sep in (b"\t", b",", b";")) + 1
     if values > settings.max_values_per_line:
         raise RecordingError(
-            f"line 1 has {values} values, over the limit of {settings.max_values_per_line} "
-            "channels",
+            f"{values} values, over the limit of {settings.max_values_per_line} channels",
             line=1,
         )
 
@@ -132,7 +141,8 @@ async def post_recording(
         str, Query(pattern="^[a-z]+$", description=f"recording format: {', '.join(FORMATS)}")
     ] = "ims",
     shaft_rpm: Annotated[
-        float | None, Query(gt=0, le=100_000, description="shaft speed, rev/min")
+        float | None,
+        Query(gt=0, le=100_000, allow_inf_nan=False, description="shaft speed, rev/min"),
     ] = None,
 ) -> PredictionResponse:
     if format not in FORMATS:
@@ -148,6 +158,7 @@ async def post_recording(
     # The body is already bounded by the limits middleware; the file part is bounded here.
     limit = settings.max_upload_bytes
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    name = filename
     if not multipart:
         when = _timestamp(timestamp, filename)  # before reading: a bad query costs nothing
         content = await request.body()
@@ -159,12 +170,21 @@ async def post_recording(
         content = await upload.read(limit + 1)
         if len(content) > limit:
             raise HTTPException(413, detail=f"file is over the limit of {limit} bytes")
-        when = _timestamp(timestamp, filename or upload.filename)
+        name = filename or upload.filename
+        when = _timestamp(timestamp, name)
 
     def work() -> PredictionResponse:
-        check_layout(content, settings, rig)
-        data = reader.parse(content)
-        validate_signal(data, settings, expected_rows=rig.samples)
+        try:
+            check_layout(content, settings, rig)
+            data = reader.parse(content)
+            validate_signal(data, settings, expected_rows=rig.samples)
+        except RecordingError as exc:
+            hint = _format_hint(name, format)
+            if hint is None:
+                raise
+            raise RecordingError(
+                f"{exc.reason} ({hint})", line=exc.line, column=exc.column
+            ) from exc
         if data.shape[1] % bearings:
             raise RecordingError(
                 f"{data.shape[1]} channels cannot be split over {bearings} "
