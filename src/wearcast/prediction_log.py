@@ -411,18 +411,6 @@ class PredictionLog:
                 found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer))
         return found
 
-    def first_times(self, keys: list[Key]) -> dict[Key, datetime | None]:
-        """Each bearing's first logged recording (its age counts from there)."""
-        with self.engine.connect() as conn:
-            return _first_times(conn, keys)
-
-    def recent(
-        self, keys: list[Key], window: int, before: datetime
-    ) -> dict[Key, list[LoggedPoint]]:
-        """Each bearing's last ``window`` predictions before ``before``, in time order."""
-        with self.engine.connect() as conn:
-            return _recent(conn, keys, window, before)
-
     def baseline_times(self, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:
         """The times of each bearing's first ``recordings`` baseline samples (index only)."""
         with self.engine.connect() as conn:

@@ -110,9 +110,13 @@ def test_history_pages_and_recent_windows(log):
     older = log.history("p", 1, before=page[0].recorded_at, limit=3)
     assert older == everything[-6:-3]
     assert log.history("p", 1, since=everything[7].recorded_at) == everything[8:]
-    recent = log.recent([("p", 1), ("p", 2)], 2, before=everything[5].recorded_at)
-    assert [p.wear for p in recent[("p", 1)]] == [0.12, 0.16]
-    assert recent[("p", 2)] == []
+    # What scoring a recording at everything[5]'s time reads, for two bearings in one go.
+    when = everything[5].recorded_at
+    read = log.scoring_history([("p", 1, when), ("p", 2, when)], baseline_recordings=20, window=2)
+    assert [p.wear for p in read.recent[("p", 1)]] == [0.12, 0.16]
+    assert read.recent[("p", 2)] == []
+    assert read.first_times == {("p", 1): everything[0].recorded_at, ("p", 2): None}
+    assert set(read.logged) == {("p", 1, when)}
 
 
 def test_each_bearing_keeps_its_latest_recordings_spectra_whatever_the_arrival_order(log):
