@@ -15,8 +15,6 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from wearcast.config import Settings
 from wearcast.rig import Rig, RunInfo
@@ -83,28 +81,6 @@ class RecordingFormat(ABC):
         return f"not a {self.name} recording: expected {self.expected}"
 
 
-_ONE_THREAD = pa_csv.ReadOptions(autogenerate_column_names=True, use_threads=False)
-
-
-def _read_numbers(content: bytes, sep: str) -> np.ndarray | None:
-    """The table as float64 (rows, columns), or None where pyarrow does not read every column
-    as numbers (empty cells and ``nan`` come back as NaN, for the finiteness check)."""
-    try:
-        table = pa_csv.read_csv(
-            pa.py_buffer(content),
-            read_options=_ONE_THREAD,
-            parse_options=pa_csv.ParseOptions(delimiter=sep),
-        )
-    except pa.ArrowInvalid:
-        return None
-    columns = []
-    for column in table.columns:
-        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
-            return None
-        columns.append(column.cast(pa.float64()).to_numpy())
-    return np.column_stack(columns)
-
-
 def _diagnose(text: str, sep: str) -> RecordingError:
     """The first fault in a text the fast parser rejected, with its line and column."""
     expected = None
@@ -145,23 +121,17 @@ def refuse_binary(content: bytes) -> None:
 def parse_table(content: bytes, sep: str) -> np.ndarray:
     """A text table of numbers without header, as a float array (rows, columns).
 
-    A fast path (pyarrow's CSV reader, one thread: the callers already run one recording per
-    core), then pandas' C parser for what pyarrow will not type as numbers (a space before a
-    value, say), and only when that fails too, a slow line-by-line pass that says exactly which
-    line and column is at fault.
+    A fast path (pandas' C parser) and, only when it finds something wrong, a slow line-by-line
+    pass that says exactly which line and column is at fault.
     """
     if not content or content.isspace():
         raise RecordingError("empty file")
     refuse_binary(content)
-    data = _read_numbers(content, sep)
-    if data is None:
-        try:
-            frame = pd.read_csv(
-                io.BytesIO(content), sep=sep, header=None, dtype=np.float64, engine="c"
-            )
-        except (ValueError, pd.errors.ParserError):
-            raise _diagnose(content.decode("ascii"), sep) from None
-        data = frame.to_numpy()
+    try:
+        frame = pd.read_csv(io.BytesIO(content), sep=sep, header=None, dtype=np.float64, engine="c")
+    except (ValueError, pd.errors.ParserError):
+        raise _diagnose(content.decode("ascii"), sep) from None
+    data = frame.to_numpy()
     if not np.isfinite(data).all():
         raise _diagnose(content.decode("ascii"), sep)
     return data
