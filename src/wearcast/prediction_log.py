@@ -430,15 +430,18 @@ class PredictionLog:
     ) -> ScoringHistory:
         """What answering these recordings needs of the log, read in one transaction: what is
         already answered, each bearing's baseline sample times, its last ``window``
-        predictions before the earliest of them, and its first logged recording."""
-        keys = sorted({(m, b) for m, b, _ in recordings})
-        before = min(t for _, _, t in recordings)
+        predictions before the earliest of its recordings here, and its first logged one."""
+        earliest: dict[Key, datetime] = {}
+        for machine, bearing, at in recordings:
+            key = (machine, bearing)
+            earliest[key] = min(at, earliest.get(key, at))
+        keys = sorted(earliest)
         with self.engine.connect() as conn:
             times = _per_bearing(conn, _sample_times, keys, recordings=baseline_recordings)
             return ScoringHistory(
                 logged=self._logged(conn, recordings),
                 baseline_times={key: [t for (t,) in found] for key, found in times.items()},
-                recent=_recent(conn, keys, window, before),
+                recent=_recent(conn, keys, window, earliest),
                 first_times=_first_times(conn, keys),
             )
 
@@ -708,7 +711,7 @@ def _recent_points(i: int):
         select(_Prediction.recorded_at, _Prediction.wear, _Prediction.health, _Prediction.state)
         .where(
             _of_bearing(_Prediction, i),
-            _Prediction.recorded_at < bindparam("before", type_=DateTime),
+            _Prediction.recorded_at < bindparam(f"before_{i}", type_=DateTime),
         )
         .order_by(_Prediction.recorded_at.desc(), _Prediction.id.desc())
         .limit(bindparam("window"))
@@ -728,24 +731,32 @@ def _union(query_of, n: int):
     return parts[0] if n == 1 else union_all(*parts)
 
 
-def _per_bearing(conn, query_of, keys: list[Key], **params) -> dict[Key, list[tuple]]:
+def _per_bearing(
+    conn, query_of, keys: list[Key], each: dict[str, dict[Key, object]] | None = None, **params
+) -> dict[Key, list[tuple]]:
     """Rows of ``query_of(i)`` (the query of the bearing bound as ``machine_i``,
-    ``bearing_i``) for each bearing, in the query's order."""
+    ``bearing_i``, and ``name_i`` for each of ``each``'s per-bearing values) for each bearing,
+    in the query's order; ``params`` are bound for all."""
     out: dict[Key, list[tuple]] = {key: [] for key in keys}
     for start in range(0, len(keys), _UNION_PARTS):
         chunk = keys[start : start + _UNION_PARTS]
         bound = dict(params)
-        for i, (machine, bearing) in enumerate(chunk):
-            bound[f"machine_{i}"], bound[f"bearing_{i}"] = machine, bearing
+        for i, key in enumerate(chunk):
+            bound[f"machine_{i}"], bound[f"bearing_{i}"] = key
+            for name, values in (each or {}).items():
+                bound[f"{name}_{i}"] = values[key]
         for *values, index in conn.execute(_union(query_of, len(chunk)), bound):
             out[chunk[index]].append(tuple(values))
     return out
 
 
-def _recent(conn, keys: list[Key], window: int, before: datetime) -> dict[Key, list[LoggedPoint]]:
+def _recent(
+    conn, keys: list[Key], window: int, before: dict[Key, datetime]
+) -> dict[Key, list[LoggedPoint]]:
+    """Each bearing's last ``window`` predictions before its own ``before`` time."""
     if window <= 0:
         return {key: [] for key in keys}
-    rows = _per_bearing(conn, _recent_points, keys, window=window, before=before)
+    rows = _per_bearing(conn, _recent_points, keys, {"before": before}, window=window)
     return {key: [LoggedPoint(*row) for row in reversed(found)] for key, found in rows.items()}
 
 

@@ -386,23 +386,28 @@ def test_served_answers_match_batch_scoring(client, batch, recordings):
     assert [p["alarm_state"] for p in history["predictions"]] == [
         a["alarm_state"] for a in served if a["bearing"] == bearing
     ]
-    # Paged back 3 at a time: each page reports the episodes it overlaps whole, as above.
+    # Paged back 1 and 3 at a time: each page reports the episodes it touches, whole.
     whole = [{f: e[f] for f in fields} for e in expected]
-    seen, before = [], None
-    while True:
-        params = {"limit": 3} | ({"before": before} if before else {})
-        page = client.get(f"/v1/bearings/rig-9:{bearing}", params=params).json()
-        times = [p["timestamp"] for p in page["predictions"]]
-        overlapping = [
-            e
-            for e in whole
-            if e["start"] <= times[-1] and (e["end"] is None or e["end"] > times[0])
-        ]
-        assert [{f: e[f] for f in fields} for e in page["episodes"]] == overlapping
-        seen += overlapping
-        if (before := page["next_before"]) is None:
-            break
-    assert all(e in seen for e in whole)
+    for limit in (1, 3):
+        seen, before = [], None
+        while True:
+            params = {"limit": limit} | ({"before": before} if before else {})
+            page = client.get(f"/v1/bearings/rig-9:{bearing}", params=params).json()
+            times = [p["timestamp"] for p in page["predictions"]]
+            touched = [
+                e
+                for e in whole
+                if e["start"] <= times[-1] and (e["end"] is None or e["end"] >= times[0])
+            ]
+            assert [{f: e[f] for f in fields} for e in page["episodes"]] == touched
+            seen += touched
+            if (before := page["next_before"]) is None:
+                break
+        assert all(e in seen for e in whole)
+    # A page with nothing in it (after the last prediction) is empty, not an error.
+    empty = client.get(f"/v1/bearings/rig-9:{bearing}", params={"since": "2199-01-01T00:00:00"})
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["predictions"] == [] and empty.json()["episodes"] == []
 
 
 @pytest.mark.real_data

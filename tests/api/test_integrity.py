@@ -22,7 +22,7 @@ from wearcast.config import Settings
 from wearcast.model import build_pipeline
 from wearcast.rig import parse_timestamp
 
-from .conftest import ADMIN, READER, api_settings
+from .conftest import ADMIN, READER, api_settings, bearing_rows_with_gain
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +152,35 @@ def test_answers_agree_with_the_bearing_page(model_home, tmp_path, recordings):
             page[b["bearing"]]["alarm"],
             page[b["bearing"]]["rul_h"],
         )
+
+
+def test_answers_do_not_depend_on_how_rows_are_batched(model_home, tmp_path):
+    """A bearing's rows sent one per request, and the same rows sent in one request with an
+    older row of an unrelated bearing: the same states, health and remaining life. (The
+    history was read from before the request's earliest row, and the age of a new bearing
+    counted from each row's own time, so batches answered differently.)"""
+    rows = bearing_rows_with_gain(model_home, 3.0)  # alarms once the gain sets in
+    other = {**rows[0], "machine": "unrelated", "timestamp": "1999-01-01T00:00:00"}
+    numbers = ("health", "rul_h", "rul_low_h", "rul_high_h")
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        alone = []
+        for row in rows:
+            response = c.post("/v1/predict", json={"rows": [{**row, "machine": "alone"}]})
+            alone.append(response.json()[0]["bearings"][0])
+        response = c.post(
+            "/v1/predict", json={"rows": [other] + [{**r, "machine": "batched"} for r in rows]}
+        )
+        assert response.status_code == 200, response.text
+        batched = [r["bearings"][0] for r in response.json()[1:]]
+    assert any(a["alarm_state"] == "alarm" for a in alone)
+    # Once the bearing's baseline is complete, as it is for every row of the batch (its first
+    # recordings by time are the baseline samples before any row is scored).
+    k = api_settings(model_home, tmp_path).baseline_recordings
+    assert len(alone) == len(batched) > k + 20
+    for a, b in zip(alone[k - 1 :], batched[k - 1 :], strict=True):
+        assert (b["alarm_state"], b["rul_method"]) == (a["alarm_state"], a["rul_method"])
+        assert [b[f] for f in numbers] == pytest.approx([a[f] for f in numbers], rel=1e-9)
 
 
 def test_history_is_paged(model_home, tmp_path, recordings):

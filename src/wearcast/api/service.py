@@ -306,7 +306,13 @@ class Scorer:
         logged history before it and the inputs of this request, in time order; and the
         bearing's state at its recording before each input (None: none, or not known)."""
         window = self._window(prognostics)
-        recent, first = history.recent, history.first_times
+        recent = history.recent
+        # A bearing's age counts from its first recording: logged, or the earliest here.
+        earliest: dict[tuple[str, int], datetime] = {}
+        for item in inputs:
+            key = (item.machine, item.bearing)
+            earliest[key] = min(item.timestamp, earliest.get(key, item.timestamp))
+        start = {key: min(t, history.first_times[key] or t) for key, t in earliest.items()}
         k = self.settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
         before: list[str | None] = [None] * len(inputs)
@@ -318,10 +324,9 @@ class Scorer:
             if prognostics is None:
                 status = self._wear_status(tail, item.timestamp, float(wear[j]))
             else:
-                start = min(first[key] or item.timestamp, item.timestamp)
                 step = prognostics.next_step(
-                    [(p.recorded_at - start).total_seconds() / 3600 for p in tail]
-                    + [(item.timestamp - start).total_seconds() / 3600],
+                    [(p.recorded_at - start[key]).total_seconds() / 3600 for p in tail]
+                    + [(item.timestamp - start[key]).total_seconds() / 3600],
                     [_nan(p.health) for p in tail] + [float(health[j])],
                     [p.state for p in tail],
                     warming_up=counts[j] < k and item.baseline is None,

@@ -106,17 +106,13 @@ def history_of(
     page = log.history(machine, bearing, since=since, before=before, limit=limit + 1)
     more, page = len(page) > limit, page[-limit:]
     now = latest[-1]
-    # Episodes the page cuts are read whole: their start, raise, end and peak never depend on
-    # where a page begins or ends.
-    lead = (
-        []
-        if page[0].state in (None, OK)
-        else log.since_calm(machine, bearing, page[0].recorded_at, OK)
-    )
+    # Episodes the page touches are read whole (one that ends at its first prediction too):
+    # their start, raise, end and peak never depend on where a page begins or ends.
+    lead = log.since_calm(machine, bearing, page[0].recorded_at, OK) if page else []
     tail = (
-        []
-        if page[-1].state in (None, OK)
-        else log.until_calm(machine, bearing, page[-1].recorded_at, OK)
+        log.until_calm(machine, bearing, page[-1].recorded_at, OK)
+        if page and page[-1].state not in (None, OK)
+        else []
     )
     series = [*lead, *page, *tail]
     episodes = episodes_of(
