@@ -30,7 +30,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from wearcast.config import Settings
-from wearcast.formats import FORMATS
+from wearcast.formats import FORMATS, RecordingError
 from wearcast.rig import DefectFrequencies, Rig
 
 __all__ = [
@@ -88,11 +88,13 @@ class FeatureSpec:
         else:
             edges = np.geomspace(settings.log_band_low_hz, nyquist, settings.log_bands + 1)
             edges = np.insert(edges, 0, 0.0)
+        defects = rig.geometry.defect_frequencies(rig.shaft_rpm / 60.0)
+        _check_lines_shown(rig, defects, settings.defect_tolerance)
         return cls(
             sampling_rate_hz=rig.sampling_rate_hz,
             band_edges_hz=tuple(float(e) for e in edges),
             envelope_band_hz=tuple(rig.envelope_band_hz),
-            defects=rig.geometry.defect_frequencies(rig.shaft_rpm / 60.0),
+            defects=defects,
             tolerance=settings.defect_tolerance,
         )
 
@@ -140,6 +142,21 @@ def _time_features(x: np.ndarray) -> np.ndarray:
                 peak / np.sqrt(absx).mean(axis=0) ** 2,
             ],
             axis=1,
+        )
+
+
+def _check_lines_shown(rig: Rig, defects: DefectFrequencies, tolerance: float) -> None:
+    """:class:`RecordingError` if the defect lines (every harmonic) lie beyond what the
+    envelope spectrum shows: it reaches half the envelope band's width."""
+    top = max(getattr(defects, d) for d in DEFECTS) * max(HARMONICS) * (1 + tolerance)
+    low, high = rig.envelope_band_hz
+    shown = min((high - low) / 2, rig.nyquist_hz)
+    if top >= shown:
+        raise RecordingError(
+            f"at {rig.shaft_rpm:g} rpm the bearing's defect lines reach {top:.0f} Hz (up to the "
+            f"{max(HARMONICS)}rd harmonic), beyond the {shown:.0f} Hz the envelope spectrum of "
+            f"the {low:g}-{high:g} Hz band shows: check the speed, or give a wider "
+            "envelope_band_hz in the run's run.json"
         )
 
 

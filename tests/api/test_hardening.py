@@ -148,6 +148,17 @@ def test_a_speed_that_is_not_a_number_says_so(client, recording, speed):
     assert "finite number" in str(_shape(response)["detail"])
 
 
+@pytest.mark.parametrize("speed", [8500, 100_000])
+def test_a_speed_whose_defect_lines_no_spectrum_shows_is_a_422(client, recording, speed):
+    """At 8500 rpm an IMS bearing's third BPFI harmonic lies beyond the envelope spectrum of
+    its 2-9.5 kHz band (it reaches 3.75 kHz): no feature can be computed (it was a 500)."""
+    response = _post_recording(client, recording.read_bytes(), shaft_rpm=speed)
+    assert response.status_code == 422, response.text
+    detail = _shape(response)["detail"]
+    assert detail.startswith(f"shaft_rpm: at {speed} rpm the bearing's defect lines reach")
+    assert "envelope_band_hz" in detail
+
+
 def test_a_snapshot_of_another_format_sent_as_ims_gets_a_hint(client):
     snapshot = "".join(f"9,10,39,{1e5 + i:.4e},0.01,-0.02\n" for i in range(2560)).encode()
     response = _post_recording(client, snapshot, filename="acc_00001.csv")

@@ -127,14 +127,18 @@ class Scorer:
     ) -> RawRecording:
         """One validated recording made on ``rig`` with ``bearings`` bearings (None: the
         settings' IMS rig and bearings per machine), with its feature spec and channels."""
-        if rig is None:
-            spec = self.spec
-        else:
-            if rig not in self._specs:
-                self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
-            spec = self._specs[rig]
+        spec = self.spec_of(rig)
         channels = bearing_channels(data.shape[1], bearings or self.settings.bearings_per_machine)
         return RawRecording(data, machine, timestamp, spec, channels)
+
+    def spec_of(self, rig: Rig | None) -> FeatureSpec:
+        """The features of recordings made on ``rig`` (None: the settings' IMS rig);
+        :class:`RecordingError` if they cannot be computed for it."""
+        if rig is None:
+            return self.spec
+        if rig not in self._specs:
+            self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
+        return self._specs[rig]
 
     def recording_inputs(self, recording: RawRecording) -> list[BearingInput]:
         """Per-bearing features of one raw recording."""

@@ -153,6 +153,10 @@ async def post_recording(
     rig = reader.defaults(settings)
     if shaft_rpm is not None:
         rig = replace(rig, shaft_rpm=shaft_rpm)
+    try:
+        scorer.spec_of(rig)  # before reading: a speed no feature can be computed at
+    except RecordingError as exc:
+        raise HTTPException(422, detail=f"shaft_rpm: {exc.reason}") from None
     # IMS machines take the configured bearing count; other formats say theirs.
     bearings = settings.bearings_per_machine if format == "ims" else reader.bearings
     # The body is already bounded by the limits middleware; the file part is bounded here.
