@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -313,7 +314,7 @@ def test_probes_answer_while_the_registry_does_not(model_home, tmp_path, monkeyp
     monkeypatch.setattr(ModelStore, "sync", hanging_sync)
     settings = api_settings(model_home, tmp_path, startup_load_wait_s=0.1)
     started: list[TestClient] = []
-    client = TestClient(create_app(settings))
+    client = TestClient(create_app(settings), headers={"X-API-Key": READER})
     opener = threading.Thread(target=lambda: started.append(client.__enter__()))
     opener.start()
     opener.join(timeout=120)  # only against a hang; the start itself takes about 0.1 s
@@ -321,6 +322,8 @@ def test_probes_answer_while_the_registry_does_not(model_home, tmp_path, monkeyp
         assert started, "the API did not start while the registry hung"
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
+        models = client.get("/v1/models")  # answers at once, without waiting on the registry
+        assert models.status_code == 503 and "first read is under way" in models.json()["detail"]
         answers.set()
         for _ in range(600):
             if client.get("/readyz").status_code == 200:
@@ -332,6 +335,25 @@ def test_probes_answer_while_the_registry_does_not(model_home, tmp_path, monkeyp
         opener.join()
         if started:
             client.__exit__(None, None, None)
+
+
+def test_an_unreachable_registry_is_named_in_every_503(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    settings = Settings(
+        home=tmp_path / "home",
+        tracking_uri=f"http://127.0.0.1:{closed}",
+        reload_interval_s=0,
+        startup_load_wait_s=300,  # the bounded retries end well before: a guard only
+    )
+    with TestClient(create_app(settings)) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["detail"].startswith("the model registry did not answer")
+        for response in (c.get("/v1/models"), c.post("/v1/predict", json={"rows": []})):
+            assert response.status_code == 503, response.text
+            assert "the model registry did not answer" in response.json()["detail"]
 
 
 def test_not_ready_without_a_model(tmp_path):

@@ -37,12 +37,15 @@ def _store(request: Request) -> ModelStore:
 
 
 def _model(request: Request) -> LoadedModel:
-    model = request.app.state.store.current
-    if model is None:
+    store = request.app.state.store
+    if store.current is None:
         raise HTTPException(
-            503, detail="no model loaded yet: train and promote one (wearcast train)"
+            503,
+            detail=f"no model loaded: {store.problem}"
+            if store.problem
+            else "no model loaded yet: train and promote one (wearcast train)",
         )
-    return model
+    return store.current
 
 
 def _require(role: Role):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import anyio
@@ -79,6 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.home.mkdir(parents=True, exist_ok=True)
+        # mlflow's client retries a registry that does not answer for minutes by default (7
+        # retries, 120 s timeouts): the API polls it and must say "unreachable" sooner. Read by
+        # mlflow on every request; an operator's own values stand.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         app.state.log = PredictionLog(settings.resolved_prediction_db_url)
         app.state.scorer = Scorer(settings, app.state.log)
         store = app.state.store

@@ -87,6 +87,7 @@ class ModelStore:
         self.current: LoadedModel | None = None
         self.versions: list[ModelInfo] | None = None  # None: not read yet
         self.reloads = 0
+        self.problem: str | None = None  # why no model is served, as of the last poll
         self._client = None
 
     @property
@@ -155,9 +156,16 @@ class ModelStore:
         return self.versions
 
     def sync(self) -> None:
-        """One poll: the registry's versions, then the champion."""
-        self.refresh_versions()
-        self.reload()
+        """One poll: the registry's versions, then the champion. What went wrong, if anything,
+        is kept in :attr:`problem` for the probes and the 503s to say."""
+        try:
+            self.refresh_versions()
+            _, detail = self.reload()
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:300]
+            self.problem = f"the model registry did not answer ({type(exc).__name__}: {reason})"
+            raise
+        self.problem = None if self.current is not None else detail
 
     async def poll(self) -> None:
         """Check the registry every ``reload_interval_s`` and swap in a new champion."""

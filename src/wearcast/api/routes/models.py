@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, HTTPException
 
 from wearcast.api.deps import ReaderDep, StoreDep
 from wearcast.api.model_store import ModelStore
@@ -29,8 +28,12 @@ async def list_models(store: StoreDep, _role: ReaderDep) -> ModelsResponse:
 async def models_answer(store: ModelStore) -> ModelsResponse:
     """What GET /v1/models answers; the dashboard's model page shows it too."""
     versions = store.versions
-    if versions is None:
-        versions = await run_in_threadpool(store.refresh_versions)
+    if versions is None:  # not read yet: say why rather than wait on the registry here
+        raise HTTPException(
+            503,
+            detail="the registry's versions have not been read yet"
+            + (f": {store.problem}" if store.problem else " (the first read is under way)"),
+        )
     current = store.current
     loaded = None
     if current is not None:
