@@ -119,6 +119,11 @@ def test_feature_rows_and_open_inference_protocol(client, recordings):
     response = client.post("/v1/predict", json=rows)
     assert response.status_code == 200, response.text
     assert response.json()[0]["bearings"][0]["bearing_id"] == "x:2"
+    # Half a baseline is a mistake, said, not filled in with the fleet's.
+    rows["rows"][0] |= {"baseline": {"rms": 1.0}, "timestamp": "2004-01-01T00:10:00"}
+    response = client.post("/v1/predict", json=rows)
+    assert response.status_code == 422, response.text
+    assert "a baseline given must have every feature" in response.json()["detail"]
     infer = client.post(
         "/v2/models/wearcast-wear/infer",
         json={

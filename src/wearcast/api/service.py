@@ -233,10 +233,16 @@ class Scorer:
     def _feature_matrix(self, inputs: list[BearingInput], needed: list[str]) -> np.ndarray:
         missing = sorted({f for i in inputs for f in needed if f not in i.features})
         if missing:
-            shown = ", ".join(missing[:10]) + (
-                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise UnknownFeatures(f"the model needs features that are missing: {_few(missing)}")
+        # A baseline given is the bearing's own for every feature: half of one is a mistake.
+        partial = sorted(
+            {f for i in inputs if i.baseline is not None for f in needed if f not in i.baseline}
+        )
+        if partial:
+            raise UnknownFeatures(
+                f"a baseline given must have every feature the model needs; missing: "
+                f"{_few(partial)} (or give none: the API keeps the bearing's own)"
             )
-            raise UnknownFeatures(f"the model needs features that are missing: {shown}")
         values = np.array([[item.features[f] for f in needed] for item in inputs], dtype=np.float64)
         if np.isinf(values).any():
             raise UnusableInput(
@@ -458,6 +464,10 @@ def responses(
         )
         for (machine, stamp), bearings in grouped.items()
     ]
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 def _nan(value: float | None) -> float:
