@@ -336,48 +336,26 @@ class PredictionLog:
             for r in reversed(rows)
         ]
 
-    def since_calm(
-        self, machine: str, bearing: int, before: datetime, calm: str
+    def beside_episode(
+        self, machine: str, bearing: int, at: datetime, calm: str, *, earlier: bool
     ) -> list[LoggedPoint]:
-        """The bearing's predictions before ``before`` and after its last one in state
-        ``calm`` (or no state) before it: the part of an episode that began earlier."""
+        """The bearing's predictions on one side of ``at``, as far as its nearest one there in
+        state ``calm`` (or no state): ``earlier``, those after that one (the part of an episode
+        that began before ``at``); else those up to and including it (the rest of an episode
+        still open at ``at``)."""
+        t = _Prediction.recorded_at
+        side = t < at if earlier else t > at
         with self.engine.connect() as conn:
-            start = conn.execute(
-                select(func.max(_Prediction.recorded_at)).where(
+            edge = conn.execute(
+                select(func.max(t) if earlier else func.min(t)).where(
                     _Prediction.machine == machine,
                     _Prediction.bearing == bearing,
                     _Prediction.state.is_(None) | (_Prediction.state == calm),
-                    _Prediction.recorded_at < before,
+                    side,
                 )
             ).scalar()
-            rows = conn.execute(
-                _points(machine, bearing)
-                .where(_Prediction.recorded_at < before)
-                .where(_Prediction.recorded_at > start if start is not None else true())
-                .order_by(_Prediction.recorded_at)
-            ).all()
-        return [LoggedPoint(*row) for row in rows]
-
-    def until_calm(
-        self, machine: str, bearing: int, after: datetime, calm: str
-    ) -> list[LoggedPoint]:
-        """The bearing's predictions after ``after`` up to and including its first one in state
-        ``calm`` (or no state) after it: the rest of an episode still open at ``after``."""
-        with self.engine.connect() as conn:
-            end = conn.execute(
-                select(func.min(_Prediction.recorded_at)).where(
-                    _Prediction.machine == machine,
-                    _Prediction.bearing == bearing,
-                    _Prediction.state.is_(None) | (_Prediction.state == calm),
-                    _Prediction.recorded_at > after,
-                )
-            ).scalar()
-            rows = conn.execute(
-                _points(machine, bearing)
-                .where(_Prediction.recorded_at > after)
-                .where(_Prediction.recorded_at <= end if end is not None else true())
-                .order_by(_Prediction.recorded_at)
-            ).all()
+            within = true() if edge is None else (t > edge if earlier else t <= edge)
+            rows = conn.execute(_points(machine, bearing).where(side, within).order_by(t)).all()
         return [LoggedPoint(*row) for row in rows]
 
     def bearings(self) -> list[Key]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -139,3 +140,22 @@ def test_each_bearing_keeps_its_latest_recordings_spectra_whatever_the_arrival_o
     assert log.latest_spectra("m", 1) == (times[-1], spectra(39))
     assert log.latest_spectra("m", 2) == (times[-1], spectra(139))
     assert log.latest_spectra("m", 3) is None and log.latest_spectra("other", 1) is None
+
+
+def test_the_rest_of_an_episode_on_either_side_of_a_time(log):
+    states = ["ok", "watch", "alarm", "alarm", "ok", "ok", "watch", "alarm"]
+    log.commit(
+        [
+            replace(_record("e", 4 * i), state=state, request_id=f"r{i}")
+            for i, state in enumerate(states)
+        ]
+    )
+    times = [r.recorded_at for r in log.history("e", 1)]
+    # From inside the first episode: back to its start, on to the ok that ends it.
+    earlier = log.beside_episode("e", 1, times[3], "ok", earlier=True)
+    later = log.beside_episode("e", 1, times[2], "ok", earlier=False)
+    assert [p.state for p in earlier] == ["watch", "alarm"]
+    assert [p.recorded_at for p in later] == times[3:5]
+    # The second episode is still open: everything after, and nothing before its start.
+    assert [p.state for p in log.beside_episode("e", 1, times[6], "ok", earlier=False)] == ["alarm"]
+    assert log.beside_episode("e", 1, times[5], "ok", earlier=True) == []

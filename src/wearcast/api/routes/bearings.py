@@ -108,9 +108,11 @@ def history_of(
     now = latest[-1]
     # Episodes the page touches are read whole (one that ends at its first prediction too):
     # their start, raise, end and peak never depend on where a page begins or ends.
-    lead = log.since_calm(machine, bearing, page[0].recorded_at, OK) if page else []
+    lead = (
+        log.beside_episode(machine, bearing, page[0].recorded_at, OK, earlier=True) if page else []
+    )
     tail = (
-        log.until_calm(machine, bearing, page[-1].recorded_at, OK)
+        log.beside_episode(machine, bearing, page[-1].recorded_at, OK, earlier=False)
         if page and page[-1].state not in (None, OK)
         else []
     )
