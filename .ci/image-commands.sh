@@ -34,7 +34,7 @@ install -m 0755 "$work/context/docker/entrypoint.sh" "$work/venv/bin/wearcast-se
 
 # ENTRYPOINT ["wearcast-service"] CMD ["api"] with the image's ENV, as a non-root user would.
 admin_key="image-check-$(date +%s)"
-hash="$("$work/venv/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())' "$admin_key")"
+hash="$("$work/venv/bin/python" -c 'import sys; from wearcast.api.security import hash_key; print(hash_key(sys.argv[1]))' "$admin_key")"
 env -i PATH="$work/venv/bin:/usr/bin:/bin" HOME="$work" \
   WEARCAST_ENV=production WEARCAST_HOME="$work/data" PYTHONUNBUFFERED=1 \
   WEARCAST_API_KEYS="[\"admin:$hash\"]" API_PORT="$PORT" BIND_HOST=127.0.0.1 \

@@ -153,8 +153,8 @@ def _check_lines_shown(rig: Rig, defects: DefectFrequencies, tolerance: float) -
     shown = min((high - low) / 2, rig.nyquist_hz)
     if top >= shown:
         raise RecordingError(
-            f"at {rig.shaft_rpm:g} rpm the bearing's defect lines reach {top:.0f} Hz (up to the "
-            f"{max(HARMONICS)}rd harmonic), beyond the {shown:.0f} Hz the envelope spectrum of "
+            f"at {rig.shaft_rpm:g} rpm the bearing's defect lines reach {top:.0f} Hz (harmonics "
+            f"up to x{max(HARMONICS)}), beyond the {shown:.0f} Hz the envelope spectrum of "
             f"the {low:g}-{high:g} Hz band shows: check the speed, or give a wider "
             "envelope_band_hz in the run's run.json"
         )

@@ -392,8 +392,7 @@ class PredictionLog:
     def baseline_times(self, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:
         """The times of each bearing's first ``recordings`` baseline samples (index only)."""
         with self.engine.connect() as conn:
-            rows = _per_bearing(conn, _sample_times, keys, recordings=recordings)
-        return {key: [t for (t,) in found] for key, found in rows.items()}
+            return _baseline_times(conn, keys, recordings)
 
     def baseline_samples(
         self, keys: list[Key], recordings: int
@@ -415,10 +414,9 @@ class PredictionLog:
             earliest[key] = min(at, earliest.get(key, at))
         keys = sorted(earliest)
         with self.engine.connect() as conn:
-            times = _per_bearing(conn, _sample_times, keys, recordings=baseline_recordings)
             return ScoringHistory(
                 logged=self._logged(conn, recordings),
-                baseline_times={key: [t for (t,) in found] for key, found in times.items()},
+                baseline_times=_baseline_times(conn, keys, baseline_recordings),
                 recent=_recent(conn, keys, window, earliest),
                 first_times=_first_times(conn, keys),
             )
@@ -678,15 +676,17 @@ def _samples(i: int):
     return _sample_times(i).add_columns(_BaselineSample.features)
 
 
+# What a new prediction needs of an earlier one: the columns of LoggedPoint, in its order.
+_POINT = (_Prediction.recorded_at, _Prediction.wear, _Prediction.health, _Prediction.state)
+
+
 def _points(machine: str, bearing: int):
-    return select(
-        _Prediction.recorded_at, _Prediction.wear, _Prediction.health, _Prediction.state
-    ).where(_Prediction.machine == machine, _Prediction.bearing == bearing)
+    return select(*_POINT).where(_Prediction.machine == machine, _Prediction.bearing == bearing)
 
 
 def _recent_points(i: int):
     return (
-        select(_Prediction.recorded_at, _Prediction.wear, _Prediction.health, _Prediction.state)
+        select(*_POINT)
         .where(
             _of_bearing(_Prediction, i),
             _Prediction.recorded_at < bindparam(f"before_{i}", type_=DateTime),
@@ -726,6 +726,11 @@ def _per_bearing(
         for *values, index in conn.execute(_union(query_of, len(chunk)), bound):
             out[chunk[index]].append(tuple(values))
     return out
+
+
+def _baseline_times(conn, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:
+    rows = _per_bearing(conn, _sample_times, keys, recordings=recordings)
+    return {key: [t for (t,) in found] for key, found in rows.items()}
 
 
 def _recent(

@@ -37,15 +37,10 @@ def _store(request: Request) -> ModelStore:
 
 
 def _model(request: Request) -> LoadedModel:
-    store = request.app.state.store
-    if store.current is None:
-        raise HTTPException(
-            503,
-            detail=f"no model loaded: {store.problem}"
-            if store.problem
-            else "no model loaded yet: train and promote one (wearcast train)",
-        )
-    return store.current
+    model = request.app.state.store.current
+    if model is None:
+        raise HTTPException(503, detail=f"no model loaded: {request.app.state.store.problem}")
+    return model
 
 
 def _require(role: Role):

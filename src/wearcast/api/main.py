@@ -68,7 +68,7 @@ async def _first_load(store: ModelStore, metrics: Metrics) -> None:
     except Exception:  # noqa: BLE001 - serve probes, keep polling, say why
         log.exception("could not load a model at start-up")
     if store.current is None:
-        log.warning("no model served yet; /readyz answers 503 until one is promoted")
+        log.warning("no model served yet (%s); /readyz answers 503 until one is", store.problem)
     else:
         metrics.model_version.set(store.current.version)
 

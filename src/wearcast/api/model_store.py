@@ -87,7 +87,10 @@ class ModelStore:
         self.current: LoadedModel | None = None
         self.versions: list[ModelInfo] | None = None  # None: not read yet
         self.reloads = 0
-        self.problem: str | None = None  # why no model is served, as of the last poll
+        # Why no model is served (None once one is): every "not ready" answer says this.
+        self.problem: str | None = (
+            "the registry has not been read yet (the first read is under way)"
+        )
         self._client = None
 
     @property
@@ -121,7 +124,10 @@ class ModelStore:
         """Serve the champion (or the pinned version) if it is not already served."""
         target = self.target_version()
         if target is None:
-            return False, f"model {self.settings.model_name!r} has no champion in the registry"
+            return False, (
+                f"model {self.settings.model_name!r} has no champion in the registry: train and "
+                "promote one (wearcast train)"
+            )
         if self.current is not None and self.current.version == target:
             return False, f"version {target} is already served"
         candidate = self.load(target)

@@ -23,7 +23,7 @@ async def healthz() -> dict:
 async def readyz(store: StoreDep, response: Response) -> dict:
     if store.current is None:
         response.status_code = 503
-        return {"status": "not ready", "detail": store.problem or "no model loaded yet"}
+        return {"status": "not ready", "detail": store.problem}
     return {"status": "ready", "model": store.current.name, "version": store.current.version}
 
 

@@ -29,11 +29,7 @@ async def models_answer(store: ModelStore) -> ModelsResponse:
     """What GET /v1/models answers; the dashboard's model page shows it too."""
     versions = store.versions
     if versions is None:  # not read yet: say why rather than wait on the registry here
-        raise HTTPException(
-            503,
-            detail="the registry's versions have not been read yet"
-            + (f": {store.problem}" if store.problem else " (the first read is under way)"),
-        )
+        raise HTTPException(503, detail=f"the registry's versions are not read: {store.problem}")
     current = store.current
     loaded = None
     if current is not None:

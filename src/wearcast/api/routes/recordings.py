@@ -21,7 +21,7 @@ from wearcast.api.schemas import (
 )
 from wearcast.api.service import responses
 from wearcast.config import Settings
-from wearcast.formats import FORMATS, refuse_binary
+from wearcast.formats import FORMATS, detect_format, refuse_binary
 from wearcast.ingest import RecordingError, validate_signal
 from wearcast.model import ForeignRig, check_rig
 from wearcast.rig import Rig, parse_timestamp
@@ -75,12 +75,10 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
 
 def _format_hint(name: str | None, given: str) -> str | None:
     """What to do when a file named as another format's recordings fails as ``given``."""
-    if not name or FORMATS[given].is_recording(name.rsplit("/", 1)[-1]):
+    named = detect_format([name.rsplit("/", 1)[-1]]) if name else None
+    if named is None or named.name == given:
         return None
-    for key, other in FORMATS.items():
-        if other.is_recording(name.rsplit("/", 1)[-1]):
-            return f"{name!r} is named as a {other.name} recording: add format={key}"
-    return None
+    return f"{name!r} is named as a {named.name} recording: add format={named.name}"
 
 
 def check_layout(content: bytes, settings: Settings, rig: Rig) -> None:
