@@ -259,8 +259,13 @@ class PredictionLog:
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
 
-        _Base.metadata.create_all(self.engine)
-        self._upgrade()
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # Replicas starting together on one database would race to create the same
+                # tables (one of them then died at start-up): one at a time.
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wearcast-schema'))"))
+            _Base.metadata.create_all(conn)
+            self._upgrade(conn)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._insert = (
             postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
@@ -275,16 +280,17 @@ class PredictionLog:
             where=_Spectra.recorded_at < spectra.excluded.recorded_at,
         )
 
-    def _upgrade(self) -> None:
+    @staticmethod
+    def _upgrade(conn) -> None:
         """Bring a log written by an older wearcast up to this schema."""
-        columns = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
-        with self.engine.begin() as conn:  # nullable columns added since: create_all skips them
-            for column in _Prediction.__table__.columns:
-                if column.name not in columns and column.nullable:
-                    kind = column.type.compile(dialect=self.engine.dialect)
-                    conn.execute(text(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}"))
+        columns = {c["name"] for c in inspect(conn).get_columns("predictions")}
+        for column in _Prediction.__table__.columns:  # nullable columns create_all skips
+            if column.name not in columns and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}"))
         try:
-            _Prediction.__table_args__[0].create(self.engine, checkfirst=True)
+            with conn.begin_nested():  # a failure must not end the whole transaction
+                _Prediction.__table_args__[0].create(conn, checkfirst=True)
         except (OperationalError, ProgrammingError) as exc:  # duplicates logged before
             log.warning("prediction log: no unique index on recordings (%s)", exc.orig)
 

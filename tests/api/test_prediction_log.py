@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from wearcast.features import Spectra
 from wearcast.prediction_log import PredictionLog, PredictionRecord
@@ -159,3 +159,32 @@ def test_the_rest_of_an_episode_on_either_side_of_a_time(log):
     # The second episode is still open: everything after, and nothing before its start.
     assert [p.state for p in log.beside_episode("e", 1, times[6], "ok", earlier=False)] == ["alarm"]
     assert log.beside_episode("e", 1, times[5], "ok", earlier=True) == []
+
+
+@pytest.mark.postgres
+def test_replicas_opening_a_new_postgres_log_together_all_start():
+    """Two API replicas started at once both created the tables; one died of a duplicate
+    (found by the stack test)."""
+    url = os.environ.get("WEARCAST_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("WEARCAST_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    barrier = threading.Barrier(6)
+    errors: list[Exception] = []
+
+    def open_log() -> None:
+        barrier.wait()
+        try:
+            PredictionLog(url).close()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_log) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
