@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--ims-test2", type=Path, help="reference/test2_time_features.csv")
     parser.add_argument("--baseline-recordings", type=int, help="default: the setting")
     parser.add_argument("--plots", type=Path, help="folder for the health indicator plots")
-    parser.add_argument("--title", default="held out")
+    parser.add_argument("--title", help="of the plot; default: IMS test 2 or held out")
     parser.add_argument("--out", type=Path, help="write every row as JSON here")
     args = parser.parse_args()
     settings = Settings()
@@ -130,7 +131,9 @@ def main() -> None:
         print(result.rul_summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.plots:
         args.plots.mkdir(parents=True, exist_ok=True)
-        plot(result.series, args.plots / f"health_{args.title.replace(' ', '_')}.png", args.title)
+        title = args.title or ("IMS test 2" if args.ims_test2 else "held out")
+        name = re.sub(r"[^a-z0-9]+", "_", title.lower())
+        plot(result.series, args.plots / f"health_{name}.png", title)
     if args.out:
         args.out.write_text(
             json.dumps(

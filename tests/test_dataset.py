@@ -16,7 +16,14 @@ import pandas as pd
 import pytest
 
 from wearcast.config import Settings
-from wearcast.dataset import featurize, label_table, model_columns, read_table, table_folder
+from wearcast.dataset import (
+    degradation_onset,
+    featurize,
+    label_table,
+    model_columns,
+    read_table,
+    table_folder,
+)
 from wearcast.rig import Defect, RunInfo
 from wearcast.simulate import plan_simulation, simulate
 
@@ -124,6 +131,17 @@ def test_labels_linear_piecewise_and_healthy_so_far(settings):
     assert (healthy.wear_linear == 0).all() and (healthy.wear_piecewise == 0).all()
     assert healthy.rul_h.isna().all() and healthy.rul_censored_h.iloc[0] == pytest.approx(99 / 6)
     assert (labelled.wear == labelled.wear_piecewise).all()
+
+
+def test_a_slow_rise_is_dated_from_where_it_left_the_baseline_not_where_it_was_confirmed(settings):
+    # The level creeps up 0.4 % per recording from recording 60 (noise 1 %): the onset rule
+    # confirms it only once it is 8 % and five noise spreads up, about 25 recordings later.
+    n, began = 120, 60
+    level = np.ones(n) + np.random.default_rng(3).normal(0, 0.01, n)
+    level[began:] *= 1 + 0.004 * np.arange(1, n - began + 1)
+    times = pd.Series(pd.date_range("2004-01-01", periods=n, freq="10min"))
+    onset = degradation_onset(times, level, settings)
+    assert times.iloc[began - 3] <= onset <= times.iloc[began + 3]
 
 
 def test_piecewise_labels_start_at_the_runs_true_onset_where_it_is_known(settings):

@@ -553,14 +553,25 @@ def featurize(
 def degradation_onset(
     times: pd.Series, indicator: np.ndarray, settings: Settings
 ) -> datetime | None:
-    """First recording of the first persistent rise of the health indicator above baseline."""
+    """Where the first persistent rise of the health indicator above its baseline began.
+
+    The rise is confirmed where it stays well clear of the baseline's noise, which a slow rise
+    reaches hours after it began (IMS test 2 bearing 1: 8 h). It began after the indicator last
+    stood at its baseline level: a median of three recordings, so one low recording within the
+    rise does not end the search there. Recordings between the two are not healthy: left in,
+    they set the healthy tail that the alarm threshold is calibrated on (docs/model.md)."""
     base_n = min(settings.baseline_recordings, max(len(indicator) // 4, 1))
     baseline = indicator[:base_n]
     median = np.median(baseline)
     spread = 1.4826 * np.median(np.abs(baseline - median))
     threshold = median * 1.08 + 5 * spread
-    start = persistent_alarm(indicator > threshold, settings.alarm_k, settings.alarm_n)
-    return None if start is None else times.iloc[start]
+    confirmed = persistent_alarm(indicator > threshold, settings.alarm_k, settings.alarm_n)
+    if confirmed is None:
+        return None
+    level = pd.Series(indicator[:confirmed]).rolling(3, center=True, min_periods=1).median()
+    at_baseline = np.flatnonzero(level.to_numpy() <= median)
+    began = at_baseline[-1] + 1 if len(at_baseline) else base_n
+    return times.iloc[min(began, confirmed)]
 
 
 def label_table(
