@@ -147,7 +147,15 @@ def _time_features(x: np.ndarray) -> np.ndarray:
 
 def _check_lines_shown(rig: Rig, defects: DefectFrequencies, tolerance: float) -> None:
     """:class:`RecordingError` if the defect lines (every harmonic) lie beyond what the
-    envelope spectrum shows: it reaches half the envelope band's width."""
+    envelope spectrum shows (it reaches half the envelope band's width), or if a recording
+    is shorter than one shaft revolution (no line of a slower bearing can be resolved)."""
+    duration = rig.samples / rig.sampling_rate_hz
+    if rig.shaft_rpm / 60.0 * duration < 1:
+        raise RecordingError(
+            f"at {rig.shaft_rpm:g} rpm one shaft revolution takes {60.0 / rig.shaft_rpm:.3g} s, "
+            f"longer than the {duration:.3g} s a recording lasts: no defect line can be "
+            "resolved; check the speed"
+        )
     top = max(getattr(defects, d) for d in DEFECTS) * max(HARMONICS) * (1 + tolerance)
     low, high = rig.envelope_band_hz
     shown = min((high - low) / 2, rig.nyquist_hz)

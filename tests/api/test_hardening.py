@@ -159,6 +159,15 @@ def test_a_speed_whose_defect_lines_no_spectrum_shows_is_a_422(client, recording
     assert "envelope_band_hz" in detail
 
 
+@pytest.mark.parametrize("speed", ["1e-300", "50"])
+def test_a_speed_too_slow_for_one_revolution_per_recording_is_a_422(client, recording, speed):
+    """An IMS recording lasts 1.024 s: below 58.6 rpm the shaft does not turn once in it (1e-300
+    rpm was accepted and scored)."""
+    response = _post_recording(client, recording.read_bytes(), shaft_rpm=speed)
+    assert response.status_code == 422, response.text
+    assert "one shaft revolution takes" in _shape(response)["detail"]
+
+
 def test_a_snapshot_of_another_format_sent_as_ims_gets_a_hint(client):
     snapshot = "".join(f"9,10,39,{1e5 + i:.4e},0.01,-0.02\n" for i in range(2560)).encode()
     response = _post_recording(client, snapshot, filename="acc_00001.csv")
@@ -270,6 +279,25 @@ def test_absurd_timestamps_are_refused(client, recording, timestamp):
     assert len(response.text) < 1000  # the input is not echoed back
     row = {"machine": "m", "bearing": 1, "timestamp": timestamp, "features": {"a": 1.0}}
     assert client.post("/v1/predict", json={"rows": [row]}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"filename": "2300.01.01.00.00.00"}, "is outside 1970-2199"),  # was the generic message
+        ({"timestamp": "0001-01-01T00:00:00+01:00"}, "has no UTC time"),
+        ({"timestamp": "yesterday"}, "is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss"),
+    ],
+)
+def test_a_refused_timestamp_says_why(client, recording, given, said):
+    response = client.post(
+        "/v1/recordings",
+        params={"machine": "m", **given},
+        content=recording.read_bytes(),
+        headers={"content-type": "text/plain"},
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert said in _shape(response)["detail"]
 
 
 def test_rows_per_request_are_bounded(model_home, tmp_path):

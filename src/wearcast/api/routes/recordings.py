@@ -54,20 +54,20 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
             continue
         if len(candidate) > 64:
             raise HTTPException(422, detail=f"timestamp of {len(candidate)} characters: too long")
-        name = candidate.rsplit("/", 1)[-1]
         try:
-            return recording_time(parse_timestamp(name))
+            when = parse_timestamp(candidate.rsplit("/", 1)[-1])
         except ValueError:
-            pass
+            try:
+                when = datetime.fromisoformat(candidate)
+            except ValueError:
+                raise HTTPException(
+                    422,
+                    detail=f"timestamp {candidate!r} is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss",
+                ) from None
         try:
-            return recording_time(datetime.fromisoformat(candidate))
+            return recording_time(when)
         except ValueError as exc:
-            raise HTTPException(
-                422,
-                detail=f"timestamp {candidate!r}: {exc}"
-                if "outside" in str(exc)
-                else f"timestamp {candidate!r} is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss",
-            ) from None
+            raise HTTPException(422, detail=f"timestamp {candidate!r}: {exc}") from None
     raise HTTPException(
         422, detail="no timestamp: give ?timestamp=, or ?filename= / an uploaded file named by it"
     )
