@@ -230,6 +230,7 @@ class LoggedAnswer:
     request_id: str
     features_digest: str
     answer: dict | None
+    model_version: int
 
 
 @dataclass(frozen=True)
@@ -391,8 +392,8 @@ class PredictionLog:
         unique = sorted(set(keys))
         for start in range(0, len(unique), 300):  # bounded IN lists
             rows = conn.execute(_LOGGED, {"recordings": unique[start : start + 300]})
-            for m, b, t, request_id, digest, answer in rows:
-                found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer))
+            for m, b, t, request_id, digest, answer, version in rows:
+                found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer, version))
         return found
 
     def baseline_times(self, keys: list[Key], recordings: int) -> dict[Key, list[datetime]]:
@@ -649,6 +650,7 @@ _LOGGED = select(
     _Prediction.request_id,
     _Prediction.features_digest,
     _Prediction.answer,
+    _Prediction.model_version,
 ).where(
     tuple_(_Prediction.machine, _Prediction.bearing, _Prediction.recorded_at).in_(
         bindparam("recordings", expanding=True)

@@ -138,6 +138,23 @@ def test_a_retry_gets_the_same_answer_and_is_logged_once(model_home, tmp_path, r
         assert len(c.get("/v1/bearings/mix:1").json()["predictions"]) == 2
 
 
+def test_a_retry_after_a_promotion_says_which_version_answered(model_home, tmp_path, recordings):
+    """Sent to version 1, retried once version 2 is served: the same answer, and the version
+    that made it (the retry said version 2 over version 1's wear)."""
+    with (
+        TestClient(create_app(api_settings(model_home, tmp_path))) as before,
+        TestClient(create_app(api_settings(model_home, tmp_path, serve_model_version=2))) as after,
+    ):
+        for c in (before, after):
+            c.headers["X-API-Key"] = READER
+        first = _upload(before, recordings[0], "promoted").json()
+        again = _upload(after, recordings[0], "promoted").json()
+        fresh = _upload(after, recordings[1], "promoted").json()
+    assert first["model_version"] == 1 and again == first
+    assert {b["model_version"] for b in again["bearings"]} == {1}
+    assert fresh["model_version"] == 2 and {b["model_version"] for b in fresh["bearings"]} == {2}
+
+
 def test_answers_agree_with_the_bearing_page(model_home, tmp_path, recordings):
     """Alarm state and remaining life of the last answer are those of GET /v1/bearings, with
     an alarm threshold low enough that some answers do alarm."""

@@ -95,6 +95,9 @@ class BearingPrediction(BaseModel):
     rul_high_h: float | None = Field(None, description="upper end of the remaining-life interval")
     rul_method: str
     baseline_recordings: int = Field(description="recordings the bearing's baseline is made of")
+    model_version: int = Field(
+        description="the model version that made this answer (a retry is answered as first logged)"
+    )
 
 
 class PredictionResponse(BaseModel):
@@ -102,7 +105,9 @@ class PredictionResponse(BaseModel):
     machine: str
     timestamp: datetime
     model_name: str
-    model_version: int
+    model_version: int = Field(
+        description="the version that made these answers; the served one where they differ"
+    )
     bearings: list[BearingPrediction]
 
 

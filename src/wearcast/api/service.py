@@ -193,7 +193,9 @@ class Scorer:
         wear = model.predict(X)
         health = prognostics.health.score_samples(X) if prognostics is not None else None
         request_id = uuid.uuid4().hex
-        answers, before = self._answers(inputs, wear, counts, health, prognostics, history)
+        answers, before = self._answers(
+            inputs, wear, counts, health, model.version, prognostics, history
+        )
         records, events = {}, {}
         for j in fresh:  # the first of duplicates within the request is logged
             item = inputs[j]
@@ -309,6 +311,7 @@ class Scorer:
         wear: np.ndarray,
         counts: list[int],
         health: np.ndarray | None,
+        version: int,
         prognostics: Prognostics | None,
         history: ScoringHistory,
     ) -> tuple[list[BearingPrediction], list[str | None]]:
@@ -352,6 +355,7 @@ class Scorer:
                 bearing_id=f"{item.machine}:{item.bearing}",
                 wear=float(wear[j]),
                 baseline_recordings=counts[j],
+                model_version=version,
                 **status,
             )
         return answers, before
@@ -440,7 +444,8 @@ def _check_conflicts(
 def _replay(logged: LoggedAnswer) -> BearingPrediction:
     if logged.answer is None:  # logged by a wearcast without stored answers
         raise ConflictingRecording("this recording was logged before answers were kept")
-    return BearingPrediction.model_validate(logged.answer)
+    # Answers logged before they carried their version take it from the log's column.
+    return BearingPrediction.model_validate({"model_version": logged.model_version} | logged.answer)
 
 
 def responses(
@@ -453,17 +458,20 @@ def responses(
     grouped: dict[tuple[str, datetime], list[BearingPrediction]] = {}
     for item, answer in zip(inputs, answers, strict=True):
         grouped.setdefault((item.machine, item.timestamp), []).append(answer)
-    return [
-        PredictionResponse(
-            request_id=request_id,
-            machine=machine,
-            timestamp=stamp,
-            model_name=model.name,
-            model_version=model.version,
-            bearings=bearings,
+    out = []
+    for (machine, stamp), bearings in grouped.items():
+        versions = {b.model_version for b in bearings}
+        out.append(
+            PredictionResponse(
+                request_id=request_id,
+                machine=machine,
+                timestamp=stamp,
+                model_name=model.name,
+                model_version=versions.pop() if len(versions) == 1 else model.version,
+                bearings=bearings,
+            )
         )
-        for (machine, stamp), bearings in grouped.items()
-    ]
+    return out
 
 
 def _few(names: list[str]) -> str:
