@@ -203,14 +203,23 @@ class ForeignRig(ValueError):
 
 
 def check_rig(features: Iterable[str], trained_on: Iterable[str]) -> None:
-    """Refuse recordings whose features the model never saw. A rig's sampling rate sets its
-    bands, so recordings of another format or rate bring bands the model was not trained on;
-    scoring them with the bands it knows would answer, wrongly, without a word."""
-    foreign = sorted(set(features) - set(trained_on))
-    if foreign:
+    """Refuse recordings whose features are not the model's. A rig's sampling rate sets its
+    bands, so recordings of another format or rate bring bands the model was not trained on,
+    and lack some it was; scoring them with the bands they share would answer, wrongly,
+    without a word."""
+    features, trained_on = set(features), set(trained_on)
+    differences = [
+        f"{what} {len(names)} features {whose} ({', '.join(names[:3])}"
+        f"{', ...' if len(names) > 3 else ''})"
+        for what, names, whose in (
+            ("has", sorted(features - trained_on), "the model was not trained on"),
+            ("lacks", sorted(trained_on - features), "the model needs"),
+        )
+        if names
+    ]
+    if differences:
         raise ForeignRig(
-            f"the recording has {len(foreign)} features the model was not trained on "
-            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): it was made on "
-            "another rig (recording format or sampling rate) than the model's training "
-            "recordings; use a model trained on recordings of this kind"
+            f"the recording {' and '.join(differences)}: it was made on another rig "
+            "(recording format or sampling rate) than the model's training recordings; use a "
+            "model trained on recordings of this kind"
         )
