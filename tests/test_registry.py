@@ -97,6 +97,23 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
         registry.rollback(client, settings)
 
 
+def test_the_gate_keeps_a_champion_of_another_rig_and_says_why(world, tmp_path):
+    """A model trained on recordings of another sampling rate (other bands) is not compared
+    with a champion it cannot replace: kept, with the way to serve it (the gate had compared
+    configurations, kept the old champion and said only "does not beat")."""
+    settings, _, root = world
+    home = Settings(home=tmp_path / "home", workers=2)
+    first, _ = _register(home, BAD, root)
+    other = home.model_copy(update={"sampling_rate_hz": 25_600.0})
+    simulate(plan_simulation(other, runs=2, recordings=40, seed=5), tmp_path / "data", workers=2)
+    featurize(tmp_path / "data", tmp_path / "table", other)
+    version = train_challenger(other, tmp_path / "table", config=BAD)["version"]
+    decision = gate_challenger(other, tmp_path / "table", version)
+    assert not decision.promoted and decision.champion_before == first
+    assert "another rig" in decision.reason and f"wearcast promote {version}" in decision.reason
+    assert registry.champion_version(registry.connect(home), home) == first
+
+
 def test_promote_and_predict_commands(world, monkeypatch):
     settings, data, root = world
     monkeypatch.setenv("WEARCAST_HOME", str(settings.home))

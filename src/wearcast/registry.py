@@ -15,6 +15,7 @@ champion is appended to the registered model's ``champion_history`` tag, which i
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 
 from wearcast.config import Settings
 from wearcast.model import smoke_test
@@ -57,6 +58,10 @@ __all__ = [
 
 CHAMPION = "champion"
 PROGNOSTICS_FILE = "prognostics.joblib"
+
+# mlflow draws a progress bar per artifact download: a model load is several small files, and in
+# a log (the API's, a DAG task's) each bar is one more line of noise. Unless the user asks.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 REFERENCE_FILE = "reference.parquet"  # drift reference (wearcast.monitoring), under monitoring/
 EXPERIMENT = "wearcast"
 
@@ -247,6 +252,21 @@ def gate(
     if current is None:
         promote(client, settings, version, "first model: no champion to beat")
         return GateDecision(version, True, "first model: no champion to beat", None)
+    ours, theirs = (set(model_inputs(client, settings, v)) for v in (version, current))
+    if ours != theirs:
+        # Another rig's model (other bands, other channels): it cannot serve the champion's
+        # machines, nor the champion its recordings; the comparison would say nothing.
+        reason = (
+            f"kept version {current}: version {version} takes other inputs "
+            f"({len(ours - theirs)} of its {len(ours)} not among the champion's), a model of "
+            f"another rig; serve it under a model name of its own (WEARCAST_MODEL_NAME) or "
+            f"promote it by hand (`wearcast promote {version}`) to replace the champion"
+        )
+        client.set_model_version_tag(
+            settings.model_name, str(version), "gate_decision", "challenger"
+        )
+        client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
+        return GateDecision(version, False, reason, current)
     champion_config = json.loads(
         client.get_model_version(settings.model_name, str(current)).tags["config"]
     )
@@ -290,6 +310,18 @@ def gate(
     )
     promote(client, settings, version, reason)
     return GateDecision(version, True, reason, current)
+
+
+def model_inputs(client: MlflowClient, settings: Settings, version: int) -> list[str]:
+    """The input columns of a registered version, from its signature (no model is loaded)."""
+    uri = client.get_model_version_download_uri(settings.model_name, str(version))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{uri.rstrip('/')}/MLmodel",
+            dst_path=tmp,
+            tracking_uri=settings.resolved_tracking_uri,
+        )
+        return Model.load(path).signature.inputs.input_names()
 
 
 def load_version(client: MlflowClient, settings: Settings, version: int):
