@@ -155,16 +155,27 @@ def holdout_units(frame: pd.DataFrame, holdout: str) -> pd.Series:
     return frame["run"] if holdout == "run" else frame["run"] + "/" + frame["bearing"].astype(str)
 
 
-def check_holdout(frame: pd.DataFrame, holdout: str) -> None:
+def check_holdout(frame: pd.DataFrame, holdout: str, *, searched: bool = False) -> None:
     """Refuse a table that cannot be evaluated holding out ``holdout`` units, saying what can
-    (called before the search, which would otherwise run for nothing)."""
-    found = holdout_units(frame, holdout).nunique()
-    if found >= 2:
+    (called before the search, which would otherwise run for nothing). ``searched``: a search
+    runs inside each fold, and cross-validates on at least two bearings of the other units."""
+    units = holdout_units(frame, holdout)
+    bearings = holdout_units(frame, "bearing")
+    found = units.nunique()
+    # What the search of the fold that holds out the unit with the most bearings is left with.
+    left = bearings.nunique() - int(bearings.groupby(units).nunique().max()) if found else 0
+    if found >= 2 and (left >= 2 or not searched):
         return
-    message = f"held-out evaluation needs at least two {holdout}s, found {found}"
-    bearings = holdout_units(frame, "bearing").nunique()
-    if holdout == "run" and bearings >= 2:
-        message += f": hold out bearings instead (--holdout bearing, {bearings} bearings)"
+    if found < 2:
+        message = f"held-out evaluation needs at least two {holdout}s, found {found}"
+    else:
+        message = (
+            f"held-out evaluation holds out one {holdout} and searches for a model on the "
+            f"others, which then hold {left} bearing; the search cross-validates on at least "
+            f"two (one {holdout} held out, two bearings left: {found} {holdout}s are not enough)"
+        )
+    if holdout == "run" and bearings.nunique() >= 3:
+        message += f": hold out bearings instead (--holdout bearing, {bearings.nunique()} bearings)"
     else:
         message += ": add recordings of other bearings to the table"
     raise ValueError(message)

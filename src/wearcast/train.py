@@ -260,7 +260,7 @@ def fit_and_evaluate(
     (``search_budget_s``) covers every search together: each gets an equal share.
     """
     say = progress or (lambda _msg: None)
-    check_holdout(data.frame, holdout)  # before the search, not after it
+    check_holdout(data.frame, holdout, searched=config is None)  # before the search runs
     if config is not None:
         result = SearchResult(config, float("nan"), pd.DataFrame(), 0.0, 0)
         evaluation, preds = evaluate_config(
