@@ -133,3 +133,23 @@ def test_parse_error_messages_name_line_and_column():
         parse_recording(b"0.1\t0.2\n0.3\t0.4\t0.5\n")
     with pytest.raises(RecordingError, match="inf is not a finite number"):
         parse_recording(b"0.1\t0.2\n0.3\tinf\n")
+
+
+def test_a_reason_shared_by_many_files_is_said_once_with_a_few_of_them():
+    """A PRONOSTIA folder without its start date quarantines every snapshot for one reason:
+    said for three files and counted for the rest (it was printed 100 times)."""
+    import io
+
+    from rich.console import Console
+
+    from wearcast.cli import say_quarantined
+    from wearcast.ingest import Quarantined
+
+    undated = [Quarantined(f"acc_{i:05d}.csv", 'run.json needs "start"') for i in range(1, 101)]
+    short = Quarantined("acc_00200.csv", "1000 rows, expected 2560")
+    out = io.StringIO()
+    say_quarantined(Console(file=out, width=200), [*undated, short])
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [f'quarantined acc_0000{i}.csv: run.json needs "start"' for i in (1, 2, 3)]
+    assert lines[3] == "quarantined 97 more for the same reason"
+    assert lines[4] == "quarantined acc_00200.csv: 1000 rows, expected 2560" and len(lines) == 5

@@ -157,8 +157,7 @@ def ingest(
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        for q in report.quarantined:
-            console.print(f"[yellow]quarantined[/yellow] {q.file}: {q.reason}")
+        say_quarantined(console, report.quarantined)
         uses = sorted({q.reason for q in report.ignored})
         for use in uses:
             count = sum(q.reason == use for q in report.ignored)
@@ -314,6 +313,19 @@ def _json_default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def say_quarantined(out: Console, quarantined: list, shown: int = 3) -> None:
+    """Each quarantined file with its reason; a reason shared by many files (a whole run
+    without its start date) said once, with a few of them and how many more."""
+    by_reason: dict[str, list] = {}
+    for q in quarantined:
+        by_reason.setdefault(q.reason, []).append(q)
+    for reason, files in by_reason.items():
+        for q in files[:shown]:
+            out.print(f"[yellow]quarantined[/yellow] {q.file}: {reason}")
+        if len(files) > shown:
+            out.print(f"[yellow]quarantined[/yellow] {len(files) - shown} more for the same reason")
 
 
 @app.command()
@@ -566,8 +578,7 @@ def predict(
         results, bad = score_path(path, model, version, settings, prognostics)
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
-    for q in bad:
-        err.print(f"[yellow]quarantined[/yellow] {q.file}: {q.reason}")
+    say_quarantined(err, bad)
     if not results and bad:  # nothing to answer is a failure, not an empty success
         raise fail(f"nothing scored: {len(bad)} recording(s) quarantined (reasons above)")
     if as_json:

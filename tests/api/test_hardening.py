@@ -300,6 +300,19 @@ def test_a_refused_timestamp_says_why(client, recording, given, said):
     assert said in _shape(response)["detail"]
 
 
+def test_a_pronostia_snapshot_without_a_timestamp_is_told_to_give_one(client):
+    """A PRONOSTIA file's name is its number, not its time (it got "timestamp 'acc_00001.csv'
+    is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss")."""
+    response = client.post(
+        "/v1/recordings",
+        params={"machine": "bench", "format": "pronostia", "filename": "acc_00001.csv"},
+        content=b"9,10,39,65623,0.552,-0.146\n",
+        headers={"content-type": "text/plain"},
+    )
+    assert response.status_code == 422, response.text
+    assert "give ?timestamp=" in _shape(response)["detail"]
+
+
 def test_rows_per_request_are_bounded(model_home, tmp_path):
     with TestClient(create_app(api_settings(model_home, tmp_path, max_request_rows=3))) as c:
         c.headers["X-API-Key"] = READER

@@ -161,6 +161,10 @@ async def post_recording(
     limit = settings.max_upload_bytes
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     name = filename
+    if timestamp is None and format != "ims":
+        raise HTTPException(
+            422, detail=f"no timestamp: give ?timestamp= (a {format} file's name has no date)"
+        )
     if not multipart:
         when = _timestamp(timestamp, filename)  # before reading: a bad query costs nothing
         content = await request.body()
