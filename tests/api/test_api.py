@@ -229,6 +229,9 @@ def test_models_and_metrics(client, recordings):
     models = client.get("/v1/models").json()
     assert models["loaded"]["version"] == 1 and "champion" in models["loaded"]["aliases"]
     assert [v["version"] for v in models["versions"]] == [1, 2]
+    # The served version's gate decision, as its entry among the versions says (it was null).
+    assert models["loaded"]["gate_decision"] == models["versions"][0]["gate_decision"]
+    assert models["loaded"]["gate_decision"] == "promoted"
     _upload(client, recordings[0], machine="metrics")
     text = client.get("/metrics").text
     assert 'wearcast_requests_total{method="POST",route="/v1/recordings",status="200"}' in text

@@ -33,11 +33,14 @@ async def models_answer(store: ModelStore) -> ModelsResponse:
     current = store.current
     loaded = None
     if current is not None:
+        listed = next((v for v in versions if v.version == current.version), None)
         loaded = ModelInfo(
             name=current.name,
             version=current.version,
             metrics=current.metrics,
             loaded_at=current.loaded_at,
-            aliases=next((v.aliases for v in versions if v.version == current.version), []),
+            aliases=listed.aliases if listed else [],
+            gate_decision=listed.gate_decision if listed else None,
+            gate_reason=listed.gate_reason if listed else None,
         )
     return ModelsResponse(loaded=loaded, versions=versions)
