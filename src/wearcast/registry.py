@@ -256,17 +256,16 @@ def gate(
     if ours != theirs:
         # Another rig's model (other bands, other channels): it cannot serve the champion's
         # machines, nor the champion its recordings; the comparison would say nothing.
-        reason = (
-            f"kept version {current}: version {version} takes other inputs "
-            f"({len(ours - theirs)} of its {len(ours)} not among the champion's), a model of "
-            f"another rig; serve it under a model name of its own (WEARCAST_MODEL_NAME) or "
-            f"promote it by hand (`wearcast promote {version}`) to replace the champion"
+        return _keep_champion(
+            client,
+            settings,
+            version,
+            current,
+            f"version {version} takes other inputs ({len(ours - theirs)} of its {len(ours)} not "
+            f"among the champion's), a model of another rig; serve it under a model name of its "
+            f"own (WEARCAST_MODEL_NAME) or promote it by hand (`wearcast promote {version}`) "
+            "to replace the champion",
         )
-        client.set_model_version_tag(
-            settings.model_name, str(version), "gate_decision", "challenger"
-        )
-        client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
-        return GateDecision(version, False, reason, current)
     champion_config = json.loads(
         client.get_model_version(settings.model_name, str(current)).tags["config"]
     )
@@ -298,12 +297,7 @@ def gate(
             settings.model_name, str(version), f"{who}_wear_mae_same_data", f"{e.wear_mae:.6f}"
         )
     if problems:
-        reason = f"kept version {current}: " + "; ".join(problems)
-        client.set_model_version_tag(
-            settings.model_name, str(version), "gate_decision", "challenger"
-        )
-        client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
-        return GateDecision(version, False, reason, current)
+        return _keep_champion(client, settings, version, current, "; ".join(problems))
     reason = (
         f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < {champion.wear_mae:.4f} "
         f"(per held-out bearing {diffs.mean():+.4f}, needed {-needed:+.4f})"
@@ -312,31 +306,40 @@ def gate(
     return GateDecision(version, True, reason, current)
 
 
-def model_inputs(client: MlflowClient, settings: Settings, version: int) -> list[str]:
-    """The input columns of a registered version, from its signature (no model is loaded)."""
-    uri = client.get_model_version_download_uri(settings.model_name, str(version))
+def _keep_champion(
+    client: MlflowClient, settings: Settings, version: int, current: int, why: str
+) -> GateDecision:
+    reason = f"kept version {current}: {why}"
+    client.set_model_version_tag(settings.model_name, str(version), "gate_decision", "challenger")
+    client.set_model_version_tag(settings.model_name, str(version), "gate_reason", reason)
+    return GateDecision(version, False, reason, current)
+
+
+def _with_version_files(client: MlflowClient, settings: Settings, version: int, read, part=""):
+    """``read`` applied to a registered version's model folder (or ``part`` of it), downloaded
+    from the configured store explicitly: mlflow's process-wide tracking URI is not set in the
+    API (see :func:`client`), and an MLflow server's proxied artifacts (``mlflow-artifacts:/``)
+    cannot be resolved without it."""
+    uri = client.get_model_version_download_uri(settings.model_name, str(version)).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{uri.rstrip('/')}/MLmodel",
+            artifact_uri=f"{uri}/{part}" if part else uri,
             dst_path=tmp,
             tracking_uri=settings.resolved_tracking_uri,
         )
-        return Model.load(path).signature.inputs.input_names()
+        return read(path)
+
+
+def model_inputs(client: MlflowClient, settings: Settings, version: int) -> list[str]:
+    """The input columns of a registered version, from its signature (no model is loaded)."""
+    return _with_version_files(
+        client, settings, version, lambda p: Model.load(p).signature.inputs.input_names(), "MLmodel"
+    )
 
 
 def load_version(client: MlflowClient, settings: Settings, version: int):
-    """One registered version as a scikit-learn Pipeline.
-
-    Downloaded from the configured store explicitly: mlflow's process-wide tracking URI is
-    not set in the API (see :func:`client`), and an MLflow server's proxied artifacts
-    (``mlflow-artifacts:/``) cannot be resolved without it.
-    """
-    uri = client.get_model_version_download_uri(settings.model_name, str(version))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.resolved_tracking_uri
-        )
-        return mlflow.sklearn.load_model(path)
+    """One registered version as a scikit-learn Pipeline."""
+    return _with_version_files(client, settings, version, mlflow.sklearn.load_model)
 
 
 def load_model(settings: Settings, version: int | None = None):
