@@ -77,8 +77,9 @@ class HealthIndicator(BaseEstimator):
         self.false_alarm_rate = false_alarm_rate
         self.one_sided = one_sided
 
-    def _raw(self, X: pd.DataFrame) -> np.ndarray:
-        d = self.relative_.transform(X[self.columns_])
+    def _raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        # An array's columns are ``columns_``, in order (as served).
+        d = self.relative_.transform(X[self.columns_] if isinstance(X, pd.DataFrame) else X)
         d = np.where(np.isfinite(d), d, 0.0)  # no baseline or no value: no evidence of change
         if self.one_sided:
             # Wear adds vibration: a level below the bearing's baseline (run-in, a lighter
@@ -86,7 +87,7 @@ class HealthIndicator(BaseEstimator):
             d[:, self.relative_.positive_] = np.maximum(d[:, self.relative_.positive_], 0.0)
         return d
 
-    def _deviations(self, X: pd.DataFrame) -> np.ndarray:
+    def _deviations(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return (self._raw(X) - self.center_) / self.scale_
 
     def _fit_covariance(self, z: np.ndarray) -> np.ndarray:
@@ -127,8 +128,9 @@ class HealthIndicator(BaseEstimator):
             scores[score_rows] = self._distance(z[score_rows], self._fit_covariance(z[fit_rows]))
         return scores
 
-    def score_samples(self, X: pd.DataFrame) -> np.ndarray:
-        """The health indicator of each row (about 1 when healthy; larger is further away)."""
+    def score_samples(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The health indicator of each row (about 1 when healthy; larger is further away).
+        ``X``: a frame with the ``columns_``, or an array of them in that order."""
         return self._distance(self._deviations(X), self.precision_)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

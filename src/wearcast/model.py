@@ -76,7 +76,7 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
+    def transform(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         # NumPy, not pandas, column by column: this runs on every served request.
         x, base = self._split(X)
         if self.mode == "absolute":
@@ -93,14 +93,20 @@ class BaselineRelative(TransformerMixin, BaseEstimator):
             out = np.hstack([out, x[:, self.absolute_index_]])
         return out
 
-    def _split(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The features and their baselines as arrays. Input already in the order
-        features-then-baselines (as served) is sliced; anything else is selected by name."""
-        baselines = [BASELINE_PREFIX + c for c in self.features_]
+    def _split(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The features and their baselines as arrays. An array is taken in the served order,
+        the features then their baselines (no column lookups on the serving path); a frame's
+        columns are selected by name."""
         width = len(self.features_)
-        if list(X.columns) == self.features_ + baselines:
-            values = X.to_numpy(dtype=float)
+        if isinstance(X, np.ndarray):
+            if X.ndim != 2 or X.shape[1] != 2 * width:
+                raise ValueError(
+                    f"expected {2 * width} columns (the features, then their baselines), "
+                    f"got shape {X.shape}"
+                )
+            values = X.astype(float, copy=False)
             return values[:, :width], values[:, width:]
+        baselines = [BASELINE_PREFIX + c for c in self.features_]
         return X[self.features_].to_numpy(dtype=float), X[baselines].to_numpy(dtype=float)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

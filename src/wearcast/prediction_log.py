@@ -48,10 +48,10 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    or_,
     select,
     text,
     true,
-    tuple_,
     union_all,
     update,
 )
@@ -390,8 +390,14 @@ class PredictionLog:
     def _logged(conn, keys: list[RecordingKey]) -> dict[RecordingKey, LoggedAnswer]:
         found = {}
         unique = sorted(set(keys))
-        for start in range(0, len(unique), 300):  # bounded IN lists
-            rows = conn.execute(_LOGGED, {"recordings": unique[start : start + 300]})
+        for start in range(0, len(unique), _LOGGED_CHUNK):
+            chunk = unique[start : start + _LOGGED_CHUNK]
+            size = 1 << (len(chunk) - 1).bit_length()  # few sizes: few statements to build
+            padded = chunk + chunk[:1] * (size - len(chunk))  # a repeated key finds nothing new
+            bound = {}
+            for i, (machine, bearing, at) in enumerate(padded):
+                bound |= {f"machine_{i}": machine, f"bearing_{i}": bearing, f"at_{i}": at}
+            rows = conn.execute(_logged_query(size), bound)
             for m, b, t, request_id, digest, answer, version in rows:
                 found.setdefault((m, b, t), LoggedAnswer(request_id, digest, answer, version))
         return found
@@ -643,19 +649,33 @@ class PredictionLog:
         return None if row is None else (row[0], _unpack(row[1]))
 
 
-_LOGGED = select(
-    _Prediction.machine,
-    _Prediction.bearing,
-    _Prediction.recorded_at,
-    _Prediction.request_id,
-    _Prediction.features_digest,
-    _Prediction.answer,
-    _Prediction.model_version,
-).where(
-    tuple_(_Prediction.machine, _Prediction.bearing, _Prediction.recorded_at).in_(
-        bindparam("recordings", expanding=True)
+_LOGGED_CHUNK = 128  # recordings per statement: 384 bound values, a 128-term OR
+
+
+@functools.lru_cache(maxsize=16)
+def _logged_query(n: int):
+    """What is logged for ``n`` recordings (bound as ``machine_i``, ``bearing_i``, ``at_i``): an
+    OR of each recording's key, which SQLite and PostgreSQL answer from the unique index (a
+    row-value IN list is a scan of the whole table in SQLite)."""
+    return select(
+        _Prediction.machine,
+        _Prediction.bearing,
+        _Prediction.recorded_at,
+        _Prediction.request_id,
+        _Prediction.features_digest,
+        _Prediction.answer,
+        _Prediction.model_version,
+    ).where(
+        or_(
+            *(
+                (_Prediction.machine == bindparam(f"machine_{i}"))
+                & (_Prediction.bearing == bindparam(f"bearing_{i}"))
+                & (_Prediction.recorded_at == bindparam(f"at_{i}", type_=DateTime))
+                for i in range(n)
+            )
+        )
     )
-)
+
 
 # Reads of many bearings in one statement: each bearing's own query (a range scan of its index
 # with its own LIMIT) joined by UNION ALL and tagged with the bearing's position, so a request

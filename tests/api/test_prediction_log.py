@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from wearcast.features import Spectra
 from wearcast.prediction_log import PredictionLog, PredictionRecord
@@ -188,3 +188,39 @@ def test_replicas_opening_a_new_postgres_log_together_all_start():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_scoring_reads_and_writes_search_the_index_never_scan_the_table(tmp_path):
+    """A request's cost must not grow with the log: every statement scoring runs reaches its
+    rows through an index. (Logged answers were once read with a row-value IN list, which
+    SQLite answers by scanning every prediction ever logged.)"""
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    log.commit([_record(f"m{k}", i) for k in range(3) for i in range(40)])
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if not executemany:
+            statements.append((statement, parameters))
+
+    event.listen(log.engine, "before_cursor_execute", seen)
+    when = datetime(2004, 1, 1, 5)
+    keys = [("m1", b, when) for b in (1, 2, 3)] + [("m2", 1, when)]
+    log.scoring_history(keys, baseline_recordings=20, window=59)
+    log.add_baseline_samples([("m1", 1, when, {"rms": 1.0})], 20)
+    log.commit([replace(_record("m1", 100), recorded_at=when + timedelta(days=1))])
+    event.remove(log.engine, "before_cursor_execute", seen)
+    reads = [(s, p) for s, p in statements if s.lstrip().upper().startswith(("SELECT", "DELETE"))]
+    assert len(reads) >= 5
+    with log.engine.connect() as conn:
+        for statement, parameters in reads:
+            plan = [
+                row[3]
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            ]
+            scans = [
+                step
+                for step in plan
+                if step.startswith(("SCAN predictions", "SCAN baseline_samples"))
+            ]
+            assert not scans, f"{statement.split()[:12]}: {plan}"
+    log.close()

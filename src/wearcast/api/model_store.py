@@ -8,6 +8,7 @@ old model or the new one, never a half-loaded one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -53,10 +54,9 @@ class LoadedModel:
     def input_columns(self) -> list[str]:
         return self.features + [BASELINE_PREFIX + f for f in self.features]
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Wear of each row; :class:`UnusableInput` names the rows that overflow."""
-        columns = self.input_columns
-        X = X if list(X.columns) == columns else X[columns]
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Wear of each row of ``X`` (columns: :attr:`input_columns`); :class:`UnusableInput`
+        names the rows that overflow."""
         steps = self.pipeline.steps
         inner = X
         with np.errstate(over="ignore", invalid="ignore"):
@@ -67,6 +67,19 @@ class LoadedModel:
             wear = steps[-1][1].predict(inner)
         _refuse_infinite(~np.isfinite(wear))
         return wear
+
+    def health(self, X: np.ndarray) -> np.ndarray | None:
+        """The health indicator of each row of ``X`` (columns: :attr:`input_columns`); None
+        for a version trained without one."""
+        if self.prognostics is None:
+            return None
+        return self.prognostics.health.score_samples(X[:, self._health_columns])
+
+    @functools.cached_property
+    def _health_columns(self) -> np.ndarray:
+        """Where the health indicator's columns are among :attr:`input_columns`."""
+        position = {c: i for i, c in enumerate(self.input_columns)}
+        return np.array([position[c] for c in self.prognostics.health.columns_])
 
 
 def _refuse_infinite(bad: np.ndarray) -> None:

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-import pandas as pd
 
 from wearcast.alarms import ALARM, OK, bearing_status
 from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
-from wearcast.baseline import BASELINE_PREFIX, sample_medians
+from wearcast.baseline import sample_medians
 from wearcast.config import Settings
 from wearcast.features import Analysis, FeatureSpec, analyse, bearing_features, bearing_spectra
 from wearcast.ingest import RecordingError
@@ -186,12 +185,9 @@ class Scorer:
         baselines, counts = self._baselines_of(
             inputs, values, model.features, history.baseline_times
         )
-        X = pd.DataFrame(
-            np.hstack([values, baselines]),
-            columns=model.features + [BASELINE_PREFIX + f for f in model.features],
-        )
+        X = np.hstack([values, baselines])  # the model's input_columns, in order
         wear = model.predict(X)
-        health = prognostics.health.score_samples(X) if prognostics is not None else None
+        health = model.health(X)
         request_id = uuid.uuid4().hex
         answers, before = self._answers(
             inputs, wear, counts, health, model.version, prognostics, history

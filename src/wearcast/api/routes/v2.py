@@ -8,7 +8,6 @@ The request's bytes are decoded by :mod:`wearcast.api.oip`; errors answer ``{"er
 
 from __future__ import annotations
 
-import pandas as pd
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -139,7 +138,7 @@ async def _infer(
             expects=input_spec(model),
             outputs=[OUTPUT],
         )
-        wear = model.predict(pd.DataFrame(parsed.rows, columns=model.input_columns))
+        wear = model.predict(parsed.rows)
         return oip.encode_response(parsed, model.name, str(model.version), {OUTPUT: wear})
 
     content, headers = await run_in_threadpool(work)
