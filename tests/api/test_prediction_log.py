@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from wearcast.features import Spectra
-from wearcast.prediction_log import PredictionLog, PredictionRecord
+from wearcast.prediction_log import PredictionLog, PredictionRecord, RecordingSpectra
 
 
 def _urls():
@@ -130,7 +130,8 @@ def test_each_bearing_keeps_its_latest_recordings_spectra_whatever_the_arrival_o
 
     def writer(w: int) -> None:
         for i in order[w::4]:
-            log.keep_spectra("m", times[i], {1: spectra(i), 2: spectra(i + 100)})
+            kept = RecordingSpectra("m", times[i], {1: spectra(i), 2: spectra(i + 100)})
+            log.commit([replace(_record("m", i), recorded_at=times[i])], spectra=kept)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
     for t in threads:

@@ -34,6 +34,7 @@ from wearcast.prediction_log import (
     OutboxEvent,
     PredictionLog,
     PredictionRecord,
+    RecordingSpectra,
     ScoringHistory,
 )
 from wearcast.prognostics import Prognostics
@@ -160,15 +161,14 @@ class Scorer:
             for bearing, row in zip(channel_map, rows, strict=True)
         ]
 
-    def keep_spectra(self, recording: RawRecording) -> None:
-        """Keep a scored recording's spectra as its bearings' latest, for the dashboard."""
-        spectra = bearing_spectra(recording.analysis, recording.channels)
-        self.log.keep_spectra(recording.machine, recording.timestamp, spectra)
-
     def score(
-        self, inputs: list[BearingInput], model: LoadedModel
+        self,
+        inputs: list[BearingInput],
+        model: LoadedModel,
+        recording: RawRecording | None = None,
     ) -> tuple[str, list[BearingPrediction]]:
-        """Answer every input; log the new ones. Returns the request id and the answers."""
+        """Answer every input; log the new ones, and the spectra of the raw ``recording`` they
+        come from (if any) as its bearings' latest. Returns the request id and the answers."""
         values = self._feature_matrix(inputs, model.features)
         digests = [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in values]
         prognostics = model.prognostics
@@ -220,7 +220,14 @@ class Scorer:
                 event = alarm_event(item, before[j], answers[j], model, request_id)
                 if event is not None:
                     events[item.key] = event
-        stored = logged | self.log.commit(list(records.values()), list(events.values()))
+        spectra = None
+        if recording is not None:
+            spectra = RecordingSpectra(
+                recording.machine,
+                recording.timestamp,
+                bearing_spectra(recording.analysis, recording.channels),
+            )
+        stored = logged | self.log.commit(list(records.values()), list(events.values()), spectra)
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
         return request_id, [

@@ -202,8 +202,7 @@ async def post_recording(
             check_rig(inputs[0].features, model.features)
         except ForeignRig as exc:
             raise HTTPException(422, detail=f"{exc} (served: version {model.version})") from None
-        request_id, answers = scorer.score(inputs, model)
-        scorer.keep_spectra(recording)
+        request_id, answers = scorer.score(inputs, model, recording)
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
 

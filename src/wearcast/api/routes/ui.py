@@ -83,8 +83,9 @@ def _login_url(next_path: str) -> str:
     return f"{PREFIX}/login?next={quote(next_path, safe='/:')}"
 
 
-def _reader(request: Request) -> Role:
-    """The caller's role from the X-API-Key header or the sign-in cookie."""
+async def _reader(request: Request) -> Role:
+    """The caller's role from the X-API-Key header or the sign-in cookie (async: see
+    :mod:`wearcast.api.deps`)."""
     keys: KeyRing = request.app.state.keys
     if keys.empty:  # development without keys: open, like the API
         return Role.admin
