@@ -36,6 +36,7 @@ import httpx
 import mlflow
 import mlflow.sklearn
 import numpy as np
+import pydantic_core
 
 from wearcast import registry
 from wearcast.config import Settings
@@ -221,6 +222,14 @@ def main() -> None:
     body = recording.read_bytes()
     row = dict(zip(features, X[0, : len(features)].tolist(), strict=True))
 
+    def as_json(value: dict) -> dict:
+        # Encoded by pydantic's encoder for every server alike: the standard library's, which
+        # httpx's json= uses, took 18 ms of the client's time for 100 rows, not the server's.
+        return {
+            "content": pydantic_core.to_json(value),
+            "headers": {"content-type": "application/json"},
+        }
+
     def rows_json(n: int, i: int) -> dict:
         return {
             "rows": [
@@ -252,30 +261,30 @@ def main() -> None:
             headers={"content-type": "text/plain"},
         ),
         "(b) 1 feature row, wearcast /v1/predict": lambda h, i: h.post(
-            f"{ours}/v1/predict", json=rows_json(1, i)
+            f"{ours}/v1/predict", **as_json(rows_json(1, i))
         ),
         "(b) 1 feature row, wearcast /v2 infer": lambda h, i: h.post(
             f"{ours}/v2/models/{settings.model_name}/infer",
-            json=infer_json(1),
+            **as_json(infer_json(1)),
         ),
         "(b) 1 feature row, mlflow /invocations": lambda h, i: h.post(
-            f"{theirs}/invocations", json=split_json(1)
+            f"{theirs}/invocations", **as_json(split_json(1))
         ),
         "(b) 1 feature row, mlflow /invocations, no signature": lambda h, i: h.post(
-            f"{theirs_bare}/invocations", json=split_json(1)
+            f"{theirs_bare}/invocations", **as_json(split_json(1))
         ),
         "(c) 100 feature rows, wearcast /v1/predict": lambda h, i: h.post(
-            f"{ours}/v1/predict", json=rows_json(100, i)
+            f"{ours}/v1/predict", **as_json(rows_json(100, i))
         ),
         "(c) 100 feature rows, wearcast /v2 infer": lambda h, i: h.post(
             f"{ours}/v2/models/{settings.model_name}/infer",
-            json=infer_json(100),
+            **as_json(infer_json(100)),
         ),
         "(c) 100 feature rows, mlflow /invocations": lambda h, i: h.post(
-            f"{theirs}/invocations", json=split_json(100)
+            f"{theirs}/invocations", **as_json(split_json(100))
         ),
         "(c) 100 feature rows, mlflow /invocations, no signature": lambda h, i: h.post(
-            f"{theirs_bare}/invocations", json=split_json(100)
+            f"{theirs_bare}/invocations", **as_json(split_json(100))
         ),
     }
     results = {}

@@ -192,7 +192,8 @@ _LINES = ("spectrum", "envelope")
 
 
 def _json_text(value) -> str:
-    return pydantic_core.to_json(value).decode()
+    """JSON of a value; a missing (NaN) or non-finite number as null, which JSON allows."""
+    return pydantic_core.to_json(value, inf_nan_mode="null").decode()
 
 
 def utcnow() -> datetime:
@@ -264,9 +265,11 @@ class PredictionLog:
             url,
             connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
             pool_pre_ping=not sqlite,
-            # Every prediction stores its answer and features as JSON: pydantic's encoder
-            # (Rust) takes a seventh of the standard library's time for them.
+            # Every prediction stores its answer and features as JSON, and scoring reads
+            # baseline samples back: pydantic's encoder and parser (Rust) take a fraction of
+            # the standard library's time for them.
             json_serializer=_json_text,
+            json_deserializer=pydantic_core.from_json,
         )
         if sqlite:
 

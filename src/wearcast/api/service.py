@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -82,11 +81,7 @@ class Baseline:
     """A bearing's baseline as read: the times of its samples and their medians."""
 
     times: tuple[datetime, ...]
-    medians: dict[str, float | None]
-
-
-def _clean(values: dict[str, float]) -> dict[str, float | None]:
-    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()}
+    medians: dict[str, float]  # NaN: no sample has the feature
 
 
 @dataclass(frozen=True)
@@ -213,7 +208,7 @@ class Scorer:
                     answers[j].alarm_state,
                     answers[j].rul_low_h,
                     answers[j].rul_high_h,
-                    _clean(dict(zip(model.features, values[j].tolist(), strict=True))),
+                    dict(zip(model.features, values[j].tolist(), strict=True)),
                 ),
             )
             if self.settings.webhook_url and item.key not in events:
@@ -277,22 +272,26 @@ class Scorer:
             have = times[(item.machine, item.bearing)]
             if (len(have) < k or item.timestamp < have[-1]) and item.timestamp not in have:
                 candidates[item.key] = (item.machine, item.bearing, item.timestamp)
-                candidates[item.key] += (_clean(item.features),)
+                candidates[item.key] += (item.features,)
         if candidates:
             self.log.add_baseline_samples(list(candidates.values()), k)
             times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
         stale = [key for key in keys if self._cached(key, times[key]) is None]
         for key, samples in self.log.baseline_samples(stale, k).items():
             medians = sample_medians([sample for _, sample in samples])
-            self._remember(key, Baseline(tuple(t for t, _ in samples), _clean(medians)))
+            self._remember(key, Baseline(tuple(t for t, _ in samples), medians))
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
+        rows: dict[tuple[str, int], np.ndarray] = {}  # each bearing's, in needed order
         for j, item in enumerate(inputs):
             if item.baseline is not None:
-                baselines[j] = [_nan(item.baseline.get(f)) for f in needed]
+                baselines[j] = [item.baseline[f] for f in needed]
                 continue
-            baseline = self._baselines[(item.machine, item.bearing)]
-            baselines[j] = [_nan(baseline.medians.get(f)) for f in needed]
+            key = (item.machine, item.bearing)
+            baseline = self._baselines[key]
+            if key not in rows:
+                rows[key] = np.array([baseline.medians.get(f, np.nan) for f in needed])
+            baselines[j] = rows[key]
             counts[j] = len(baseline.times)
         return baselines, counts
 
