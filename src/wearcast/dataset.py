@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wearcast.alarms import persistent_alarm
+from wearcast.allocator import reuse_large_blocks
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.formats import resolve_rig
@@ -143,6 +144,7 @@ def _init_worker(settings: Settings) -> None:
     global _worker
     _worker = (settings, {})
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    reuse_large_blocks()
 
 
 def _rig_and_spec(task: Task) -> tuple[Rig, FeatureSpec]:

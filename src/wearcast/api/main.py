@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from wearcast import __version__
+from wearcast.allocator import reuse_large_blocks
 from wearcast.api.drift import DriftWatch
 from wearcast.api.limits import RequestLimits
 from wearcast.api.metrics import Metrics, MetricsMiddleware
@@ -76,6 +77,7 @@ async def _first_load(store: ModelStore, metrics: Metrics) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = _check_security(settings)  # fail before serving anything
+    reuse_large_blocks()  # every request's recording arrays
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

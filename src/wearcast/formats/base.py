@@ -42,6 +42,7 @@ class RecordingFormat(ABC):
     name: ClassVar[str]  # as written in run.json's "format"
     expected: ClassVar[str]  # what its recordings look like, for messages
     bearings: ClassVar[int]  # bearings per run unless run.json says
+    named_by_time: ClassVar[bool] = False  # whether a recording's file name is its time
 
     @abstractmethod
     def is_recording(self, name: str) -> bool:

@@ -27,6 +27,7 @@ class Ims(RecordingFormat):
     name = "ims"
     expected = "files named by their time, YYYY.MM.DD.hh.mm.ss, tab-separated columns of g"
     bearings = 4
+    named_by_time = True
 
     def is_recording(self, name: str) -> bool:
         try:

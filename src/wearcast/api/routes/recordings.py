@@ -161,7 +161,7 @@ async def post_recording(
     limit = settings.max_upload_bytes
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     name = filename
-    if timestamp is None and format != "ims":
+    if timestamp is None and not reader.named_by_time:
         raise HTTPException(
             422, detail=f"no timestamp: give ?timestamp= (a {format} file's name has no date)"
         )
