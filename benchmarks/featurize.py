@@ -3,7 +3,8 @@
     python benchmarks/featurize.py [--scale 1.0] [--data DIR] [--naive-files 200]
 
 Measures in one run, on the same files and the same number of worker processes:
-(a) parse only: read and parse every file into numbers, nothing else (the floor);
+(a) parse only: read and parse every file into numbers, nothing else (the floor; with the
+    allocator tuning featurize workers have);
 (b) `wearcast featurize` into a fresh table (validation, features, Parquet, labels);
 (c) a naive baseline as public notebooks do it: pandas.read_csv per file, numpy FFT,
     band sums, one DataFrame row appended per recording, on a sample, given the same number of
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wearcast.allocator import reuse_large_blocks
 from wearcast.config import Settings
 from wearcast.ingest import discover_runs, parse_recording
 from wearcast.simulate import plan_simulation, simulate
@@ -147,7 +149,10 @@ def compare(
     print(f"{len(files)} recordings, {megabytes:.0f} MB of text; {workers} worker processes")
 
     start = time.perf_counter()
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+    # The floor gets the allocator tuning featurize workers get (the naive baseline does not:
+    # notebooks do not tune it).
+    context = multiprocessing.get_context("forkserver")
+    with context.Pool(workers, initializer=reuse_large_blocks) as pool:
         for _ in pool.imap_unordered(parse, [str(p) for p in files], chunksize=8):
             pass
     parse_s = time.perf_counter() - start
