@@ -225,3 +225,23 @@ def test_scoring_reads_and_writes_search_the_index_never_scan_the_table(tmp_path
             ]
             assert not scans, f"{statement.split()[:12]}: {plan}"
     log.close()
+
+
+def test_large_requests_are_read_in_chunks_without_losing_or_inventing_a_recording(log):
+    """More recordings than one statement takes (128), and more bearings than one union
+    (200): every logged one found, nothing for the rest, each bearing's own history."""
+    records = [replace(_record(f"big{k}", i), bearing=1) for k in range(250) for i in (0, 4)]
+    stored = log.commit(records)
+    keys = [(r.machine, r.bearing, r.recorded_at) for r in records]
+    assert set(stored) == set(keys) and len(stored) == 500
+    absent = [(m, b, t + timedelta(seconds=1)) for m, b, t in keys[:130]]
+    found = log.logged(keys[::-1] + absent)
+    assert set(found) == set(keys)
+    assert all(found[k].request_id == "r0" for k in keys[::2])
+    later = datetime(2004, 1, 2)
+    read = log.scoring_history(
+        [(f"big{k}", 1, later) for k in range(250)], baseline_recordings=20, window=5
+    )
+    assert len(read.recent) == 250
+    assert all([p.wear for p in points] == [0.0, 0.04] for points in read.recent.values())
+    assert set(read.first_times.values()) == {datetime(2004, 1, 1)}
