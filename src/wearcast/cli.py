@@ -339,14 +339,14 @@ def featurize(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate and featurize recordings into the training table (incremental, all cores)."""
-    from wearcast.dataset import featurize as build_table
+    from wearcast.dataset import featurize as featurize_folder
 
     settings = settings_of(ctx)
     out = out or settings.tables_dir / "default"
     with progress_bar() as bar:
         task = bar.add_task("featurizing", total=None)
         try:
-            result = build_table(
+            result = featurize_folder(
                 data_dir,
                 out,
                 settings,

@@ -407,15 +407,21 @@ def _check_source(data_dir: Path, table_dir: Path, *, bind: bool = False) -> Non
 
 
 def pending_files(
-    data_dir: Path, table_dir: Path, *, unreadable: list[Quarantined] | None = None
+    data_dir: Path,
+    table_dir: Path,
+    *,
+    unreadable: list[Quarantined] | None = None,
+    runs: list[RunFiles] | None = None,
 ) -> list[Task]:
-    """The input files that are new or changed since the table last saw them.
+    """The input files that are new or changed since the table last saw them, among ``runs``
+    (default: discovered under ``data_dir``).
 
     Folders that cannot be listed go to ``unreadable`` if given, else raise ``OSError``.
     """
     data_dir = Path(data_dir)
     _check_source(data_dir, table_dir)
-    runs = discover_runs(data_dir, unreadable=unreadable)
+    if runs is None:
+        runs = discover_runs(data_dir, unreadable=unreadable)
     return _unseen((t for run in runs for t in run_tasks(run, data_dir)), table_dir)
 
 
@@ -470,8 +476,17 @@ def featurize_files(
     return done
 
 
-def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> FeaturizeResult:
-    """Merge the committed batches into ``table.parquet`` with labels (only if they changed)."""
+def build_table(
+    data_dir: Path,
+    table_dir: Path,
+    settings: Settings,
+    *,
+    runs: list[RunFiles] | None = None,
+    unreadable: list[Quarantined] | None = None,
+) -> FeaturizeResult:
+    """Merge the committed batches into ``table.parquet`` with labels (only if they changed).
+
+    ``runs`` and ``unreadable``: what discovering ``data_dir`` found, if already known."""
     data_dir, table_dir = Path(data_dir), Path(table_dir)
     parts_dir = table_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -480,8 +495,11 @@ def build_table(data_dir: Path, table_dir: Path, settings: Settings) -> Featuriz
     manifests = sorted(p.name for p in parts_dir.glob("part-*.json"))
     table_path = table_dir / "table.parquet"
     state_path = table_dir / "state.json"
-    unreadable: list[Quarantined] = []
-    infos = {run.info.name: run.info for run in discover_runs(data_dir, unreadable=unreadable)}
+    if runs is None:
+        unreadable = []
+        runs = discover_runs(data_dir, unreadable=unreadable)
+    unreadable = unreadable or []
+    infos = {run.info.name: run.info for run in runs}
     described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {
         "manifests": hashlib.blake2b("\n".join(manifests).encode(), digest_size=16).hexdigest(),
@@ -541,12 +559,16 @@ def featurize(
 
     ``progress(done, total)`` is called as files are processed.
     """
-    # Unreadable folders are reported by build_table, with the files that could not be used.
-    tasks = pending_files(data_dir, table_dir, unreadable=[])
+    # Discovered once for both steps (listing and dating every file is a sixth of a rerun with
+    # nothing new); unreadable folders are reported by build_table, with the unusable files.
+    unreadable: list[Quarantined] = []
+    runs = discover_runs(Path(data_dir), unreadable=unreadable)
+    tasks = pending_files(data_dir, table_dir, runs=runs)
     processed = featurize_files(
         tasks, table_dir, settings, batch_size=batch_size, progress=progress
     )
-    return replace(build_table(data_dir, table_dir, settings), processed=processed)
+    result = build_table(data_dir, table_dir, settings, runs=runs, unreadable=unreadable)
+    return replace(result, processed=processed)
 
 
 # --- labels ------------------------------------------------------------------------------
