@@ -466,14 +466,15 @@ class PredictionLog:
             {"machine": m, "bearing": b, "recorded_at": t, "features": f} for m, b, t, f in samples
         ]
         keys = sorted({(m, b) for m, b, _, _ in samples})
-        with self._session.begin() as session:
+        # Core, not the ORM session: its per-row bookkeeping cost more than the statements.
+        with self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":  # SQLite's writer lock does this
                 for machine, bearing in keys:  # sorted: no deadlock between two requests
-                    session.execute(
+                    conn.execute(
                         text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                         {"key": f"wearcast-baseline {machine}:{bearing}"},
                     )
-            session.execute(self._insert(_BaselineSample).on_conflict_do_nothing(), rows)
+            conn.execute(self._insert(_BaselineSample).on_conflict_do_nothing(), rows)
             for machine, bearing in keys:
                 of_bearing = (_BaselineSample.machine == machine) & (
                     _BaselineSample.bearing == bearing
@@ -484,7 +485,7 @@ class PredictionLog:
                     .order_by(_BaselineSample.recorded_at)
                     .limit(recordings)
                 )
-                session.execute(
+                conn.execute(
                     delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
                 )
 
