@@ -200,6 +200,33 @@ def test_answers_do_not_depend_on_how_rows_are_batched(model_home, tmp_path):
         assert [b[f] for f in numbers] == pytest.approx([a[f] for f in numbers], rel=1e-9)
 
 
+def test_a_recording_sent_twice_in_one_request_is_one_point_of_the_bearings_history(
+    model_home, tmp_path
+):
+    """A row repeated later in the same request (identical) gets the first one's answer and
+    changes nothing else: it was counted twice in the bearing's history, which moved the
+    remaining life of every later row (found by a hostile-client trial)."""
+    rows = bearing_rows_with_gain(model_home, 3.0)[:60]
+    repeated = rows[:50] + [rows[45]] + rows[50:]
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        plain = c.post("/v1/predict", json={"rows": [{**r, "machine": "plain"} for r in rows]})
+        twice = c.post("/v1/predict", json={"rows": [{**r, "machine": "twice"} for r in repeated]})
+        assert plain.status_code == twice.status_code == 200, twice.text
+        logged = c.get("/v1/bearings/twice:1", params={"limit": 1000}).json()
+    # One answer per (machine, time): the repeated row's is listed beside the first's.
+    assert [len(r["bearings"]) for r in twice.json()] == [1] * 45 + [2] + [1] * 14
+    assert twice.json()[45]["bearings"][0] == twice.json()[45]["bearings"][1]
+    answers = [r["bearings"][0] for r in twice.json()]
+    expected = [r["bearings"][0] for r in plain.json()]
+    for a, b in zip(answers, expected, strict=True):
+        assert {**a, "bearing_id": "x"} == {**b, "bearing_id": "x"}
+    assert len(logged["predictions"]) == 60
+    # Later rows did move before the fix: the test reaches past the alarm, where the
+    # remaining life follows the bearing's own history.
+    assert any(a["alarm_state"] != "ok" for a in answers[46:])
+
+
 def test_history_is_paged(model_home, tmp_path, recordings):
     with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
         c.headers["X-API-Key"] = READER

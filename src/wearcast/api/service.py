@@ -331,8 +331,13 @@ class Scorer:
         k = self.settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
         before: list[str | None] = [None] * len(inputs)
+        first: dict[tuple[str, int, datetime], int] = {}
         for j in sorted(range(len(inputs)), key=lambda j: inputs[j].timestamp):
             item = inputs[j]
+            if item.key in first:  # the same recording twice (same content: checked before)
+                answers[j], before[j] = answers[first[item.key]], before[first[item.key]]
+                continue  # not a second point of the bearing's history
+            first[item.key] = j
             key = (item.machine, item.bearing)
             before[j] = recent[key][-1].state if recent[key] else None
             tail = recent[key][-(window - 1) :] if window > 1 else []
