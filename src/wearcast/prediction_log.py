@@ -454,54 +454,74 @@ class PredictionLog:
                 first_times=_first_times(conn, keys),
             )
 
-    def add_baseline_samples(
-        self, samples: list[tuple[str, int, datetime, dict]], recordings: int
-    ) -> None:
-        """Store candidate baseline samples, then keep only each bearing's first
-        ``recordings`` by time: one transaction, one bearing at a time. A sample already stored
-        for the same recording is kept as it was."""
+    def add_baseline_samples(self, samples: list[tuple[str, int, datetime, dict]]) -> None:
+        """Store candidate baseline samples; a sample already stored for the same recording
+        is kept as it was. Readers take each bearing's first N by time (one statement, so
+        every worker agrees whatever the arrival order). None is deleted here: the request's
+        :meth:`commit` keeps each bearing's first N, and a request that fails takes its own
+        back exactly (:meth:`take_back_samples`)."""
         if not samples:
             return
         rows = [
             {"machine": m, "bearing": b, "recorded_at": t, "features": f} for m, b, t, f in samples
         ]
-        keys = sorted({(m, b) for m, b, _, _ in samples})
-        # Core, not the ORM session: its per-row bookkeeping cost more than the statements.
         with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":  # SQLite's writer lock does this
-                for machine, bearing in keys:  # sorted: no deadlock between two requests
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                        {"key": f"wearcast-baseline {machine}:{bearing}"},
-                    )
             conn.execute(self._insert(_BaselineSample).on_conflict_do_nothing(), rows)
-            for machine, bearing in keys:
-                of_bearing = (_BaselineSample.machine == machine) & (
-                    _BaselineSample.bearing == bearing
-                )
-                first = (
-                    select(_BaselineSample.id)
-                    .where(of_bearing)
-                    .order_by(_BaselineSample.recorded_at)
-                    .limit(recordings)
-                )
+
+    def _keep_first_samples(self, conn, keys: list[Key], recordings: int) -> None:
+        if self.engine.dialect.name == "postgresql":  # SQLite's writer lock does this
+            for machine, bearing in sorted(keys):  # sorted: no deadlock between two requests
                 conn.execute(
-                    delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
+                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                    {"key": f"wearcast-baseline {machine}:{bearing}"},
                 )
+        for machine, bearing in sorted(keys):
+            of_bearing = (_BaselineSample.machine == machine) & (_BaselineSample.bearing == bearing)
+            first = (
+                select(_BaselineSample.id)
+                .where(of_bearing)
+                .order_by(_BaselineSample.recorded_at)
+                .limit(recordings)
+            )
+            conn.execute(
+                delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
+            )
+
+    def take_back_samples(self, recordings: list[RecordingKey]) -> None:
+        """Remove the baseline samples of these recordings unless a prediction of the same
+        recording is logged (a concurrent request answered it): what a refused request had
+        stored."""
+        if not recordings:
+            return
+        answered = select(_Prediction.id).where(
+            _Prediction.machine == _BaselineSample.machine,
+            _Prediction.bearing == _BaselineSample.bearing,
+            _Prediction.recorded_at == _BaselineSample.recorded_at,
+        )
+        statement = delete(_BaselineSample).where(
+            _BaselineSample.machine == bindparam("m"),
+            _BaselineSample.bearing == bindparam("b"),
+            _BaselineSample.recorded_at == bindparam("t", type_=DateTime),
+            ~answered.exists(),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, [{"m": m, "b": b, "t": t} for m, b, t in recordings])
 
     def commit(
         self,
         records: list[PredictionRecord],
         events: list[OutboxEvent] = (),
         spectra: RecordingSpectra | None = None,
+        sampled: tuple[list[Key], int] = ((), 0),
     ) -> dict[RecordingKey, LoggedAnswer]:
         """Log predictions, one per recording: a recording already logged (by a concurrent
         request) keeps its first answer. Returns what is logged for these recordings.
 
         ``events`` of the recordings this call logged go to the outbox in the same transaction
-        (those of a recording another request logged first are that request's to write), and
+        (those of a recording another request logged first are that request's to write),
         ``spectra`` become their bearings' latest unless a later recording's are kept (the
-        dashboard plots them)."""
+        dashboard plots them), and the bearings of ``sampled`` (bearings, N) keep only their
+        first N baseline samples by time."""
         if not records:
             return {}
         now = datetime.now(UTC)
@@ -512,6 +532,7 @@ class PredictionLog:
         with self.engine.begin() as conn:
             conn.execute(self._insert_prediction, rows)
             stored = self._logged(conn, keys)
+            self._keep_first_samples(conn, *sampled)
             mine = [e for e in events if stored[e.key].request_id in request_ids]
             if mine:
                 at = utcnow()

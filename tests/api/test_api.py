@@ -169,7 +169,7 @@ def test_feature_rows_and_open_inference_protocol(client, recordings):
             422,
             "channel 1 is dead",
         ),
-        (lambda t: t * 8, 413, "over the limit"),
+        (lambda t: t * 16, 413, "over the limit"),
         (lambda t: "", 422, "empty file"),
     ],
     ids=["channels", "rows", "columns", "text", "nan", "dead", "size", "empty"],

@@ -3,6 +3,7 @@ work before authentication, or a wrong answer (issue 12). Each is replayed and a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -311,6 +312,33 @@ def test_a_pronostia_snapshot_without_a_timestamp_is_told_to_give_one(client):
     )
     assert response.status_code == 422, response.text
     assert "give ?timestamp=" in _shape(response)["detail"]
+
+
+def test_the_largest_request_of_feature_rows_fits_the_default_body_limit(model_home, tmp_path):
+    """max_request_rows rows of every feature at full precision were 5.1 MB of JSON, over the
+    body limit: the documented row limit could not be reached (found by a hostile-client
+    trial)."""
+    settings = api_settings(model_home, tmp_path)
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READER
+        features = c.app.state.store.current.features
+        rng = np.random.default_rng(0)
+        rows = [
+            {
+                "machine": f"big{k % 50}",
+                "bearing": 1 + k % 4,
+                "timestamp": f"2004-01-01T{k // 200:02d}:{k % 200 // 4:02d}:00",
+                "features": dict(
+                    zip(features, (1 + rng.random(len(features))).tolist(), strict=True)
+                ),
+            }
+            for k in range(settings.max_request_rows)
+        ]
+        body = json.dumps({"rows": rows}).encode()
+        assert len(body) > 4_000_000  # the old limit
+        response = c.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text[:300]
+        assert sum(len(r["bearings"]) for r in response.json()) == settings.max_request_rows
 
 
 def test_rows_per_request_are_bounded(model_home, tmp_path):

@@ -227,6 +227,32 @@ def test_a_recording_sent_twice_in_one_request_is_one_point_of_the_bearings_hist
     assert any(a["alarm_state"] != "ok" for a in answers[46:])
 
 
+def test_a_refused_request_leaves_no_baseline_samples(model_home, tmp_path):
+    """Rows refused with 422 (their baseline overflows) took baseline samples with them: later
+    valid rows of the bearing then counted them and answered otherwise than a fresh bearing's
+    (found by a hostile-client trial)."""
+    rows = bearing_rows_with_gain(model_home, 1.0)[:8]
+    poisoned = [
+        {**r, "machine": "poison", "features": {**r["features"], "rms": 1e308}} for r in rows[:2]
+    ]
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        refused = c.post("/v1/predict", json={"rows": poisoned})
+        assert refused.status_code == 422, refused.text
+        with c.app.state.log.engine.connect() as conn:
+            kept = conn.execute(text("SELECT COUNT(*) FROM baseline_samples")).scalar()
+        answers = {
+            machine: c.post(
+                "/v1/predict", json={"rows": [{**r, "machine": machine} for r in rows[2:]]}
+            ).json()
+            for machine in ("poison", "fresh")
+        }
+    assert kept == 0
+    poison, fresh = ([r["bearings"][0] for r in answers[m]] for m in ("poison", "fresh"))
+    assert [b["baseline_recordings"] for b in poison] == [6] * 6  # one batch, one baseline
+    assert [{**b, "bearing_id": "x"} for b in poison] == [{**b, "bearing_id": "x"} for b in fresh]
+
+
 def test_history_is_paged(model_home, tmp_path, recordings):
     with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
         c.headers["X-API-Key"] = READER

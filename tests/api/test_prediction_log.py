@@ -87,7 +87,7 @@ def test_the_baseline_is_the_first_recordings_by_time_whatever_the_arrival(log):
 
     def worker(chunk) -> None:
         for t in chunk:
-            log.add_baseline_samples([("m", 1, t, {"rms": t.minute + 60.0 * t.hour})], 20)
+            log.add_baseline_samples([("m", 1, t, {"rms": t.minute + 60.0 * t.hour})])
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
     for t in threads:
@@ -96,10 +96,14 @@ def test_the_baseline_is_the_first_recordings_by_time_whatever_the_arrival(log):
         t.join()
     samples = log.baseline_samples([("m", 1)], 20)[("m", 1)]
     assert [t for t, _ in samples] == times[:20]
-    assert log.baseline_times([("m", 1)], 100)[("m", 1)] == times[:20]  # the rest pruned
+    assert log.baseline_times([("m", 1)], 20)[("m", 1)] == times[:20]
     # A sample already stored keeps its first content.
-    log.add_baseline_samples([("m", 1, times[0], {"rms": -1.0})], 20)
+    log.add_baseline_samples([("m", 1, times[0], {"rms": -1.0})])
     assert log.baseline_samples([("m", 1)], 1)[("m", 1)][0][1] == {"rms": 0.0}
+    # A refused request's samples are taken back, those of answered recordings stay.
+    log.commit([replace(_record("m", 0), bearing=1, recorded_at=times[1])])
+    log.take_back_samples([("m", 1, times[0]), ("m", 1, times[1]), ("m", 1, times[2])])
+    assert log.baseline_times([("m", 1)], 20)[("m", 1)] == [times[1]] + times[3:22]
 
 
 def test_history_pages_and_recent_windows(log):
@@ -207,8 +211,11 @@ def test_scoring_reads_and_writes_search_the_index_never_scan_the_table(tmp_path
     when = datetime(2004, 1, 1, 5)
     keys = [("m1", b, when) for b in (1, 2, 3)] + [("m2", 1, when)]
     log.scoring_history(keys, baseline_recordings=20, window=59)
-    log.add_baseline_samples([("m1", 1, when, {"rms": 1.0})], 20)
-    log.commit([replace(_record("m1", 100), recorded_at=when + timedelta(days=1))])
+    log.add_baseline_samples([("m1", 1, when, {"rms": 1.0})])
+    log.commit(
+        [replace(_record("m1", 100), recorded_at=when + timedelta(days=1))],
+        sampled=([("m1", 1)], 20),
+    )
     event.remove(log.engine, "before_cursor_execute", seen)
     reads = [(s, p) for s, p in statements if s.lstrip().upper().startswith(("SELECT", "DELETE"))]
     assert len(reads) >= 5

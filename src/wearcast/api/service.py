@@ -177,16 +177,21 @@ class Scorer:
         fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
         if not fresh:  # a retry: the answers as they were first given
             return logged[inputs[0].key].request_id, [_replay(logged[i.key]) for i in inputs]
-        baselines, counts = self._baselines_of(
+        baselines, counts, sampled = self._baselines_of(
             inputs, values, model.features, history.baseline_times
         )
-        X = np.hstack([values, baselines])  # the model's input_columns, in order
-        wear = model.predict(X)
-        health = model.health(X)
-        request_id = uuid.uuid4().hex
-        answers, before = self._answers(
-            inputs, wear, counts, health, model.version, prognostics, history
-        )
+        try:
+            X = np.hstack([values, baselines])  # the model's input_columns, in order
+            wear = model.predict(X)
+            health = model.health(X)
+            request_id = uuid.uuid4().hex
+            answers, before = self._answers(
+                inputs, wear, counts, health, model.version, prognostics, history
+            )
+        except Exception:
+            # A refused request leaves nothing in the log, its baseline samples included.
+            self.log.take_back_samples(sampled)
+            raise
         records, events = {}, {}
         for j in fresh:  # the first of duplicates within the request is logged
             item = inputs[j]
@@ -222,7 +227,12 @@ class Scorer:
                 recording.timestamp,
                 bearing_spectra(recording.analysis, recording.channels),
             )
-        stored = logged | self.log.commit(list(records.values()), list(events.values()), spectra)
+        stored = logged | self.log.commit(
+            list(records.values()),
+            list(events.values()),
+            spectra,
+            sampled=(sorted({key[:2] for key in sampled}), self.settings.baseline_recordings),
+        )
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
         return request_id, [
@@ -256,9 +266,10 @@ class Scorer:
         values: np.ndarray,
         needed: list[str],
         logged_times: dict[tuple[str, int], list[datetime]],
-    ) -> tuple[np.ndarray, list[int]]:
-        """Each input's baseline row (in ``needed`` order) and how many recordings made it,
-        given each bearing's logged baseline sample times.
+    ) -> tuple[np.ndarray, list[int], list[tuple[str, int, datetime]]]:
+        """Each input's baseline row (in ``needed`` order), how many recordings made it, and
+        the recordings stored as new baseline samples, given each bearing's logged baseline
+        sample times.
 
         The bearing's recordings in this request that are among its first by time become
         samples first, so every row of a bearing uses the same baseline, as in training."""
@@ -274,7 +285,7 @@ class Scorer:
                 candidates[item.key] = (item.machine, item.bearing, item.timestamp)
                 candidates[item.key] += (item.features,)
         if candidates:
-            self.log.add_baseline_samples(list(candidates.values()), k)
+            self.log.add_baseline_samples(list(candidates.values()))
             times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
         stale = [key for key in keys if self._cached(key, times[key]) is None]
         for key, samples in self.log.baseline_samples(stale, k).items():
@@ -293,7 +304,7 @@ class Scorer:
                 rows[key] = np.array([baseline.medians.get(f, np.nan) for f in needed])
             baselines[j] = rows[key]
             counts[j] = len(baseline.times)
-        return baselines, counts
+        return baselines, counts, list(candidates)
 
     def _cached(self, key: tuple[str, int], times: list[datetime]) -> Baseline | None:
         cached = self._baselines.get(key)
