@@ -115,7 +115,9 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         # 1,000 feature rows (the default max_request_rows) are about 5.1 MB of JSON.
-        8_000_000, gt=0, description="a request body larger than this gets 413, unread"
+        8_000_000,
+        gt=0,
+        description="a request body larger than this gets 413, unread",
     )
     max_header_bytes: int = Field(16_384, gt=0, description="larger request headers get 431")
     max_line_bytes: int = Field(

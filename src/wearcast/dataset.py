@@ -40,7 +40,7 @@ import sys
 import time
 import types
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -482,7 +482,7 @@ def build_table(
     settings: Settings,
     *,
     runs: list[RunFiles] | None = None,
-    unreadable: list[Quarantined] | None = None,
+    unreadable: Sequence[Quarantined] = (),
 ) -> FeaturizeResult:
     """Merge the committed batches into ``table.parquet`` with labels (only if they changed).
 
@@ -498,7 +498,6 @@ def build_table(
     if runs is None:
         unreadable = []
         runs = discover_runs(data_dir, unreadable=unreadable)
-    unreadable = unreadable or []
     infos = {run.info.name: run.info for run in runs}
     described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -468,7 +469,7 @@ class PredictionLog:
         with self.engine.begin() as conn:
             conn.execute(self._insert(_BaselineSample).on_conflict_do_nothing(), rows)
 
-    def _keep_first_samples(self, conn, keys: list[Key], recordings: int) -> None:
+    def _keep_first_samples(self, conn, keys: Iterable[Key], recordings: int) -> None:
         if self.engine.dialect.name == "postgresql":  # SQLite's writer lock does this
             for machine, bearing in sorted(keys):  # sorted: no deadlock between two requests
                 conn.execute(
@@ -512,7 +513,7 @@ class PredictionLog:
         records: list[PredictionRecord],
         events: list[OutboxEvent] = (),
         spectra: RecordingSpectra | None = None,
-        sampled: tuple[list[Key], int] = ((), 0),
+        sampled: tuple[Iterable[Key], int] = ((), 0),
     ) -> dict[RecordingKey, LoggedAnswer]:
         """Log predictions, one per recording: a recording already logged (by a concurrent
         request) keeps its first answer. Returns what is logged for these recordings.
@@ -715,8 +716,7 @@ def _logged_query(n: int):
     ).where(
         or_(
             *(
-                (_Prediction.machine == bindparam(f"machine_{i}"))
-                & (_Prediction.bearing == bindparam(f"bearing_{i}"))
+                _of_bearing(_Prediction, i)
                 & (_Prediction.recorded_at == bindparam(f"at_{i}", type_=DateTime))
                 for i in range(n)
             )

@@ -59,9 +59,6 @@ __all__ = [
 CHAMPION = "champion"
 PROGNOSTICS_FILE = "prognostics.joblib"
 
-# mlflow draws a progress bar per artifact download: a model load is several small files, and in
-# a log (the API's, a DAG task's) each bar is one more line of noise. Unless the user asks.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 REFERENCE_FILE = "reference.parquet"  # drift reference (wearcast.monitoring), under monitoring/
 EXPERIMENT = "wearcast"
 
@@ -83,6 +80,10 @@ def client(settings: Settings) -> MlflowClient:
     polls with one; :func:`connect` is for code that logs runs)."""
     if settings.tracking_uri is None:
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    # mlflow draws a progress bar per artifact download: a model load is several small files,
+    # and in a log (the API's, a DAG task's) each bar is one more line of noise. Unless the
+    # user asks; set here, where the store is first used, not when this module is imported.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.resolved_tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -100,7 +101,7 @@ def connect(settings: Settings) -> MlflowClient:
             location = (settings.mlflow_dir / "artifacts").as_uri()
         mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return client(settings)
 
 
 def dump_artifact(obj, path: Path) -> None:

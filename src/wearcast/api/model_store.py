@@ -45,12 +45,13 @@ class LoadedModel:
     reference: pd.DataFrame | None = field(default=None, compare=False)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    @property
+    # Read several times per scored request (once per logged row): computed once per version.
+    @functools.cached_property
     def features(self) -> list[str]:
         """The features the model needs (each also as a baseline)."""
         return list(self.pipeline.named_steps["relative"].features_)
 
-    @property
+    @functools.cached_property
     def input_columns(self) -> list[str]:
         return self.features + [BASELINE_PREFIX + f for f in self.features]
 

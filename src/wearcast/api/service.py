@@ -231,7 +231,7 @@ class Scorer:
             list(records.values()),
             list(events.values()),
             spectra,
-            sampled=(sorted({key[:2] for key in sampled}), self.settings.baseline_recordings),
+            sampled=({key[:2] for key in sampled}, self.settings.baseline_recordings),
         )
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
