@@ -72,6 +72,7 @@ __all__ = [
     "PredictionLog",
     "PredictionRecord",
     "ScoringHistory",
+    "earliest_times",
     "utcnow",
 ]
 
@@ -259,6 +260,15 @@ class ScoringHistory:
     first_times: dict[Key, datetime | None]
 
 
+def earliest_times(recordings: Iterable[RecordingKey]) -> dict[Key, datetime]:
+    """Each bearing's earliest time among ``recordings``."""
+    earliest: dict[Key, datetime] = {}
+    for machine, bearing, at in recordings:
+        key = (machine, bearing)
+        earliest[key] = min(at, earliest.get(key, at))
+    return earliest
+
+
 class PredictionLog:
     def __init__(self, url: str):
         sqlite = url.startswith("sqlite")
@@ -442,10 +452,7 @@ class PredictionLog:
         """What answering these recordings needs of the log, read in one transaction: what is
         already answered, each bearing's baseline sample times, its last ``window``
         predictions before the earliest of its recordings here, and its first logged one."""
-        earliest: dict[Key, datetime] = {}
-        for machine, bearing, at in recordings:
-            key = (machine, bearing)
-            earliest[key] = min(at, earliest.get(key, at))
+        earliest = earliest_times(recordings)
         keys = sorted(earliest)
         with self.engine.connect() as conn:
             return ScoringHistory(
@@ -454,6 +461,11 @@ class PredictionLog:
                 recent=_recent(conn, keys, window, earliest),
                 first_times=_first_times(conn, keys),
             )
+
+    def recent(self, before: dict[Key, datetime], window: int) -> dict[Key, list[LoggedPoint]]:
+        """Each bearing's last ``window`` predictions before its own ``before`` time."""
+        with self.engine.connect() as conn:
+            return _recent(conn, sorted(before), window, before)
 
     def add_baseline_samples(self, samples: list[tuple[str, int, datetime, dict]]) -> None:
         """Store candidate baseline samples; a sample already stored for the same recording

@@ -35,6 +35,7 @@ from wearcast.prediction_log import (
     PredictionRecord,
     RecordingSpectra,
     ScoringHistory,
+    earliest_times,
 )
 from wearcast.prognostics import Prognostics
 from wearcast.rig import Rig, bearing_channels
@@ -170,8 +171,9 @@ class Scorer:
         history = self.log.scoring_history(
             [i.key for i in inputs],
             baseline_recordings=self.settings.baseline_recordings,
-            window=self._window(prognostics) - 1,
+            window=self._window(prognostics, alarmed=False) - 1,
         )
+        self._read_alarmed_trend(inputs, history, prognostics)
         logged = history.logged
         _check_conflicts(inputs, digests, logged)
         fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
@@ -334,10 +336,7 @@ class Scorer:
         window = self._window(prognostics)
         recent = history.recent
         # A bearing's age counts from its first recording: logged, or the earliest here.
-        earliest: dict[tuple[str, int], datetime] = {}
-        for item in inputs:
-            key = (item.machine, item.bearing)
-            earliest[key] = min(item.timestamp, earliest.get(key, item.timestamp))
+        earliest = earliest_times(i.key for i in inputs)
         start = {key: min(t, history.first_times[key] or t) for key, t in earliest.items()}
         k = self.settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
@@ -378,13 +377,31 @@ class Scorer:
             )
         return answers, before
 
-    def _window(self, prognostics: Prognostics | None) -> int:
+    def _window(self, prognostics: Prognostics | None, *, alarmed: bool = True) -> int:
         """How many predictions of a bearing (the new one included) its next answer needs:
-        the alarm rule's memory and the trend the remaining life is fitted to."""
+        the alarm rule's memory and, for a bearing in alarm (``alarmed``), the health trend
+        since the alarm that its remaining life is fitted to."""
         window = max(self.settings.alarm_n, self.settings.rul_trend_recordings)
         if prognostics is not None:
-            window = max(window, prognostics.rule.memory, HEALTH_HISTORY)
+            window = max(window, prognostics.rule.memory)
+            if alarmed:
+                window = max(window, HEALTH_HISTORY)
         return window
+
+    def _read_alarmed_trend(
+        self, inputs: list[BearingInput], history: ScoringHistory, prognostics: Prognostics | None
+    ) -> None:
+        """Read further back for the bearings logged last in alarm: the trend since their alarm.
+        The others' alarm, if any, starts in this request (a second read only for those: most
+        bearings are not in alarm, and the long read was most of a request's time in the log)."""
+        if prognostics is None:
+            return
+        alarmed = {
+            key for key, points in history.recent.items() if points and points[-1].state == ALARM
+        }
+        if alarmed:
+            earliest = earliest_times(i.key for i in inputs if i.key[:2] in alarmed)
+            history.recent.update(self.log.recent(earliest, self._window(prognostics) - 1))
 
     def _wear_status(self, tail: list[LoggedPoint], timestamp: datetime, wear: float) -> dict:
         """A version trained without prognostics: the wear k-of-n rule and the wear trend."""
