@@ -32,6 +32,10 @@ CORRUPTIONS = {
         "20000 rows, expected 20480",
     ),
     "2003.10.23.00.00.09": (lambda t: _clip(t, 2), "channel 2 is clipped"),
+    # Finite, but no accelerometer reads them: their features overflowed the float32 table and
+    # the whole `wearcast predict` stopped (1e10), or were scored as wear (1e6).
+    "2003.10.23.00.00.10": (lambda t: _cell(t, 50, 2, "1e10"), "outside any physical range"),
+    "2003.10.23.00.00.11": (lambda t: _cell(t, 9, 4, "-1e6"), "outside any physical range"),
 }
 
 
@@ -101,8 +105,11 @@ def test_each_damaged_copy_is_quarantined_with_its_reason(report: IngestReport, 
 
 
 def test_location_of_a_bad_cell_is_reported(report: IngestReport):
-    bad = {q.file: q for q in report.quarantined}["1st_test/2003.10.23.00.00.02"]
+    quarantined = {q.file: q for q in report.quarantined}
+    bad = quarantined["1st_test/2003.10.23.00.00.02"]
     assert (bad.line, bad.column) == (7, 3)
+    huge = quarantined["1st_test/2003.10.23.00.00.10"]
+    assert (huge.line, huge.column) == (50, 2)
 
 
 def test_a_file_that_is_not_a_recording_is_quarantined_too(report: IngestReport):

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     clip_run_samples: int = Field(
         3, ge=2, description="this many consecutive samples pinned at the extreme mean clipping"
     )
+    max_abs_sample_g: float = Field(
+        1000.0,
+        gt=0,
+        le=1e6,  # features of samples up to this stay finite, also stored as float32
+        description="a sample beyond this many g either way is outside any accelerometer's "
+        "range: a corrupt file or another unit",
+    )
 
     # Features.
     band_width_hz: float = Field(100.0, gt=0, description="width of the linear spectrum bands")

@@ -274,6 +274,16 @@ def validate_signal(
         raise RecordingError(
             f"{channels} channels, but this run's recordings have {expected_channels}"
         )
+    beyond = np.abs(data) > settings.max_abs_sample_g
+    if beyond.any():
+        line, ch = (int(i) for i in np.argwhere(beyond)[0])
+        raise RecordingError(
+            f"channel {ch + 1}: sample {data[line, ch]:g} g is outside any physical range "
+            f"(beyond {settings.max_abs_sample_g:g} g either way, WEARCAST_MAX_ABS_SAMPLE_G: "
+            "a corrupt file, or samples in another unit)",
+            line=line + 1,
+            column=ch + 1,
+        )
     std = data.std(axis=0)
     for ch in np.flatnonzero(std < settings.dead_channel_std_g):
         raise RecordingError(
