@@ -145,6 +145,18 @@ def test_a_folder_of_unknown_files_gets_a_clear_error(tmp_path: Path):
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize("command", ["ingest", "featurize"])
+def test_a_folder_without_recordings_is_an_error_not_an_empty_success(tmp_path: Path, command):
+    """A mistyped or empty folder answered "0 files" (and an empty table) with exit code 0."""
+    empty = tmp_path / "landing"
+    (empty / "run_1").mkdir(parents=True)
+    (empty / ".hidden").write_text("not a recording\n")
+    result = CliRunner().invoke(app, [command, str(empty), "--json"])
+    assert result.exit_code == 2, result.output
+    assert f"{empty}: no recordings in it or below" in " ".join(result.output.split())
+    assert not (tmp_path / "home" / "tables").exists()
+
+
 def test_an_unknown_format_in_run_json_names_the_file(tmp_path: Path):
     run = tmp_path / "r"
     run.mkdir()

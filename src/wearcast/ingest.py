@@ -212,7 +212,7 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
     """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
 
     Raises ValueError naming a file when there are files but none of them is a recording of
-    a known format. A folder that cannot be listed is never skipped silently: it is appended
+    a known format, and when there are no files at all. A folder that cannot be listed is never skipped silently: it is appended
     to ``unreadable`` (with the reason) if that list is given, else it raises ``OSError``.
     """
     data_dir = Path(data_dir)
@@ -234,6 +234,10 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
         raise ValueError(
             f"{unknown[0]}: matches no known recording format, and no other file under "
             f"{data_dir} does (expected {expected_formats()})"
+        )
+    if not runs and not errors:  # a mistyped or empty folder is not an empty success
+        raise ValueError(
+            f"{data_dir}: no recordings in it or below (expected {expected_formats()})"
         )
     names = [r.info.name for r in runs]
     if len(set(names)) != len(names):
