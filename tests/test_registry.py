@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from wearcast import registry
-from wearcast.cli import app
+from wearcast.cli import app, next_step
 from wearcast.config import Settings
 from wearcast.dataset import featurize, load_training_table, read_table
 from wearcast.evaluate import BearingOutcome, Evaluation
@@ -214,3 +214,21 @@ registry.dump_artifact({{"medians": medians}}, {str(path)!r})
     subprocess.run([sys.executable, "-c", writer], check=True, capture_output=True)
     expected = pd.Series([0.1, 0.2], index=pd.Index(["rms", "kurtosis"], dtype="str"))
     assert joblib.load(path)["medians"].equals(expected)
+
+
+def test_the_main_jobs_next_step_after_a_challenger_is_a_command_that_works(world, monkeypatch):
+    """After a version kept as challenger the main job said `wearcast predict DATA` scores
+    with the champion, which can be another rig's model that refuses these recordings (found
+    by a fresh-clone trial): it now names the version."""
+    settings, _, root = world
+    monkeypatch.setenv("WEARCAST_HOME", str(settings.home))
+    _register(settings, GOOD, root)
+    version, decision = _register(settings, BAD, root)
+    assert not decision.promoted
+    hint = next_step({"promoted": False, "version": version}, root / "data")
+    command = re.search(r"\[bold\](wearcast predict [^\[]+)\[/bold\]", hint)[1].split()[1:]
+    assert command[-2:] == ["--model-version", str(version)]
+    result = CliRunner().invoke(app, [*command, "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)
+    assert answers and {a["model_version"] for a in answers} == {version}

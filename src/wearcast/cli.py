@@ -718,6 +718,17 @@ def pipeline(
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     _print_training(summary)
-    console.print(
-        f"\nnext: [bold]wearcast predict {data_dir}[/bold] scores recordings with the champion"
+    console.print(f"\nnext: {next_step(summary, data_dir)}", soft_wrap=True)
+
+
+def next_step(summary: dict, data_dir: Path) -> str:
+    """What to run after the main job registered a version."""
+    if summary["promoted"]:
+        return f"[bold]wearcast predict {data_dir}[/bold] scores recordings with it"
+    # The champion may be another rig's model, which cannot score these recordings.
+    version = summary["version"]
+    return (
+        f"the champion is unchanged; [bold]wearcast predict {data_dir} --model-version "
+        f"{version}[/bold] scores recordings with this version, [bold]wearcast promote "
+        f"{version}[/bold] makes it the champion"
     )

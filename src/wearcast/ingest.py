@@ -212,8 +212,9 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
     """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
 
     Raises ValueError naming a file when there are files but none of them is a recording of
-    a known format, and when there are no files at all. A folder that cannot be listed is never skipped silently: it is appended
-    to ``unreadable`` (with the reason) if that list is given, else it raises ``OSError``.
+    a known format, and when there are no files at all. A folder that cannot be listed is
+    never skipped silently: it is appended to ``unreadable`` (with the reason) if that list is
+    given, else it raises ``OSError``.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
