@@ -46,6 +46,8 @@ def _chunks(total: int, piece: int = 1 << 16):
 
 def _shape(response) -> dict:
     body = response.json()
+    # Every error written alike, those refused before the app (401, 413, 431) included.
+    assert response.content == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     if response.request.url.path.startswith("/v2/"):  # the Open Inference Protocol's shape
         assert set(body) == {"error"}, body
         body = {"error": body["error"], "detail": body["error"]}

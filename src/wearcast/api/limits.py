@@ -37,9 +37,10 @@ OPEN_PATHS = frozenset(
 def error_body(kind: str, detail, path: str = "") -> bytes:
     """The documented error shape, ``{"error": ..., "detail": ...}``; under /v2 the Open
     Inference Protocol's, ``{"error": detail}``."""
-    if path == "/v2" or path.startswith("/v2/"):
-        return json.dumps({"error": detail}).encode()
-    return json.dumps({"error": kind, "detail": detail}).encode()
+    oip = path == "/v2" or path.startswith("/v2/")
+    body = {"error": detail} if oip else {"error": kind, "detail": detail}
+    # Written as the app's own error responses are (Starlette's JSONResponse): compact.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class RequestLimits:
