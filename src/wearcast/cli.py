@@ -294,7 +294,7 @@ def inspect(
         "skew",
         *(f"env {d}" for d in DEFECTS),
     ):
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", overflow="fold")
     for c in channels:
         table.add_row(
             str(c["index"]),
@@ -477,7 +477,11 @@ def train(
 def _records_table(title: str, rows: list[dict]) -> Table:
     table = Table(title=title)
     for column in rows[0] if rows else []:
-        table.add_column(column, justify="left" if column in ("detector", "estimator") else "right")
+        table.add_column(
+            column,
+            justify="left" if column in ("detector", "estimator") else "right",
+            overflow="fold",
+        )
     for row in rows:
         table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
     return table
@@ -584,23 +588,27 @@ def predict(
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    table = Table(title=f"{settings.model_name} version {version}")
-    for header in ("file", "bearing", "wear", "health", "state", "RUL h", "RUL interval h"):
-        table.add_column(header, justify="right" if header != "file" else "left")
+    title = f"{settings.model_name} version {version}"
+    if "health_threshold" in results[0]:  # one threshold per version
+        title += f", health indicator threshold {results[0]['health_threshold']:.2f}"
+    table = Table(title=title)
+    # A file name is copied whole: the numbers fold first on a narrow terminal.
+    table.add_column("file", min_width=max(len(r["file"]) for r in results), overflow="fold")
+    for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
+        table.add_column(header, justify="right", overflow="fold")
     shown = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
     for r in results:
         state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
-        interval = (
-            f"{r['rul_low_h']:.1f}-{r['rul_high_h']:.1f}" if r.get("rul_low_h") is not None else "-"
-        )
+        life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
+        if r.get("rul_low_h") is not None:
+            life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"
         table.add_row(
             r["file"],
             str(r["bearing"]),
             f"{r['wear']:.3f}",
-            f"{r['health']:.2f} / {r['health_threshold']:.2f}" if "health" in r else "-",
+            f"{r['health']:.2f}" if "health" in r else "-",
             shown.get(state, state),
-            "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}",
-            interval,
+            life,
         )
     console.print(table)
     for r in results:

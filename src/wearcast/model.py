@@ -227,5 +227,6 @@ def check_rig(features: Iterable[str], trained_on: Iterable[str]) -> None:
         raise ForeignRig(
             f"the recording {' and '.join(differences)}: it was made on another rig "
             "(recording format or sampling rate) than the model's training recordings; use a "
-            "model trained on recordings of this kind"
+            "model trained on recordings of this kind (one registered model per rig: "
+            "WEARCAST_MODEL_NAME names it)"
         )
