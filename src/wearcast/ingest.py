@@ -34,6 +34,7 @@ from wearcast.formats.ims import parse_recording
 from wearcast.rig import RUN_METADATA_FILE, Rig, RunInfo, bearing_channels, load_run_info
 
 __all__ = [
+    "NoRecordings",
     "Recording",
     "RecordingError",
     "Quarantined",
@@ -208,13 +209,17 @@ def _visible_files(directory: Path) -> list[str]:
     )
 
 
+class NoRecordings(ValueError):
+    """A folder with no file in it or below (:func:`discover_runs`)."""
+
+
 def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None) -> list[RunFiles]:
     """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
 
     Raises ValueError naming a file when there are files but none of them is a recording of
-    a known format, and when there are no files at all. A folder that cannot be listed is
-    never skipped silently: it is appended to ``unreadable`` (with the reason) if that list is
-    given, else it raises ``OSError``.
+    a known format, and :class:`NoRecordings` when there are no files at all. A folder that
+    cannot be listed is never skipped silently: it is appended to ``unreadable`` (with the
+    reason) if that list is given, else it raises ``OSError``.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -237,7 +242,7 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
             f"{data_dir} does (expected {expected_formats()})"
         )
     if not runs and not errors:  # a mistyped or empty folder is not an empty success
-        raise ValueError(
+        raise NoRecordings(
             f"{data_dir}: no recordings in it or below (expected {expected_formats()})"
         )
     names = [r.info.name for r in runs]
