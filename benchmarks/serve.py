@@ -117,13 +117,12 @@ async def drive(make_request, clients: int, seconds: float) -> dict:
     errors = 0
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients)) as http:
         end = time.perf_counter() + seconds
-        counter = _REQUESTS
 
         async def loop() -> None:
             nonlocal errors
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
-                response = await make_request(http, next(counter))
+                response = await make_request(http, next(_REQUESTS))
                 latencies.append(time.perf_counter() - t0)
                 errors += response.status_code != 200
 

@@ -52,16 +52,11 @@ def wearcast_retrain():
         import logging
 
         from wearcast.dataset import pending_files, write_batches
-        from wearcast.ingest import NoRecordings
 
         settings = Settings()
         table_dir = settings.tables_dir / "default"
         unreadable = []
-        try:
-            tasks = pending_files(settings.watched_data_dir, table_dir, unreadable=unreadable)
-        except NoRecordings as exc:  # a landing folder before its first recording arrives
-            logging.getLogger(__name__).warning("nothing to featurize: %s", exc)
-            tasks = []
+        tasks = pending_files(settings.watched_data_dir, table_dir, unreadable=unreadable)
         for folder in unreadable:
             logging.getLogger(__name__).warning("skipped %s: %s", folder.file, folder.reason)
         folder = table_dir / "batches" / run_id.replace(":", "-").replace("+", "-")

@@ -34,7 +34,6 @@ from wearcast.formats.ims import parse_recording
 from wearcast.rig import RUN_METADATA_FILE, Rig, RunInfo, bearing_channels, load_run_info
 
 __all__ = [
-    "NoRecordings",
     "Recording",
     "RecordingError",
     "Quarantined",
@@ -209,17 +208,14 @@ def _visible_files(directory: Path) -> list[str]:
     )
 
 
-class NoRecordings(ValueError):
-    """A folder with no file in it or below (:func:`discover_runs`)."""
-
-
 def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None) -> list[RunFiles]:
     """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
 
     Raises ValueError naming a file when there are files but none of them is a recording of
-    a known format, and :class:`NoRecordings` when there are no files at all. A folder that
-    cannot be listed is never skipped silently: it is appended to ``unreadable`` (with the
-    reason) if that list is given, else it raises ``OSError``.
+    a known format, and naming the folder when there are no files at all (a landing folder
+    before its first recording included: nothing to train on is an error, not an empty
+    table). A folder that cannot be listed is never skipped silently: it is appended to
+    ``unreadable`` (with the reason) if that list is given, else it raises ``OSError``.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -242,7 +238,7 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
             f"{data_dir} does (expected {expected_formats()})"
         )
     if not runs and not errors:  # a mistyped or empty folder is not an empty success
-        raise NoRecordings(
+        raise ValueError(
             f"{data_dir}: no recordings in it or below (expected {expected_formats()})"
         )
     names = [r.info.name for r in runs]
@@ -284,9 +280,11 @@ def validate_signal(
         raise RecordingError(
             f"{channels} channels, but this run's recordings have {expected_channels}"
         )
-    beyond = np.abs(data) > settings.max_abs_sample_g
-    if beyond.any():
-        line, ch = (int(i) for i in np.argwhere(beyond)[0])
+    # Each channel's extremes, for the physical range here and for clipping below.
+    highs, lows = data.max(axis=0), data.min(axis=0)
+    for ch in np.flatnonzero(np.maximum(highs, -lows) > settings.max_abs_sample_g):
+        ch = int(ch)
+        line = int(np.argmax(np.abs(data[:, ch]) > settings.max_abs_sample_g))
         raise RecordingError(
             f"channel {ch + 1}: sample {data[line, ch]:g} g is outside any physical range "
             f"(beyond {settings.max_abs_sample_g:g} g either way, WEARCAST_MAX_ABS_SAMPLE_G: "
@@ -304,7 +302,7 @@ def validate_signal(
     run = settings.clip_run_samples
     for ch in range(channels):
         x = data[:, ch]
-        for extreme in (x.max(), x.min()):
+        for extreme in (highs[ch], lows[ch]):
             pinned = np.flatnonzero(x == extreme)
             # `run` consecutive samples at the extreme: the signal is flat-topped.
             if len(pinned) >= run and np.any(pinned[run - 1 :] - pinned[: 1 - run] == run - 1):

@@ -62,6 +62,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from wearcast.alarms import ALARM
 from wearcast.features import Spectra
 
 __all__ = [
@@ -447,25 +448,31 @@ class PredictionLog:
         return {key: [(t, f) for t, f in found] for key, found in rows.items()}
 
     def scoring_history(
-        self, recordings: list[RecordingKey], *, baseline_recordings: int, window: int
+        self,
+        recordings: list[RecordingKey],
+        *,
+        baseline_recordings: int,
+        window: int,
+        alarm_window: int = 0,
     ) -> ScoringHistory:
         """What answering these recordings needs of the log, read in one transaction: what is
         already answered, each bearing's baseline sample times, its last ``window``
-        predictions before the earliest of its recordings here, and its first logged one."""
+        predictions before the earliest of its recordings here (``alarm_window`` if the last
+        of them is in alarm: the trend since the alarm), and its first logged one."""
         earliest = earliest_times(recordings)
         keys = sorted(earliest)
         with self.engine.connect() as conn:
+            recent = _recent(conn, keys, window, earliest)
+            # Most bearings are not in alarm: the long read only for those that are.
+            alarmed = [k for k in keys if recent[k] and recent[k][-1].state == ALARM]
+            if alarmed and alarm_window > window:
+                recent |= _recent(conn, alarmed, alarm_window, earliest)
             return ScoringHistory(
                 logged=self._logged(conn, recordings),
                 baseline_times=_baseline_times(conn, keys, baseline_recordings),
-                recent=_recent(conn, keys, window, earliest),
+                recent=recent,
                 first_times=_first_times(conn, keys),
             )
-
-    def recent(self, before: dict[Key, datetime], window: int) -> dict[Key, list[LoggedPoint]]:
-        """Each bearing's last ``window`` predictions before its own ``before`` time."""
-        with self.engine.connect() as conn:
-            return _recent(conn, sorted(before), window, before)
 
     def add_baseline_samples(self, samples: list[tuple[str, int, datetime, dict]]) -> None:
         """Store candidate baseline samples; a sample already stored for the same recording

@@ -252,3 +252,26 @@ def test_large_requests_are_read_in_chunks_without_losing_or_inventing_a_recordi
     assert len(read.recent) == 250
     assert all([p.wear for p in points] == [0.0, 0.04] for points in read.recent.values())
     assert set(read.first_times.values()) == {datetime(2004, 1, 1)}
+
+
+def test_a_bearing_logged_last_in_alarm_gets_its_longer_history(log):
+    """Scoring reads a bearing's last ``window`` predictions, and ``alarm_window`` for one
+    whose last is in alarm (its remaining life follows the trend since the alarm): the same
+    rows as one long read, oldest first, and nothing longer for the others."""
+    records = [
+        replace(_record("m", i), bearing=b, state="alarm" if b == 1 and i >= 20 else "ok")
+        for i in range(30)
+        for b in (1, 2)
+    ]
+    log.commit(records)
+    later = datetime(2004, 1, 2)
+    short = log.scoring_history(
+        [("m", 1, later), ("m", 2, later)], baseline_recordings=20, window=5, alarm_window=25
+    )
+    long = log.scoring_history(
+        [("m", 1, later), ("m", 2, later)], baseline_recordings=20, window=25
+    )
+    assert short.recent[("m", 1)] == long.recent[("m", 1)]
+    assert [p.state for p in short.recent[("m", 1)]] == ["ok"] * 15 + ["alarm"] * 10
+    assert short.recent[("m", 2)] == long.recent[("m", 2)][-5:]
+    assert len(short.recent[("m", 2)]) == 5

@@ -164,8 +164,8 @@ class Scorer:
             [i.key for i in inputs],
             baseline_recordings=self.settings.baseline_recordings,
             window=self._window(prognostics, alarmed=False) - 1,
+            alarm_window=self._window(prognostics) - 1,
         )
-        self._read_alarmed_trend(inputs, history, prognostics)
         logged = history.logged
         _check_conflicts(inputs, digests, logged)
         fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
@@ -379,21 +379,6 @@ class Scorer:
             if alarmed:
                 window = max(window, HEALTH_HISTORY)
         return window
-
-    def _read_alarmed_trend(
-        self, inputs: list[BearingInput], history: ScoringHistory, prognostics: Prognostics | None
-    ) -> None:
-        """Read further back for the bearings logged last in alarm: the trend since their alarm.
-        The others' alarm, if any, starts in this request (a second read only for those: most
-        bearings are not in alarm, and the long read was most of a request's time in the log)."""
-        if prognostics is None:
-            return
-        alarmed = {
-            key for key, points in history.recent.items() if points and points[-1].state == ALARM
-        }
-        if alarmed:
-            earliest = earliest_times(i.key for i in inputs if i.key[:2] in alarmed)
-            history.recent.update(self.log.recent(earliest, self._window(prognostics) - 1))
 
     def _wear_status(self, tail: list[LoggedPoint], timestamp: datetime, wear: float) -> dict:
         """A version trained without prognostics: the wear k-of-n rule and the wear trend."""
