@@ -241,3 +241,23 @@ def test_a_run_json_edit_refeaturizes_and_relabels_only_that_run(tmp_path: Path,
     assert (after.loc["a", "spec_bpfo"] != before.loc["a", "spec_bpfo"]).all()
     assert after.loc["b", "spec_bpfo"].equals(before.loc["b", "spec_bpfo"])
     assert np.allclose(after.loc["b", "rul_h"] - before.loc["b", "rul_h"], 1 / 60)
+
+
+def test_featurize_says_why_files_were_quarantined_and_fails_when_none_is_usable(tmp_path: Path):
+    """A PRONOSTIA run without its start date: every file quarantined, and featurize said only
+    "0 rows ... 3 quarantined" with exit code 0 (the reason was in quarantine.json alone)."""
+    run = tmp_path / "data" / "r"
+    run.mkdir(parents=True)
+    for i in range(1, 6):
+        (run / f"acc_{i:05d}.csv").write_text(_pronostia_text(9, 0, 10 * i))
+    command = ["--home", str(tmp_path / "home"), "featurize", str(run.parent)]
+    result = CliRunner().invoke(app, command)
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "r/acc_00001.csv: PRONOSTIA files hold only the time of day" in output
+    assert "2 more for the same reason" in output
+    assert f"nothing featurized: every recording under {run.parent} is quarantined" in output
+    (run / "run.json").write_text(json.dumps({"name": "r", "start": "2010-12-01T09:00:00"}))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert "5 rows" in result.output and "quarantined r/" not in result.output

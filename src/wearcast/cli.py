@@ -340,6 +340,7 @@ def featurize(
 ) -> None:
     """Validate and featurize recordings into the training table (incremental, all cores)."""
     from wearcast.dataset import featurize as featurize_folder
+    from wearcast.ingest import Quarantined
 
     settings = settings_of(ctx)
     out = out or settings.tables_dir / "default"
@@ -355,16 +356,20 @@ def featurize(
             )
         except (OSError, ValueError) as exc:
             raise fail(str(exc)) from None
+    report = result.table.parent / "quarantine.json"
     if as_json:
         print(
             json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()})
         )
-        return
-    console.print(
-        f"{result.table}: {result.rows} rows; {result.processed} new or changed files read, "
-        f"{result.ingested} ingested and {result.quarantined} quarantined in all "
-        f"(see {result.table.parent / 'quarantine.json'})"
-    )
+    else:
+        if result.quarantined:
+            say_quarantined(console, [Quarantined(**q) for q in json.loads(report.read_text())])
+        console.print(
+            f"{result.table}: {result.rows} rows; {result.processed} new or changed files read, "
+            f"{result.ingested} ingested and {result.quarantined} quarantined in all (see {report})"
+        )
+    if not result.rows:
+        raise fail(f"nothing featurized: every recording under {data_dir} is quarantined")
 
 
 def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, **options) -> dict:
