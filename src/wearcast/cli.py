@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +58,9 @@ def main(
         ),
     ] = None,
 ) -> None:
+    # mlflow narrates its own bookkeeping (database tables created and migrated) at INFO: the
+    # commands say what matters; MLFLOW_LOGGING_LEVEL set by the user still wins.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         ctx.obj = Settings(home=home) if home else Settings()
     except ValueError as exc:
