@@ -34,6 +34,16 @@ def test_before_an_alarm_remaining_life_is_the_fleet_conditioned_on_survival():
     assert 0 < old.rul_h < 50 and "survival to 150 h" in old.method  # survived past most
 
 
+@pytest.mark.parametrize("age", [400.0, 2000.0])
+def test_a_bearing_that_outlived_the_whole_fleet_keeps_a_remaining_life_and_interval(age):
+    """A healthy bearing a week old beside a fleet that lived 33 h was told 0 h left with a
+    zero-width interval (the survival probability underflowed)."""
+    life = RemainingLife(coverage=0.8).fit(_fleet(30, 0))
+    estimate = life.estimate(np.array([0.0, age]), np.ones(2), None)
+    assert 0 < estimate.low_h < estimate.rul_h < estimate.high_h
+    assert estimate.rul_h < 0.2 * age  # the fleet's lives still say it is late in life
+
+
 def test_after_an_alarm_the_trend_narrows_the_estimate():
     runs = _fleet(30, 1)
     life = RemainingLife(coverage=0.8).fit(runs)

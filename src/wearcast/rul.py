@@ -58,11 +58,14 @@ def _lognormal(durations: np.ndarray) -> tuple[float, float]:
 
 
 def _conditional_quantiles(mu: float, sigma: float, age: float, probs) -> np.ndarray:
-    """Quantiles of (T - age) given T > age, T log-normal."""
+    """Quantiles of (T - age) given T > age, T log-normal.
+
+    Worked in log survival probabilities, so a bearing that has outlived the whole fleet still
+    gets a positive remaining life and interval (the far tail), not zero."""
     # scipy.special rather than a frozen scipy.stats distribution: this runs on every request.
-    dead = special.ndtr((math.log(age) - mu) / sigma) if age > 0 else 0.0
-    dead = min(dead, 1 - 1e-9)  # older than the fleet ever lived: the far tail's spacing
-    quantiles = np.exp(mu + sigma * special.ndtri(dead + np.asarray(probs) * (1 - dead))) - age
+    survived = special.log_ndtr(-(math.log(age) - mu) / sigma) if age > 0 else 0.0
+    left = survived + np.log1p(-np.asarray(probs, dtype=float))  # log P(T > age + r)
+    quantiles = np.exp(mu - sigma * special.ndtri_exp(left)) - age
     return np.maximum(quantiles, 0.0)
 
 
