@@ -13,9 +13,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from wearcast import registry
+from wearcast import cli, registry
 from wearcast.cli import app, next_step
 from wearcast.config import Settings
 from wearcast.dataset import featurize, load_training_table, read_table
@@ -178,7 +179,7 @@ def test_external_feature_table_with_run_metadata(tmp_path, world):
     assert bad.exit_code == 2 and f"{missing}: no such file" in bad.output
 
 
-def test_the_training_report_sets_the_model_beside_the_rms_rule(world):
+def test_the_training_report_sets_the_model_beside_the_rms_rule(world, monkeypatch):
     settings, _, root = world
     summary = train_challenger(settings, root / "table", config=GOOD, register=False)
     report = Path(summary["report"]).read_text()
@@ -188,6 +189,18 @@ def test_the_training_report_sets_the_model_beside_the_rms_rule(world):
     row = re.search(r"\| RMS rule +\|(.*)\|", section)[1].split("|")
     assert int(row[1]) == expected.loc["RMS rule", "missed"]
     assert float(row[2]) == pytest.approx(expected.loc["RMS rule", "median_lead_h"], abs=0.01)
+    # The summary (train --json, the DAG) and the terminal carry the served detector's figures
+    # too: the wear model's own table used to be all a user saw after training.
+    served = {r["detector"]: r for r in summary["early_warning"]}
+    health = expected.loc["wearcast health"]
+    assert served["wearcast health"]["false_alarms"] == health["false_alarms"]
+    json.dumps([summary["early_warning"], summary["remaining_life"]], allow_nan=False)
+    monkeypatch.setattr(cli, "console", Console(width=200))  # no name folded, whatever the tty
+    with cli.console.capture() as captured:
+        cli._print_training(summary, settings)
+    printed = " ".join(captured.get().split())
+    assert "the API alarms on the health indicator" in printed
+    assert "early warning" in printed and "wearcast health" in printed
 
 
 def test_artifacts_do_not_depend_on_what_the_training_process_imported(tmp_path):

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -401,14 +402,34 @@ def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, *
     return summary
 
 
-def _print_training(summary: dict) -> None:
+def _print_training(summary: dict, settings: Settings) -> None:
     m = summary["metrics"]
-    table = Table(title="held-out evaluation")
+    table = Table(title="held-out evaluation of the wear model")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in m.items():
         table.add_row(key, f"{value:.4g}")
     console.print(table)
+    served = "early warning below" if summary.get("early_warning") else "`--life` measures it"
+    console.print(
+        f"alarm figures and rul_mae_h above: the wear model's own rule (wear above "
+        f"{settings.alarm_threshold:g}, {settings.alarm_k} of {settings.alarm_n}) and its wear "
+        f"trend; the API alarms on the health indicator ({served}). always0 and age are trivial "
+        "baselines; age is the fraction of the run elapsed, which knows each run's failure time "
+        "(0 against linear labels by construction): a bar, not a rival"
+    )
+    for labels in ("piecewise", "linear"):
+        model, zero = m.get(f"wear_mae_{labels}_model"), m.get(f"wear_mae_{labels}_always0")
+        if model is not None and zero is not None and model >= zero:
+            console.print(
+                f"[yellow]note:[/yellow] against the {labels} labels the wear model's held-out "
+                f"error ({model:.4g}) is no better than always 0 ({zero:.4g})"
+            )
+    for title in ("early_warning", "remaining_life"):
+        if summary.get(title):
+            console.print(_records_table(title.replace("_", " "), summary[title]))
+    if summary.get("early_warning_not_measured"):
+        console.print(f"early warning not measured: {summary['early_warning_not_measured']}")
     console.print(f"chosen model: {summary['config']}")
     if "version" in summary:
         verdict = (
@@ -480,19 +501,41 @@ def train(
     if as_json:
         print(json.dumps(summary, indent=2, default=_json_default))
     else:
-        _print_training(summary)
+        _print_training(summary, settings)
+
+
+def _cell(value: object) -> str:
+    if value is None:  # a figure that does not exist (no failure caught: no lead)
+        return "-"
+    if not isinstance(value, float):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return "0" if abs(value) < 5e-4 else f"{value:.3g}"
+
+
+# Short headers: eight figures side by side in an 80-column terminal.
+_HEADERS = {
+    "failures": "failed",
+    "median_lead_h": "median lead h",
+    "min_lead_h": "min lead h",
+    "alarmed_in_first_half": "in 1st half",
+    "false_alarms": "false",
+    "false_alarms_per_1000h": "false /1000 h",
+    "phm2012_score": "PHM 2012",
+    "abs_error_h": "abs error h",
+    "estimator": "method",
+}
 
 
 def _records_table(title: str, rows: list[dict]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in rows[0] if rows else []:
-        table.add_column(
-            column,
-            justify="left" if column in ("detector", "estimator") else "right",
-            overflow="fold",
-        )
+        header = _HEADERS.get(column, column.replace("error_pct_", "error % ").replace("_", " "))
+        named = column in ("detector", "estimator")
+        table.add_column(header, justify="left" if named else "right", overflow="fold")
     for row in rows:
-        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(_cell(v) for v in row.values()))
     return table
 
 
@@ -545,12 +588,7 @@ def evaluate(
             )
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
-    extra = {}
-    if prognosis is not None:
-        extra = {
-            "early_warning": prognosis.detector_summary().to_dict("records"),
-            "remaining_life": prognosis.rul_summary().to_dict("records"),
-        }
+    extra = prognosis.summaries() if prognosis is not None else {}
     report = write_report(
         settings.reports_dir / f"evaluate-v{version}-{datetime.now():%Y%m%d-%H%M%S}",
         title=f"{settings.model_name} version {version}: held-out evaluation",
@@ -568,9 +606,10 @@ def evaluate(
             )
         )
         return
-    _print_training({"metrics": evaluation.metrics(), "config": config, "report": str(report)})
-    for title, rows in extra.items():
-        console.print(_records_table(title.replace("_", " "), rows))
+    _print_training(
+        {"metrics": evaluation.metrics(), "config": config, "report": str(report), **extra},
+        settings,
+    )
 
 
 @app.command()
@@ -734,7 +773,7 @@ def pipeline(
         summary = _train_and_gate(settings, table)
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
-    _print_training(summary)
+    _print_training(summary, settings)
     console.print(f"\nnext: {next_step(summary, data_dir)}", soft_wrap=True)
 
 

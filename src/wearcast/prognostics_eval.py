@@ -18,6 +18,7 @@ trend extrapolated to wear 1 (:func:`wearcast.alarms.rul_by_trend`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -73,6 +74,16 @@ class PrognosticsEvaluation:
                 }
             )
         return pd.DataFrame(rows)
+
+    def summaries(self) -> dict[str, list[dict]]:
+        """Both summaries as JSON-safe records (a missing figure is None, not NaN)."""
+        return {
+            name: json.loads(frame.to_json(orient="records"))
+            for name, frame in (
+                ("early_warning", self.detector_summary()),
+                ("remaining_life", self.rul_summary()),
+            )
+        }
 
     def rul_summary(self) -> pd.DataFrame:
         rows = []

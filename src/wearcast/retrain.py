@@ -121,7 +121,12 @@ def train_challenger(
         "bearings": [vars(b) for b in outcome.evaluation.bearings],
         "table_digest": digest,
         "reused": False,
+        "label_strategy": data.label_strategy,
     }
+    if isinstance(early_warning, str):
+        summary["early_warning_not_measured"] = early_warning
+    else:
+        summary |= early_warning.summaries()
     if register:
         client = registry.connect(settings)
         summary["version"] = registry.log_training(
