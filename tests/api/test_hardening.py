@@ -306,6 +306,29 @@ def test_a_refused_timestamp_says_why(client, recording, given, said):
     assert said in _shape(response)["detail"]
 
 
+def test_a_timestamp_that_contradicts_the_file_name_is_refused_not_preferred(client, recording):
+    """A file named 12:00:00 sent with timestamp=12:05:00 was logged at 12:05, silently."""
+    body = recording.read_bytes()
+    params = {"machine": "clash", "filename": "2004.01.01.12.00.00"}
+    clash = client.post(
+        "/v1/recordings",
+        params={**params, "timestamp": "2004-01-01T12:05:00"},
+        content=body,
+        headers={"content-type": "text/plain"},
+    )
+    assert clash.status_code == 422, clash.text
+    assert "name different times" in _shape(clash)["detail"]
+    assert client.get("/v1/bearings/clash:1").status_code == 404  # nothing logged
+    agreeing = client.post(  # the same instant with an offset agrees
+        "/v1/recordings",
+        params={**params, "timestamp": "2004-01-01T13:00:00+01:00"},
+        content=body,
+        headers={"content-type": "text/plain"},
+    )
+    assert agreeing.status_code == 200, agreeing.text
+    assert agreeing.json()["timestamp"] == "2004-01-01T12:00:00"
+
+
 def test_a_pronostia_snapshot_without_a_timestamp_is_told_to_give_one(client):
     """A PRONOSTIA file's name is its number, not its time (it got "timestamp 'acc_00001.csv'
     is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss")."""

@@ -49,28 +49,50 @@ _BODY = {
 
 
 def _timestamp(value: str | None, filename: str | None) -> datetime:
-    for candidate in (value, filename):
-        if not candidate:
-            continue
-        if len(candidate) > 64:
-            raise HTTPException(422, detail=f"timestamp of {len(candidate)} characters: too long")
-        try:
-            when = parse_timestamp(candidate.rsplit("/", 1)[-1])
-        except ValueError:
-            try:
-                when = datetime.fromisoformat(candidate)
-            except ValueError:
-                raise HTTPException(
-                    422,
-                    detail=f"timestamp {candidate!r} is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss",
-                ) from None
-        try:
-            return recording_time(when)
-        except ValueError as exc:
-            raise HTTPException(422, detail=f"timestamp {candidate!r}: {exc}") from None
+    """The recording's time: ``value`` (ISO 8601 or an IMS name), else the file's IMS name.
+    Both given and naming different times is an error: which one is right is not ours to guess."""
+    if value:
+        when = _parse_time(value)
+        named = _named_time(filename)
+        if named is not None and named != when:
+            raise HTTPException(
+                422,
+                detail=f"timestamp {value!r} and the file name {filename!r} name different "
+                "times: give one, or make them agree",
+            )
+        return when
+    if filename:
+        return _parse_time(filename)
     raise HTTPException(
         422, detail="no timestamp: give ?timestamp=, or ?filename= / an uploaded file named by it"
     )
+
+
+def _named_time(filename: str | None) -> datetime | None:
+    """The time an IMS file name states, if it is one."""
+    try:
+        return recording_time(parse_timestamp(filename.rsplit("/", 1)[-1])) if filename else None
+    except ValueError:
+        return None
+
+
+def _parse_time(candidate: str) -> datetime:
+    if len(candidate) > 64:
+        raise HTTPException(422, detail=f"timestamp of {len(candidate)} characters: too long")
+    try:
+        when = parse_timestamp(candidate.rsplit("/", 1)[-1])
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(candidate)
+        except ValueError:
+            raise HTTPException(
+                422,
+                detail=f"timestamp {candidate!r} is neither ISO 8601 nor YYYY.MM.DD.hh.mm.ss",
+            ) from None
+    try:
+        return recording_time(when)
+    except ValueError as exc:
+        raise HTTPException(422, detail=f"timestamp {candidate!r}: {exc}") from None
 
 
 def _format_hint(name: str | None, given: str) -> str | None:
@@ -131,7 +153,10 @@ async def post_recording(
     machine: Annotated[
         str, Query(pattern=MACHINE_PATTERN, description=f"machine or run id: {MACHINE_RULE}")
     ],
-    timestamp: Annotated[str | None, Query(description="ISO 8601 or YYYY.MM.DD.hh.mm.ss")] = None,
+    timestamp: Annotated[
+        str | None,
+        Query(description="ISO 8601 or YYYY.MM.DD.hh.mm.ss; must agree with an IMS file name"),
+    ] = None,
     filename: Annotated[
         str | None, Query(description="IMS file name, read as the timestamp")
     ] = None,
