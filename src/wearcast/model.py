@@ -47,7 +47,10 @@ __all__ = [
 
 # Features without a physical scale: comparable across machines as they are.
 SCALE_FREE = ("kurtosis", "crest", "env_kurtosis", "env_bpfo_snr", "env_bpfi_snr", "env_bsf_snr")
-FAMILIES = ("ridge", "random_forest", "extra_trees", "hist_gradient_boosting", "knn")
+# Cheapest first: the search tries each family's defaults in this order, and a trial started
+# within the budget runs to its end. A random forest's first trial on the six PRONOSTIA bearings
+# (7,531 rows, 320 columns) took 205 s on 2 cores; ridge 3 s, knn 1, boosting 6, extra trees 21.
+FAMILIES = ("ridge", "knn", "hist_gradient_boosting", "extra_trees", "random_forest")
 
 
 class BaselineRelative(TransformerMixin, BaseEstimator):
