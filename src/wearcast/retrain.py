@@ -121,7 +121,6 @@ def train_challenger(
         "bearings": [vars(b) for b in outcome.evaluation.bearings],
         "table_digest": digest,
         "reused": False,
-        "label_strategy": data.label_strategy,
     }
     if isinstance(early_warning, str):
         summary["early_warning_not_measured"] = early_warning
