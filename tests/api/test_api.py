@@ -23,7 +23,7 @@ from wearcast.model import ForeignRig
 from wearcast.predict import score_path
 from wearcast.retrain import train_challenger
 
-from .conftest import ADMIN, READER, LiveServer, api_settings
+from .conftest import ADMIN, READER, LiveServer, api_settings, bearing_rows_with_gain
 
 pytestmark = pytest.mark.slow
 
@@ -204,6 +204,28 @@ def test_malformed_json_and_infinite_numbers_are_4xx(client):
     )
     response = client.post("/v1/predict", content=row, headers={"content-type": "application/json"})
     assert response.status_code == 422 and "finite" in str(response.json()["detail"])
+
+
+def test_json_the_fast_parser_refuses_is_read_as_before(client, model_home):
+    """Feature rows are parsed by pydantic's JSON parser; what it refuses and the standard
+    library reads (a byte-order mark, a lone surrogate) is answered as before, not a 400."""
+    rows = bearing_rows_with_gain(model_home, 1.0)[:2]
+    plain = json.dumps({"rows": rows[:1]}).encode()
+    with_bom = b"\xef\xbb\xbf" + json.dumps({"rows": rows[1:]}).encode()
+    for body in (plain, with_bom):
+        response = client.post(
+            "/v1/predict", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 200, response.text
+    history = client.get(f"/v1/bearings/{rows[0]['machine']}:1").json()["predictions"]
+    assert len(history) == 2  # both rows scored and logged
+    rows[0]["machine"] = "m\ud800"  # json.dumps escapes it: the fast parser refuses that
+    response = client.post(
+        "/v1/predict",
+        content=json.dumps({"rows": rows[:1]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422 and "machine" in response.text
 
 
 def test_auth_rules(model_home, tmp_path):

@@ -6,10 +6,12 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request
 
 from wearcast.api.deps import MetricsDep, ModelDep, ReaderDep, ScorerDep, SettingsDep
+from wearcast.api.fast_json import FastJsonRoute
 from wearcast.api.schemas import ERROR_RESPONSES, FeatureRowsRequest, PredictionResponse
 from wearcast.api.service import BearingInput, responses
 
-router = APIRouter(prefix="/v1", tags=["predictions"])
+# Batches of feature rows are the large JSON bodies: parsed by pydantic's parser.
+router = APIRouter(prefix="/v1", tags=["predictions"], route_class=FastJsonRoute)
 
 
 @router.post(
