@@ -168,6 +168,16 @@ def test_a_run_without_known_end_is_healthy_so_far(settings):
     assert (labelled.wear == 0).all() and labelled.life_fraction.isna().all()
 
 
+def test_a_run_naming_failures_without_an_end_failed_at_its_last_recording(settings):
+    frame = _frame(30, rise_at=20)
+    info = RunInfo(name="r", failures={1: Defect.OUTER_RACE})
+    labelled = label_table(frame, {"r": info}, settings)
+    failing = labelled.query("bearing == 1")
+    assert failing.failed.all() and failing.rul_h.iloc[-1] == 0
+    assert failing.wear_linear.iloc[-1] == 1 and failing.wear_linear.iloc[0] == 0
+    assert (labelled.query("bearing != 1").wear == 0).all()
+
+
 def test_model_columns_are_the_same_for_one_and_two_channels_per_bearing(tmp_path, settings):
     for per in (1, 2):
         plan = plan_simulation(settings, runs=1, recordings=3, channels_per_bearing=per, seed=per)

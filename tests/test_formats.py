@@ -67,6 +67,9 @@ def test_geometry_and_speed_from_run_json_set_the_defect_frequencies():
         ({"failures": {"1": "cracked"}}, "failures.1"),
         ({"end": "2010-12-01T08:00:00"}, "is before start"),
         ({"envelope_band_hz": [5000, 2000]}, "low < high"),
+        ({"start": "2010-12-01T09:39:39Z"}, "has a UTC offset"),
+        ({"end": "2010-12-01T17:26:39+02:00"}, "has a UTC offset"),
+        ({"failures": {"2": "outer"}}, "failures name bearing 2, but n_bearings is 1"),
     ],
 )
 def test_a_bad_run_json_says_which_field(change, words):

@@ -132,6 +132,35 @@ def test_ingest_command_json(damaged_run: Path):
     assert all(q["reason"] for q in out["quarantined"])
 
 
+def test_a_run_folder_of_unknown_files_beside_a_run_is_reported_not_dropped(
+    real_test1_dir: Path, tmp_path: Path
+):
+    """A held-back run whose files are named otherwise must not vanish beside a good run;
+    a linked run folder is read, a link back up the tree once."""
+    data = tmp_path / "data"
+    shutil.copytree(real_test1_dir, data / "1st_test")
+    odd = data / "3rd_test"
+    odd.mkdir()
+    for name in ("2004.03.04.09.27.46.txt", "2004.03.04.09.37.46.txt"):
+        shutil.copy(real_test1_dir / "2003.10.22.12.06.24", odd / name)
+    linked = tmp_path / "elsewhere" / "2nd_test"
+    shutil.copytree(real_test1_dir, linked)
+    (data / "links").mkdir()
+    (data / "links" / "2nd_test").symlink_to(linked)
+    (data / "links" / "up").symlink_to(data)
+    skipped = []
+    runs = discover_runs(data, unreadable=skipped)
+    assert sorted(r.info.name for r in runs) == ["1st_test", "2nd_test"]
+    assert {q.file for q in skipped} == {f"3rd_test/{n.name}" for n in odd.iterdir()}
+    assert all("3rd_test/ is not read as a run" in q.reason for q in skipped)
+    with pytest.raises(ValueError, match="3rd_test.*matches no known recording format"):
+        discover_runs(data)
+    result = CliRunner().invoke(app, ["ingest", str(data), "--json"])
+    out = json.loads(result.stdout)
+    assert {q["file"] for q in out["quarantined"]} == {q.file for q in skipped}
+    assert len(out["ingested"]) == 50 and out["reconciled"]
+
+
 def test_parse_error_messages_name_line_and_column():
     with pytest.raises(RecordingError) as info:
         parse_recording(b"0.1\t0.2\n0.3\tx\n")

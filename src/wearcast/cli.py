@@ -144,11 +144,12 @@ def ingest(
     from wearcast.ingest import IngestReport, check_run, discover_runs
 
     settings = settings_of(ctx)
+    report = IngestReport()
     try:
-        runs = discover_runs(data_dir)
+        runs = discover_runs(data_dir, unreadable=report.quarantined)
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
-    report = IngestReport()
+    report.seen = len(report.quarantined)
     total = sum(r.files for r in runs)
     with progress_bar() as bar:
         task = bar.add_task("validating", total=total)

@@ -613,11 +613,13 @@ def label_table(
     frame["health_indicator"] = health
     frame["failed"] = False
     frame["onset"] = pd.NaT
+    last = frame.groupby("run")["timestamp"].max()
     for (run, bearing), rows in frame.groupby(["run", "bearing"], sort=False):
         info = runs.get(run, RunInfo(name=run))
         times = rows["timestamp"]
         start = info.start or times.min()
-        end = info.end
+        # A run that names failures without an end ended in them at its last recording.
+        end = info.end or (last[run] if info.failures else None)
         elapsed = (times - start).dt.total_seconds() / 3600.0
         frame.loc[rows.index, "elapsed_h"] = elapsed
         if end is None:

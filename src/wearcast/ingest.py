@@ -214,15 +214,21 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
     Raises ValueError naming a file when there are files but none of them is a recording of
     a known format, and naming the folder when there are no files at all (a landing folder
     before its first recording included: nothing to train on is an error, not an empty
-    table). A folder that cannot be listed is never skipped silently: it is appended to
-    ``unreadable`` (with the reason) if that list is given, else it raises ``OSError``.
+    table). Nothing is skipped silently: the files of a folder that matches no known format
+    beside other runs (e.g. a run whose files are named otherwise), and folders that cannot
+    be listed, are appended to ``unreadable`` with the reason if that list is given, else
+    they raise ``ValueError`` and ``OSError``. Linked folders are followed, each once.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such folder")
     errors: list[OSError] = []
-    runs, unknown = [], []
-    for root, dirs, _ in os.walk(data_dir, onerror=errors.append):
+    runs, unknown, visited = [], [], set()
+    for root, dirs, _ in os.walk(data_dir, onerror=errors.append, followlinks=True):
+        if (real := os.path.realpath(root)) in visited:  # a link back up the tree
+            dirs[:] = []
+            continue
+        visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         directory = Path(root)
         names = _visible_files(directory)
@@ -231,7 +237,7 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
         if run := _run_files(directory, names):
             runs.append(run)
         else:
-            unknown.append(directory / names[0])
+            unknown.extend(directory / name for name in names)
     if not runs and unknown:
         raise ValueError(
             f"{unknown[0]}: matches no known recording format, and no other file under "
@@ -251,12 +257,22 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
         )
         for e in errors
     ]
+    foreign = [
+        Quarantined(
+            str(path.relative_to(data_dir)),
+            f"matches no known recording format (expected {expected_formats()}), nor does any "
+            f"file beside it: its folder {path.parent.name}/ is not read as a run",
+        )
+        for path in unknown
+    ]
     if unreadable is not None:
-        unreadable.extend(found)
+        unreadable.extend(found + foreign)
     elif found:
         raise OSError(
             f"{data_dir}: cannot read " + "; ".join(f"{q.file or '.'} ({q.reason})" for q in found)
         )
+    elif foreign:
+        raise ValueError(f"{data_dir / foreign[0].file}: {foreign[0].reason}")
     return runs
 
 

@@ -37,14 +37,15 @@ def score_path(
 ) -> tuple[list[dict], list[Quarantined]]:
     """Per recording and bearing: wear, alarm state and remaining life; and the bad files."""
     path = Path(path)
+    bad: list[Quarantined] = []
     if path.is_dir():
-        runs, root = discover_runs(path), path
+        runs, root = discover_runs(path, unreadable=bad), path
     elif path.is_file():
         runs, root = [single_file_run(path)], path.parent
     else:
         raise FileNotFoundError(f"{path}: no such file or folder")
     tasks = [t for run in runs for t in run_tasks(run, root)]
-    rows, bad = [], []
+    rows = []
     for entry in process_files(tasks, settings):
         if entry["status"] != "ingested":
             bad.append(

@@ -23,6 +23,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -152,6 +153,18 @@ class _RunDescription(BaseModel):
     contact_angle_deg: float | None = Field(None, ge=0, lt=90)
     envelope_band_hz: tuple[PositiveFloat, PositiveFloat] | None = None
 
+    @field_validator("start", "end")
+    @classmethod
+    def _local_clock(cls, value: datetime | None) -> datetime | None:
+        # Recordings are dated by the rig's own clock (IMS file names, PRONOSTIA clock
+        # columns), which has no zone: an offset could only disagree with them.
+        if value is not None and value.utcoffset() is not None:
+            raise ValueError(
+                f"{value.isoformat()} has a UTC offset: give the time on the rig's own clock, "
+                "as its recordings are dated, without one (e.g. 2010-12-01T09:39:39)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> _RunDescription:
         geometry = (self.n_balls, self.ball_diameter_mm, self.pitch_diameter_mm)
@@ -163,6 +176,13 @@ class _RunDescription(BaseModel):
             raise ValueError("ball_diameter_mm must be smaller than pitch_diameter_mm")
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        beyond = sorted(b for b in self.failures if self.n_bearings and b > self.n_bearings)
+        if beyond:
+            raise ValueError(
+                f"failures name bearing {beyond[0]}, but n_bearings is {self.n_bearings}"
+            )
+        if any(t.utcoffset() is not None for t in self.onsets.values()):
+            raise ValueError("onsets: give times on the rig's own clock, without a UTC offset")
         if set(self.onsets) - set(self.failures):
             raise ValueError("onsets are given only for bearings that failed (see failures)")
         if self.envelope_band_hz and self.envelope_band_hz[0] >= self.envelope_band_hz[1]:
