@@ -153,6 +153,16 @@ class _Outbox(_Base):
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
+class _MachineLayout(_Base):
+    """The recording layout of a machine's first raw recording: a bearing's features from
+    another channel count or format are not comparable with its baseline."""
+
+    __tablename__ = "machine_layouts"
+    machine: Mapped[str] = mapped_column(String(200), primary_key=True)
+    format: Mapped[str] = mapped_column(String(40))
+    channels: Mapped[int] = mapped_column(Integer)
+
+
 class _Lease(_Base):
     __tablename__ = "leases"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -300,6 +310,7 @@ class PredictionLog:
             _Base.metadata.create_all(conn)
             self._upgrade(conn)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._layouts: dict[str, tuple[str, int]] = {}
         self._insert = (
             postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
         ).insert
@@ -506,6 +517,24 @@ class PredictionLog:
             conn.execute(
                 delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
             )
+
+    def machine_layout(self, machine: str, fmt: str, channels: int) -> tuple[str, int]:
+        """The machine's recording layout (format, channels): the one given if it is the
+        machine's first raw recording, else the one stored first (by any worker)."""
+        if (known := self._layouts.get(machine)) is not None:
+            return known
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(_MachineLayout).on_conflict_do_nothing(),
+                [{"machine": machine, "format": fmt, "channels": channels}],
+            )
+            row = conn.execute(
+                select(_MachineLayout.format, _MachineLayout.channels).where(
+                    _MachineLayout.machine == machine
+                )
+            ).one()
+        self._layouts[machine] = (row.format, row.channels)  # stored once, never changed
+        return self._layouts[machine]
 
     def take_back_samples(self, recordings: list[RecordingKey]) -> None:
         """Remove the baseline samples of these recordings unless a prediction of the same

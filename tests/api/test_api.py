@@ -228,6 +228,30 @@ def test_json_the_fast_parser_refuses_is_read_as_before(client, model_home):
     assert response.status_code == 422 and "machine" in response.text
 
 
+def test_a_machine_keeps_its_recording_layout(client, recordings, model_home, tmp_path):
+    """A bearing's baseline is of its machine's first layout: a recording with another channel
+    count is refused (409), by every worker on the log, and the machine's own still scored."""
+    four = recordings[0].read_text()
+    eight = "".join(line + "\t" + line + "\n" for line in four.splitlines())
+
+    def post(c, text: str, name: str):
+        return c.post(
+            "/v1/recordings",
+            params={"machine": "layout", "filename": name},
+            content=text.encode(),
+            headers={"content-type": "text/plain"},
+        )
+
+    assert post(client, four, recordings[0].name).status_code == 200
+    refused = post(client, eight, recordings[1].name)
+    assert refused.status_code == 409, refused.text
+    assert "4-channel ims" in refused.json()["detail"]
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as other_worker:
+        other_worker.headers["X-API-Key"] = READER
+        assert post(other_worker, eight, recordings[2].name).status_code == 409
+    assert post(client, recordings[1].read_text(), recordings[1].name).status_code == 200
+
+
 def test_auth_rules(model_home, tmp_path):
     with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
         assert c.get("/v1/models").status_code == 401

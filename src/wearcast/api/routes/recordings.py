@@ -227,6 +227,15 @@ async def post_recording(
             check_rig(inputs[0].features, model.features)
         except ForeignRig as exc:
             raise HTTPException(422, detail=f"{exc} (served: version {model.version})") from None
+        layout = scorer.log.machine_layout(machine, format, data.shape[1])
+        if layout != (format, data.shape[1]):
+            raise HTTPException(
+                409,
+                detail=f"machine {machine!r} sends {layout[1]}-channel {layout[0]} recordings; "
+                f"this one is a {data.shape[1]}-channel {format} recording, whose features are "
+                "not comparable with its bearings' baselines (another layout is another "
+                "machine id)",
+            )
         request_id, answers = scorer.score(inputs, model, recording)
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
