@@ -63,6 +63,12 @@ def main() -> None:
     default = os.environ.get("WEARCAST_FEMTO_DATA", REPO.parent / "shared" / "data" / "femto")
     parser.add_argument("--archives", type=Path, default=Path(default))
     args = parser.parse_args()
+    missing = [n for n in EXPERIMENT_DATES if not (args.archives / f"{n}.tar.xz").is_file()]
+    if missing and not all((args.out / n).is_dir() for n in missing):
+        parser.error(
+            f"no {missing[0]}.tar.xz in {args.archives}: give the folder of the PRONOSTIA "
+            "archives with --archives (or WEARCAST_FEMTO_DATA)"
+        )
     for run in prepare(args.archives, args.out):
         print(f"{run}: {(run / RUN_METADATA_FILE).read_text().strip()}")
 
