@@ -134,6 +134,36 @@ def test_pronostia_exponent_microseconds_and_both_separators():
     assert "e+0" in _pronostia_text(9, 0, 0).splitlines()[0]
 
 
+def test_a_byte_order_mark_is_text_not_binary(tmp_path: Path, settings):
+    """Windows editors save text with a UTF-8 byte-order mark first: read as the same
+    recording (IMS and PRONOSTIA, dated from the first line), not quarantined as binary."""
+    bom = b"\xef\xbb\xbf"
+    ims = "".join(
+        f"{a:.3f}\t{b:.3f}\t{-a:.3f}\t{-b:.3f}\n"
+        for a, b in np.random.default_rng(1).normal(0, 0.1, (20480, 2))
+    )
+    assert np.array_equal(
+        FORMATS["ims"].parse(bom + ims.encode()), FORMATS["ims"].parse(ims.encode())
+    )
+    snapshot = _pronostia_text(9, 0, 0).encode()
+    assert np.array_equal(
+        FORMATS["pronostia"].parse(bom + snapshot), FORMATS["pronostia"].parse(snapshot)
+    )
+    with pytest.raises(RecordingError, match="byte 0xe9 at offset 7"):
+        FORMATS["ims"].parse(bom + b"0.1\t\xe9")
+    run = tmp_path / "data" / "r"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(
+        json.dumps({"name": "r", "format": "pronostia", "start": "2011-01-01T09:00:00"})
+    )
+    (run / "acc_00001.csv").write_bytes(bom + snapshot)
+    (run / "acc_00002.csv").write_bytes(bom + _pronostia_text(9, 0, 10).encode())
+    result = featurize(tmp_path / "data", tmp_path / "t", settings)
+    assert result.quarantined == 0
+    times = read_table(tmp_path / "t").timestamp.sort_values().tolist()
+    assert [t.isoformat() for t in times] == ["2011-01-01T09:00:00", "2011-01-01T09:00:10"]
+
+
 def test_a_folder_of_unknown_files_gets_a_clear_error(tmp_path: Path):
     data = tmp_path / "data" / "bench"
     data.mkdir(parents=True)

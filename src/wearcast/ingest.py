@@ -29,6 +29,7 @@ from wearcast.formats import (
     expected_formats,
     get_format,
     resolve_rig,
+    without_bom,
 )
 from wearcast.formats.ims import parse_recording
 from wearcast.rig import RUN_METADATA_FILE, Rig, RunInfo, bearing_channels, load_run_info
@@ -119,7 +120,7 @@ class RunFiles:
 def _first_line(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
-            return fh.readline(1 << 16)
+            return without_bom(fh.readline(1 << 16))
     except OSError:
         return b""
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wearcast.config import Settings
-from wearcast.formats.base import RecordingError, RecordingFormat, parse_table, refuse_binary
+from wearcast.formats.base import (
+    RecordingError,
+    RecordingFormat,
+    parse_table,
+    refuse_binary,
+    without_bom,
+)
 from wearcast.formats.ims import Ims
 from wearcast.formats.pronostia import Pronostia
 from wearcast.rig import Rig, RunInfo
@@ -25,6 +31,7 @@ __all__ = [
     "parse_table",
     "refuse_binary",
     "resolve_rig",
+    "without_bom",
 ]
 
 FORMATS: dict[str, RecordingFormat] = {f.name: f for f in (Ims(), Pronostia())}

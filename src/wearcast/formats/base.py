@@ -19,7 +19,7 @@ import pandas as pd
 from wearcast.config import Settings
 from wearcast.rig import Rig, RunInfo
 
-__all__ = ["RecordingError", "RecordingFormat", "parse_table", "refuse_binary"]
+__all__ = ["RecordingError", "RecordingFormat", "parse_table", "refuse_binary", "without_bom"]
 
 
 class RecordingError(ValueError):
@@ -108,15 +108,26 @@ def _diagnose(text: str, sep: str) -> RecordingError:
 
 
 def refuse_binary(content: bytes) -> None:
-    """:class:`RecordingError` for content that is not ASCII text, saying where."""
+    """:class:`RecordingError` for content that is not ASCII text (a leading UTF-8 byte-order
+    mark aside), saying where."""
+    text = without_bom(content)
+    skip = len(content) - len(text)
     if (nul := content.find(b"\x00")) >= 0:
         raise RecordingError(f"binary content (NUL byte at offset {nul}), not a text recording")
-    if not content.isascii():  # checked without decoding: this runs for every recording
-        offset = next(i for i, byte in enumerate(content) if byte > 127)
+    if not text.isascii():  # checked without decoding: this runs for every recording
+        offset = next(i for i, byte in enumerate(content) if byte > 127 and i >= skip)
         raise RecordingError(
             f"binary content (byte 0x{content[offset]:02x} at offset {offset}), "
             "not a text recording"
         )
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(content: bytes) -> bytes:
+    """``content`` without the UTF-8 byte-order mark some Windows editors put first."""
+    return content[len(_UTF8_BOM) :] if content.startswith(_UTF8_BOM) else content
 
 
 def parse_table(content: bytes, sep: str) -> np.ndarray:
@@ -125,9 +136,10 @@ def parse_table(content: bytes, sep: str) -> np.ndarray:
     A fast path (pandas' C parser) and, only when it finds something wrong, a slow line-by-line
     pass that says exactly which line and column is at fault.
     """
+    refuse_binary(content)
+    content = without_bom(content)
     if not content or content.isspace():
         raise RecordingError("empty file")
-    refuse_binary(content)
     try:
         # No NA detection: a recording has no missing values, so any non-number (an empty
         # field, "nan") is a parse error for the slow pass to locate. A third less time.
