@@ -139,6 +139,26 @@ def test_promote_and_predict_commands(world, monkeypatch):
     assert "quarantined" in result.stderr and "1 recording(s) quarantined" in result.stderr
 
 
+def test_the_predict_table_shows_every_value_whole_in_80_columns(world, monkeypatch, tmp_path):
+    """Piped output is 80 columns wide: every file name and remaining-life interval whole,
+    one table per run (paths with the run's folder had pushed the interval out)."""
+    _, _, root = world
+    home = Settings(home=tmp_path / "home", workers=2)
+    _register(home, BAD, root)  # the first version: champion
+    monkeypatch.setenv("WEARCAST_HOME", str(home.home))
+    runner = CliRunner()
+    folder = str(root / "data")
+    listed = runner.invoke(app, ["predict", folder, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    shown = runner.invoke(app, ["predict", folder], env={"COLUMNS": "80"}).stdout
+    assert len({r["run"] for r in rows}) > 1
+    for r in rows:
+        assert Path(r["file"]).name in shown
+        assert f"{r['rul_h']:.1f} ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 80
+
+
 def test_external_feature_table_with_run_metadata(tmp_path, world):
     settings, data, _ = world
     frame = read_table(world[2] / "table")[

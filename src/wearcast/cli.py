@@ -640,26 +640,28 @@ def predict(
     title = f"{settings.model_name} version {version}"
     if "health_threshold" in results[0]:  # one threshold per version
         title += f", health indicator threshold {results[0]['health_threshold']:.2f}"
-    table = Table(title=title)
-    # A file name is copied whole: the numbers fold first on a narrow terminal.
-    table.add_column("file", min_width=max(len(r["file"]) for r in results), overflow="fold")
-    for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
-        table.add_column(header, justify="right", overflow="fold")
     shown = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
-    for r in results:
-        state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
-        life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
-        if r.get("rul_low_h") is not None:
-            life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"
-        table.add_row(
-            r["file"],
-            str(r["bearing"]),
-            f"{r['wear']:.3f}",
-            f"{r['health']:.2f}" if "health" in r else "-",
-            shown.get(state, state),
-            life,
-        )
-    console.print(table)
+    # One table per run, its files by name (a run is one folder): whole names and every
+    # column fit 80 columns, where paths with the run's folder pushed the interval out.
+    for run in dict.fromkeys(r["run"] for r in results):
+        table = Table(title=f"{run}: {title}")
+        table.add_column("file", overflow="fold")
+        for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
+            table.add_column(header, justify="right", overflow="fold")
+        for r in (r for r in results if r["run"] == run):
+            state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
+            life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
+            if r.get("rul_low_h") is not None:
+                life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"
+            table.add_row(
+                Path(r["file"]).name,
+                str(r["bearing"]),
+                f"{r['wear']:.3f}",
+                f"{r['health']:.2f}" if "health" in r else "-",
+                shown.get(state, state),
+                life,
+            )
+        console.print(table)
     for r in results:
         for e in r.get("episodes", []):
             console.print(
