@@ -42,6 +42,9 @@ def test_a_bearing_that_outlived_the_whole_fleet_keeps_a_remaining_life_and_inte
     estimate = life.estimate(np.array([0.0, age]), np.ones(2), None)
     assert 0 < estimate.low_h < estimate.rul_h < estimate.high_h
     assert estimate.rul_h < 0.2 * age  # the fleet's lives still say it is late in life
+    lives = [r.life_h for r in _fleet(30, 0)]
+    shown = f"30 failed training bearing(s), lives {min(lives):.3g} to {max(lives):.3g} h"
+    assert shown in estimate.method  # whose lives: a user sees the fleet is far younger
 
 
 def test_after_an_alarm_the_trend_narrows_the_estimate():

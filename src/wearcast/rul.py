@@ -84,8 +84,14 @@ class RemainingLife:
     def _fit_fleet(self, runs: list[Trajectory]) -> None:
         failed = [r for r in runs if r.life_h is not None]
         if failed:
-            self.life_ = _lognormal(np.array([r.life_h for r in failed]))
-            self.prior_ = f"{len(failed)} failed training bearing(s)"
+            lives = np.array([r.life_h for r in failed])
+            self.life_ = _lognormal(lives)
+            # The range says whose lives these are (a simulated fleet's 50 h beside a real
+            # bearing's months shows at once).
+            self.prior_ = (
+                f"{len(failed)} failed training bearing(s), lives {lives.min():.3g} to "
+                f"{lives.max():.3g} h"
+            )
         else:  # only survivors: each lived at least its run; nothing says how much longer
             longest = max(float(r.hours[-1]) for r in runs)
             self.life_ = (math.log(2 * longest), 1.0)
