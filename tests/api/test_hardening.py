@@ -176,6 +176,11 @@ def test_a_snapshot_of_another_format_sent_as_ims_gets_a_hint(client):
     response = _post_recording(client, snapshot, filename="acc_00001.csv")
     assert response.status_code == 422, response.text
     assert "is named as a pronostia recording: add format=pronostia" in _shape(response)["detail"]
+    unnamed = _post_recording(client, snapshot)  # no file name: what it reads as
+    assert unnamed.status_code == 422, unnamed.text
+    assert "it reads as a pronostia recording: add format=pronostia" in _shape(unnamed)["detail"]
+    garbage = _post_recording(client, b"9,10,x\n" * 10)
+    assert garbage.status_code == 422 and "add format" not in _shape(garbage)["detail"]
 
 
 def test_huge_finite_samples_are_a_422(client, recording):

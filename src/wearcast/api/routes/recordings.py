@@ -95,12 +95,20 @@ def _parse_time(candidate: str) -> datetime:
         raise HTTPException(422, detail=f"timestamp {candidate!r}: {exc}") from None
 
 
-def _format_hint(name: str | None, given: str) -> str | None:
-    """What to do when a file named as another format's recordings fails as ``given``."""
+def _format_hint(name: str | None, given: str, content: bytes) -> str | None:
+    """What to do when a recording that fails as ``given`` is named as, or reads as, another
+    format's (this runs only for a refused recording)."""
     named = detect_format([name.rsplit("/", 1)[-1]]) if name else None
-    if named is None or named.name == given:
-        return None
-    return f"{name!r} is named as a {named.name} recording: add format={named.name}"
+    if named is not None and named.name != given:
+        return f"{name!r} is named as a {named.name} recording: add format={named.name}"
+    for other in FORMATS.values():
+        if other.name != given:
+            try:
+                other.parse(content)
+            except RecordingError:
+                continue
+            return f"it reads as a {other.name} recording: add format={other.name}"
+    return None
 
 
 def check_layout(content: bytes, settings: Settings, rig: Rig) -> None:
@@ -210,7 +218,7 @@ async def post_recording(
             data = reader.parse(content)
             validate_signal(data, settings, expected_rows=rig.samples)
         except RecordingError as exc:
-            hint = _format_hint(name, format)
+            hint = _format_hint(name, format, content)
             if hint is None:
                 raise
             raise RecordingError(
