@@ -141,11 +141,7 @@ def parse_table(content: bytes, sep: str) -> np.ndarray:
     if not content or content.isspace():
         raise RecordingError("empty file")
     try:
-        # No NA detection: a recording has no missing values, so any non-number (an empty
-        # field, "nan") is a parse error for the slow pass to locate. A third less time.
-        frame = pd.read_csv(
-            io.BytesIO(content), sep=sep, header=None, dtype=np.float64, engine="c", na_filter=False
-        )
+        frame = pd.read_csv(io.BytesIO(content), sep=sep, header=None, dtype=np.float64, engine="c")
     except (ValueError, pd.errors.ParserError):
         raise _diagnose(content.decode("ascii"), sep) from None
     data = frame.to_numpy()
