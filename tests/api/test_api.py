@@ -226,6 +226,14 @@ def test_json_the_fast_parser_refuses_is_read_as_before(client, model_home):
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 422 and "machine" in response.text
+    rows[0]["machine"] = "m-ok"
+    rows[0]["features"]["rms\ud800"] = 1.0  # a feature name no encoder can store: was a 500
+    response = client.post(
+        "/v1/predict",
+        content=json.dumps({"rows": rows[:1]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422 and "lone surrogate" in response.text
 
 
 def test_a_machine_keeps_its_recording_layout(client, recordings, model_home, tmp_path):

@@ -114,13 +114,28 @@ class PredictionResponse(BaseModel):
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+def _unicode(name: str) -> str:
+    """A name that can be stored: JSON's \\ud800 escapes decode to lone surrogates, which no
+    encoder writes back."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (a lone surrogate escape)") from None
+    return name
+
+
+FeatureName = Annotated[str, AfterValidator(_unicode)]
+
+
 class FeatureRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     machine: MachineId
     bearing: int = Field(ge=1, le=MAX_BEARING)
     timestamp: RecordingTime
-    features: dict[str, FiniteFloat] = Field(description="every feature the model uses, by name")
-    baseline: dict[str, FiniteFloat] | None = Field(
+    features: dict[FeatureName, FiniteFloat] = Field(
+        description="every feature the model uses, by name"
+    )
+    baseline: dict[FeatureName, FiniteFloat] | None = Field(
         None, description="the bearing's healthy baseline; default: from its history here"
     )
 
