@@ -67,8 +67,10 @@ from wearcast.features import Spectra
 
 __all__ = [
     "ClaimedEvent",
+    "LayoutConflict",
     "LoggedAnswer",
     "LoggedPoint",
+    "MachineLayout",
     "OutboxEvent",
     "PredictionLog",
     "PredictionRecord",
@@ -224,6 +226,27 @@ class RecordingSpectra:
 
 
 @dataclass(frozen=True)
+class MachineLayout:
+    """How a machine's raw recordings are laid out: its first accepted one's format and
+    channel count. A bearing's features from another layout do not compare with its
+    baseline."""
+
+    machine: str
+    format: str
+    channels: int
+
+
+class LayoutConflict(ValueError):
+    """A raw recording whose layout differs from the one its machine keeps."""
+
+    def __init__(self, stored: MachineLayout):
+        super().__init__(
+            f"machine {stored.machine!r} sends {stored.channels}-channel {stored.format} recordings"
+        )
+        self.stored = stored
+
+
+@dataclass(frozen=True)
 class PredictionRecord:
     request_id: str
     machine: str
@@ -310,7 +333,7 @@ class PredictionLog:
             _Base.metadata.create_all(conn)
             self._upgrade(conn)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self._layouts: dict[str, tuple[str, int]] = {}
+        self._layouts: dict[str, MachineLayout] = {}  # committed: stored once, never changed
         self._insert = (
             postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
         ).insert
@@ -518,23 +541,20 @@ class PredictionLog:
                 delete(_BaselineSample).where(of_bearing, _BaselineSample.id.not_in(first))
             )
 
-    def machine_layout(self, machine: str, fmt: str, channels: int) -> tuple[str, int]:
-        """The machine's recording layout (format, channels): the one given if it is the
-        machine's first raw recording, else the one stored first (by any worker)."""
-        if (known := self._layouts.get(machine)) is not None:
-            return known
-        with self.engine.begin() as conn:
-            conn.execute(
-                self._insert(_MachineLayout).on_conflict_do_nothing(),
-                [{"machine": machine, "format": fmt, "channels": channels}],
-            )
+    def _claim_layout(self, conn, layout: MachineLayout) -> None:
+        """Store ``layout`` as its machine's if it has none; :class:`LayoutConflict` if it
+        has another (one statement: every worker agrees on the first)."""
+        known = self._layouts.get(layout.machine)
+        if known is None:
+            conn.execute(self._insert(_MachineLayout).on_conflict_do_nothing(), [vars(layout)])
             row = conn.execute(
                 select(_MachineLayout.format, _MachineLayout.channels).where(
-                    _MachineLayout.machine == machine
+                    _MachineLayout.machine == layout.machine
                 )
             ).one()
-        self._layouts[machine] = (row.format, row.channels)  # stored once, never changed
-        return self._layouts[machine]
+            known = MachineLayout(layout.machine, row.format, row.channels)
+        if known != layout:
+            raise LayoutConflict(known)
 
     def take_back_samples(self, recordings: list[RecordingKey]) -> None:
         """Remove the baseline samples of these recordings unless a prediction of the same
@@ -562,6 +582,7 @@ class PredictionLog:
         events: list[OutboxEvent] = (),
         spectra: RecordingSpectra | None = None,
         sampled: tuple[Iterable[Key], int] = ((), 0),
+        layout: MachineLayout | None = None,
     ) -> dict[RecordingKey, LoggedAnswer]:
         """Log predictions, one per recording: a recording already logged (by a concurrent
         request) keeps its first answer. Returns what is logged for these recordings.
@@ -570,7 +591,8 @@ class PredictionLog:
         (those of a recording another request logged first are that request's to write),
         ``spectra`` become their bearings' latest unless a later recording's are kept (the
         dashboard plots them), and the bearings of ``sampled`` (bearings, N) keep only their
-        first N baseline samples by time."""
+        first N baseline samples by time. A raw recording's ``layout`` becomes its machine's
+        if it has none, and one that differs raises :class:`LayoutConflict`, logging nothing."""
         if not records:
             return {}
         now = datetime.now(UTC)
@@ -579,6 +601,8 @@ class PredictionLog:
         request_ids = {r.request_id for r in records}
         # Core executemany inserts: the ORM's per-object bookkeeping would dominate a batch.
         with self.engine.begin() as conn:
+            if layout is not None:
+                self._claim_layout(conn, layout)
             conn.execute(self._insert_prediction, rows)
             stored = self._logged(conn, keys)
             self._keep_first_samples(conn, *sampled)
@@ -612,7 +636,9 @@ class PredictionLog:
                         for bearing, lines in spectra.spectra.items()
                     ],
                 )
-            return stored
+        if layout is not None:  # committed: it is (or was already) the machine's
+            self._layouts[layout.machine] = layout
+        return stored
 
     def recent_features(self, window: int) -> dict[str, list[tuple[int, datetime, dict]]]:
         """Each machine's logged features of its last ``window`` recording times:

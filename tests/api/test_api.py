@@ -258,6 +258,27 @@ def test_a_machine_keeps_its_recording_layout(client, recordings, model_home, tm
         other_worker.headers["X-API-Key"] = READER
         assert post(other_worker, eight, recordings[2].name).status_code == 409
     assert post(client, recordings[1].read_text(), recordings[1].name).status_code == 200
+    # A refused first recording claims nothing: the first one answered sets the layout.
+    row = bearing_rows_with_gain(model_home, 1.0)[0]
+    stamp = datetime.strptime(recordings[3].name, "%Y.%m.%d.%H.%M.%S").isoformat()
+    answered = client.post(
+        "/v1/predict", json={"rows": [row | {"machine": "pre", "timestamp": stamp}]}
+    )
+    assert answered.status_code == 200
+    first = client.post(
+        "/v1/recordings",
+        params={"machine": "pre", "filename": recordings[3].name},
+        content=eight.encode(),
+        headers={"content-type": "text/plain"},
+    )
+    assert first.status_code == 409 and "different" in first.text  # not its answered content
+    later = client.post(
+        "/v1/recordings",
+        params={"machine": "pre", "filename": recordings[4].name},
+        content=recordings[4].read_bytes(),
+        headers={"content-type": "text/plain"},
+    )
+    assert later.status_code == 200, later.text
 
 
 def test_auth_rules(model_home, tmp_path):

@@ -27,8 +27,10 @@ from wearcast.baseline import sample_medians
 from wearcast.config import Settings
 from wearcast.features import Analysis, FeatureSpec, analyse, bearing_features, bearing_spectra
 from wearcast.prediction_log import (
+    LayoutConflict,
     LoggedAnswer,
     LoggedPoint,
+    MachineLayout,
     OutboxEvent,
     PredictionLog,
     PredictionRecord,
@@ -93,6 +95,11 @@ class RawRecording:
     timestamp: datetime
     spec: FeatureSpec
     channels: dict[int, list[int]]
+    format: str
+
+    @property
+    def layout(self) -> MachineLayout:
+        return MachineLayout(self.machine, self.format, self.data.shape[1])
 
     @functools.cached_property
     def analysis(self) -> Analysis:
@@ -123,7 +130,8 @@ class Scorer:
         settings' IMS rig and bearings per machine), with its feature spec and channels."""
         spec = self.spec_of(rig)
         channels = bearing_channels(data.shape[1], bearings or self.settings.bearings_per_machine)
-        return RawRecording(data, machine, timestamp, spec, channels)
+        fmt = rig.format if rig is not None else "ims"  # None: the settings' IMS rig
+        return RawRecording(data, machine, timestamp, spec, channels, fmt)
 
     def spec_of(self, rig: Rig | None) -> FeatureSpec:
         """The features of recordings made on ``rig`` (None: the settings' IMS rig);
@@ -221,12 +229,17 @@ class Scorer:
                 recording.timestamp,
                 bearing_spectra(recording.analysis, recording.channels),
             )
-        stored = logged | self.log.commit(
-            list(records.values()),
-            list(events.values()),
-            spectra,
-            sampled=({key[:2] for key in sampled}, self.settings.baseline_recordings),
-        )
+        try:
+            stored = logged | self.log.commit(
+                list(records.values()),
+                list(events.values()),
+                spectra,
+                sampled=({key[:2] for key in sampled}, self.settings.baseline_recordings),
+                layout=recording.layout if recording is not None else None,
+            )
+        except LayoutConflict:
+            self.log.take_back_samples(sampled)
+            raise
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
         return request_id, [

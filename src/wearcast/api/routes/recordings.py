@@ -24,6 +24,7 @@ from wearcast.config import Settings
 from wearcast.formats import FORMATS, detect_format, refuse_binary
 from wearcast.ingest import RecordingError, validate_signal
 from wearcast.model import ForeignRig, check_rig
+from wearcast.prediction_log import LayoutConflict
 from wearcast.rig import Rig, parse_timestamp
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -235,16 +236,15 @@ async def post_recording(
             check_rig(inputs[0].features, model.features)
         except ForeignRig as exc:
             raise HTTPException(422, detail=f"{exc} (served: version {model.version})") from None
-        layout = scorer.log.machine_layout(machine, format, data.shape[1])
-        if layout != (format, data.shape[1]):
+        try:
+            request_id, answers = scorer.score(inputs, model, recording)
+        except LayoutConflict as exc:
             raise HTTPException(
                 409,
-                detail=f"machine {machine!r} sends {layout[1]}-channel {layout[0]} recordings; "
-                f"this one is a {data.shape[1]}-channel {format} recording, whose features are "
-                "not comparable with its bearings' baselines (another layout is another "
-                "machine id)",
-            )
-        request_id, answers = scorer.score(inputs, model, recording)
+                detail=f"{exc}; this one is a {data.shape[1]}-channel {format} recording, whose "
+                "features are not comparable with its bearings' baselines (another layout is "
+                "another machine id)",
+            ) from None
         metrics.count(answers)
         return responses(request_id, inputs, answers, model)[0]
 
