@@ -153,15 +153,25 @@ def test_a_byte_order_mark_is_text_not_binary(tmp_path: Path, settings):
         FORMATS["ims"].parse(bom + b"0.1\t\xe9")
     run = tmp_path / "data" / "r"
     run.mkdir(parents=True)
-    (run / "run.json").write_text(
-        json.dumps({"name": "r", "format": "pronostia", "start": "2011-01-01T09:00:00"})
-    )
+    described = {"name": "r", "format": "pronostia", "start": "2011-01-01T09:00:00"}
+    (run / "run.json").write_bytes(bom + json.dumps(described).encode())  # run.json too
     (run / "acc_00001.csv").write_bytes(bom + snapshot)
     (run / "acc_00002.csv").write_bytes(bom + _pronostia_text(9, 0, 10).encode())
     result = featurize(tmp_path / "data", tmp_path / "t", settings)
     assert result.quarantined == 0
     times = read_table(tmp_path / "t").timestamp.sort_values().tolist()
     assert [t.isoformat() for t in times] == ["2011-01-01T09:00:00", "2011-01-01T09:00:10"]
+
+
+def test_failures_beyond_the_format_s_bearing_count_are_refused(tmp_path: Path):
+    """Without n_bearings an IMS run has 4 bearings: a failure of bearing 5 had been dropped
+    silently (every bearing labelled healthy)."""
+    run = tmp_path / "data" / "r"
+    run.mkdir(parents=True)
+    (run / "2004.01.01.00.00.00").write_text("0.1\t0.2\t0.3\t0.4\n")
+    (run / "run.json").write_text(json.dumps({"name": "r", "failures": {"5": "outer"}}))
+    with pytest.raises(ValueError, match="failures name bearing 5, but the run has 4"):
+        discover_runs(tmp_path / "data")
 
 
 def test_a_folder_of_unknown_files_gets_a_clear_error(tmp_path: Path):

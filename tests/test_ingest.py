@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from wearcast.cli import app
+from wearcast.config import Settings
+from wearcast.dataset import featurize
 from wearcast.ingest import IngestReport, RecordingError, check_run, discover_runs, parse_recording
 
 pytestmark = pytest.mark.real_data
@@ -159,6 +161,9 @@ def test_a_run_folder_of_unknown_files_beside_a_run_is_reported_not_dropped(
     out = json.loads(result.stdout)
     assert {q["file"] for q in out["quarantined"]} == {q.file for q in skipped}
     assert len(out["ingested"]) == 50 and out["reconciled"]
+    featurize(data, tmp_path / "table", Settings(home=tmp_path / "home", workers=1))
+    quarantine = json.loads((tmp_path / "table" / "quarantine.json").read_text())
+    assert {q.file for q in skipped} <= {q["file"] for q in quarantine}  # files, no slash
 
 
 def test_parse_error_messages_name_line_and_column():

@@ -509,10 +509,14 @@ def build_table(
     up_to_date = (
         table_path.exists() and state_path.exists() and json.loads(state_path.read_text()) == state
     )
-    # A folder that could not be listed is reported with the files that could not be used.
+    # A folder that could not be listed (marked by its slash) and the files of a folder of no
+    # known format are reported with the files that could not be used.
     quarantined = sorted(
         [e for e in latest.values() if e["status"] == "quarantined"]
-        + [{**vars(q), "file": q.file + "/"} for q in unreadable],
+        + [
+            {**vars(q), "file": q.file + "/" if (data_dir / q.file).is_dir() else q.file}
+            for q in unreadable
+        ],
         key=lambda e: e["file"],
     )
     if not up_to_date:

@@ -128,6 +128,11 @@ def _first_line(path: Path) -> bytes:
 def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingFormat) -> RunFiles:
     """Sort a run's files into recordings (dated), rejected and ignored ones."""
     info = replace(info, format=fmt.name, n_bearings=info.n_bearings or fmt.bearings)
+    if beyond := sorted(b for b in info.failures if b > info.n_bearings):
+        raise ValueError(
+            f"{directory / RUN_METADATA_FILE}: failures name bearing {beyond[0]}, but the run has "
+            f"{info.n_bearings} ({fmt.name}'s default; set n_bearings if it has more)"
+        )
     candidates, rejected, ignored = [], [], []
     for name in names:
         if fmt.is_recording(name):

@@ -316,8 +316,8 @@ def load_run_info(run_dir: Path) -> RunInfo:
     meta = run_dir / RUN_METADATA_FILE
     if meta.is_file():
         try:
-            raw = json.loads(meta.read_text())
-        except json.JSONDecodeError as exc:
+            raw = json.loads(meta.read_text(encoding="utf-8-sig"))  # a Windows editor's BOM
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{meta}: not valid JSON ({exc})") from exc
         return RunInfo.from_dict(raw, where=str(meta))
     for part in (run_dir.name, run_dir.parent.name):
