@@ -174,6 +174,20 @@ def test_failures_beyond_the_format_s_bearing_count_are_refused(tmp_path: Path):
         discover_runs(tmp_path / "data")
 
 
+@pytest.mark.parametrize("command", ["ingest", "featurize"])
+def test_a_bearing_count_the_channels_do_not_fit_names_the_run(tmp_path: Path, command):
+    """ingest had passed such a run that featurize then refused without naming it."""
+    run = tmp_path / "data" / "r"
+    run.mkdir(parents=True)
+    (run / "2004.01.01.00.00.00").write_text("0.1\t0.2\t0.3\t0.4\n")
+    (run / "run.json").write_text(json.dumps({"name": "r", "n_bearings": 3}))
+    result = CliRunner().invoke(
+        app, [command, str(tmp_path / "data")], env={"WEARCAST_HOME": str(tmp_path / "h")}
+    )
+    assert result.exit_code == 2
+    assert f"{run}: 4 channels cannot be split" in " ".join(result.output.split())
+
+
 def test_a_folder_of_unknown_files_gets_a_clear_error(tmp_path: Path):
     data = tmp_path / "data" / "bench"
     data.mkdir(parents=True)

@@ -110,7 +110,13 @@ class RunFiles:
     def channel_map(self) -> dict[int, list[int]] | None:
         if self.n_channels is None:
             return None
-        return bearing_channels(self.n_channels, self.info.n_bearings)
+        try:
+            return bearing_channels(self.n_channels, self.info.n_bearings)
+        except ValueError as exc:  # say which run, and where its bearing count comes from
+            raise ValueError(
+                f"{self.directory}: {exc} (n_bearings in {RUN_METADATA_FILE}, or the format's "
+                "default)"
+            ) from None
 
     @property
     def files(self) -> int:
@@ -371,8 +377,10 @@ def read_samples(
 def check_run(
     run: RunFiles, settings: Settings, report: IngestReport, *, relative_to: Path
 ) -> Iterator[Recording]:
-    """Yield the run's valid recordings in time order; record every file in ``report``."""
+    """Yield the run's valid recordings in time order; record every file in ``report``.
+    ValueError if the run's channels cannot be split over its bearings, as featurize says."""
     rig = resolve_rig(run.info, settings)
+    run.channel_map  # noqa: B018 - raises for a bearing count the channels do not fit
     for path, use in run.ignored:
         report.seen += 1
         report.ignored.append(Quarantined(str(path.relative_to(relative_to)), use))
