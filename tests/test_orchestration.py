@@ -137,6 +137,30 @@ def test_an_unreadable_folder_is_reported_not_skipped(sim_data, tmp_path, unlist
     assert result.quarantined == 1 + 1  # the folder and the other run's faulty file
 
 
+def test_an_unreadable_recording_is_quarantined_and_the_rest_goes_on(
+    sim_data, tmp_path, monkeypatch
+):
+    """A recording the job may not read stopped featurize ("Permission denied", exit 2): it is
+    quarantined with the reason like any bad file (as root chmod cannot show it: the read is
+    refused here)."""
+    data = tmp_path / "data"
+    shutil.copytree(sim_data, data)
+    locked = sorted(sorted(p for p in data.iterdir() if p.is_dir())[0].glob("2004.*"))[3]
+    real = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    result = featurize(data, tmp_path / "t", Settings(home=tmp_path / "home", workers=1))
+    quarantine = json.loads((tmp_path / "t" / "quarantine.json").read_text())
+    reasons = {q["file"]: q["reason"] for q in quarantine}
+    assert reasons[str(locked.relative_to(data))] == "cannot read: Permission denied"
+    assert result.rows > 0 and result.quarantined == 1 + 2  # and the two faulty files
+
+
 def test_atomic_writes_are_readable_by_the_group(tmp_path):
     old = os.umask(0o027)
     try:

@@ -165,17 +165,23 @@ def _process(task: Task) -> dict:
     channel_map = task.channel_map
     if channel_map is not None:  # JSON (Airflow's XCom) turns the bearing numbers into strings
         channel_map = {int(b): list(chs) for b, chs in channel_map.items()}
-    st = os.stat(task.path)
+    try:
+        st = os.stat(task.path)
+    except OSError:  # gone since it was listed: the read below says why
+        st = None
     entry = {
         "file": task.key,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
+        "size": st.st_size if st else -1,
+        "mtime_ns": st.st_mtime_ns if st else 0,
         "described": task.digest(),
         "run": task.run,
         "path": task.path,
     }
     try:
-        content = Path(task.path).read_bytes()
+        try:
+            content = Path(task.path).read_bytes()
+        except OSError as exc:  # e.g. permission denied: this file is quarantined, not the job
+            raise RecordingError(f"cannot read: {exc.strerror}") from None
         entry["crc32"] = zlib.crc32(content)
         rig, spec = _rig_and_spec(task)
         data = read_samples(
