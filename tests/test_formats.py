@@ -69,7 +69,8 @@ def test_geometry_and_speed_from_run_json_set_the_defect_frequencies():
         ({"envelope_band_hz": [5000, 2000]}, "low < high"),
         ({"start": "2010-12-01T09:39:39Z"}, "has a UTC offset"),
         ({"end": "2010-12-01T17:26:39+02:00"}, "has a UTC offset"),
-        ({"failures": {"2": "outer"}}, "failures name bearing 2, but n_bearings is 1"),
+        ({"onsets": {"1": "2010-12-01T12:00:00Z"}}, "onsets.1: Value error, 2010-12-01T12:00"),
+        ({"failures": {"2": "outer"}}, "failures name bearing 2, but the run has 1"),
     ],
 )
 def test_a_bad_run_json_says_which_field(change, words):

@@ -123,12 +123,12 @@ def test_an_unreadable_folder_is_reported_not_skipped(sim_data, tmp_path, unlist
     shutil.copytree(sim_data, data)
     run = sorted(p for p in data.iterdir() if p.is_dir())[0]
     unlistable.append(str(run))
-    with pytest.raises(OSError, match=f"{run.name} \\(cannot read folder: Permission denied\\)"):
+    with pytest.raises(OSError, match=f"{run.name}/ \\(cannot read folder: Permission denied\\)"):
         discover_runs(data)
     settings = Settings(home=tmp_path / "home", workers=1)
     unreadable = []
     assert len(pending_files(data, tmp_path / "t", unreadable=unreadable)) == 20
-    assert [q.file for q in unreadable] == [run.name]
+    assert [q.file for q in unreadable] == [f"{run.name}/"]  # a folder, by its slash
     result = featurize(data, tmp_path / "t", settings)
     quarantine = json.loads((tmp_path / "t" / "quarantine.json").read_text())
     assert {"file": f"{run.name}/", "reason": "cannot read folder: Permission denied"}.items() <= (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -643,12 +644,12 @@ def predict(
     shown = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
     # One table per run, its files by name (a run is one folder): whole names and every
     # column fit 80 columns, where paths with the run's folder pushed the interval out.
-    for run in dict.fromkeys(r["run"] for r in results):
+    for run, rows in itertools.groupby(results, key=lambda r: r["run"]):  # results by run
         table = Table(title=f"{run}: {title}")
         table.add_column("file", overflow="fold")
         for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
             table.add_column(header, justify="right", overflow="fold")
-        for r in (r for r in results if r["run"] == run):
+        for r in rows:
             state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
             life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
             if r.get("rul_low_h") is not None:

@@ -422,7 +422,8 @@ def pending_files(
     """The input files that are new or changed since the table last saw them, among ``runs``
     (default: discovered under ``data_dir``).
 
-    Folders that cannot be listed go to ``unreadable`` if given, else raise ``OSError``.
+    Folders that cannot be listed, and the files of a folder of no known format, go to
+    ``unreadable`` if given, else raise (see :func:`~wearcast.ingest.discover_runs`).
     """
     data_dir = Path(data_dir)
     _check_source(data_dir, table_dir)
@@ -515,14 +516,11 @@ def build_table(
     up_to_date = (
         table_path.exists() and state_path.exists() and json.loads(state_path.read_text()) == state
     )
-    # A folder that could not be listed (marked by its slash) and the files of a folder of no
-    # known format are reported with the files that could not be used.
+    # Folders that could not be listed and the files of a folder of no known format are
+    # reported with the files that could not be used.
     quarantined = sorted(
         [e for e in latest.values() if e["status"] == "quarantined"]
-        + [
-            {**vars(q), "file": q.file + "/" if (data_dir / q.file).is_dir() else q.file}
-            for q in unreadable
-        ],
+        + [vars(q) for q in unreadable],
         key=lambda e: e["file"],
     )
     if not up_to_date:

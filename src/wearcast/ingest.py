@@ -32,7 +32,14 @@ from wearcast.formats import (
     without_bom,
 )
 from wearcast.formats.ims import parse_recording
-from wearcast.rig import RUN_METADATA_FILE, Rig, RunInfo, bearing_channels, load_run_info
+from wearcast.rig import (
+    RUN_METADATA_FILE,
+    Rig,
+    RunInfo,
+    bearing_channels,
+    check_failed_bearings,
+    load_run_info,
+)
 
 __all__ = [
     "Recording",
@@ -110,13 +117,7 @@ class RunFiles:
     def channel_map(self) -> dict[int, list[int]] | None:
         if self.n_channels is None:
             return None
-        try:
-            return bearing_channels(self.n_channels, self.info.n_bearings)
-        except ValueError as exc:  # say which run, and where its bearing count comes from
-            raise ValueError(
-                f"{self.directory}: {exc} (n_bearings in {RUN_METADATA_FILE}, or the format's "
-                "default)"
-            ) from None
+        return bearing_channels(self.n_channels, self.info.n_bearings)
 
     @property
     def files(self) -> int:
@@ -134,11 +135,12 @@ def _first_line(path: Path) -> bytes:
 def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingFormat) -> RunFiles:
     """Sort a run's files into recordings (dated), rejected and ignored ones."""
     info = replace(info, format=fmt.name, n_bearings=info.n_bearings or fmt.bearings)
-    if beyond := sorted(b for b in info.failures if b > info.n_bearings):
+    try:
+        check_failed_bearings(info.failures, info.n_bearings)
+    except ValueError as exc:
         raise ValueError(
-            f"{directory / RUN_METADATA_FILE}: failures name bearing {beyond[0]}, but the run has "
-            f"{info.n_bearings} ({fmt.name}'s default; set n_bearings if it has more)"
-        )
+            f"{directory / RUN_METADATA_FILE}: {exc} (n_bearings, or {fmt.name}'s default)"
+        ) from None
     candidates, rejected, ignored = [], [], []
     for name in names:
         if fmt.is_recording(name):
@@ -158,6 +160,13 @@ def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingForma
     recordings.sort(key=lambda r: r[0])
     counts = [c for line in first_lines if (c := fmt.channel_count(line)) is not None]
     n_channels = statistics.mode(counts) if counts else None
+    if n_channels is not None:
+        try:  # every command that reads the run splits its channels over its bearings
+            bearing_channels(n_channels, info.n_bearings)
+        except ValueError as exc:  # say which run, and where its bearing count comes from
+            raise ValueError(
+                f"{directory}: {exc} (n_bearings in {RUN_METADATA_FILE}, or the format's default)"
+            ) from None
     return RunFiles(directory, info, recordings, rejected, ignored, n_channels)
 
 
@@ -263,9 +272,9 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"{data_dir}: several run folders share the run name(s) {dup}")
-    found = [
+    found = [  # a folder is marked by its slash
         Quarantined(
-            str(Path(e.filename).relative_to(data_dir)), f"cannot read folder: {e.strerror}"
+            f"{Path(e.filename).relative_to(data_dir)}/", f"cannot read folder: {e.strerror}"
         )
         for e in errors
     ]
@@ -281,7 +290,7 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
         unreadable.extend(found + foreign)
     elif found:
         raise OSError(
-            f"{data_dir}: cannot read " + "; ".join(f"{q.file or '.'} ({q.reason})" for q in found)
+            f"{data_dir}: cannot read " + "; ".join(f"{q.file} ({q.reason})" for q in found)
         )
     elif foreign:
         raise ValueError(f"{data_dir / foreign[0].file}: {foreign[0].reason}")
@@ -377,10 +386,8 @@ def read_samples(
 def check_run(
     run: RunFiles, settings: Settings, report: IngestReport, *, relative_to: Path
 ) -> Iterator[Recording]:
-    """Yield the run's valid recordings in time order; record every file in ``report``.
-    ValueError if the run's channels cannot be split over its bearings, as featurize says."""
+    """Yield the run's valid recordings in time order; record every file in ``report``."""
     rig = resolve_rig(run.info, settings)
-    run.channel_map  # noqa: B018 - raises for a bearing count the channels do not fit
     for path, use in run.ignored:
         report.seen += 1
         report.ignored.append(Quarantined(str(path.relative_to(relative_to)), use))

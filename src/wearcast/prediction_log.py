@@ -239,12 +239,6 @@ class MachineLayout:
 class LayoutConflict(ValueError):
     """A raw recording whose layout differs from the one its machine keeps."""
 
-    def __init__(self, stored: MachineLayout):
-        super().__init__(
-            f"machine {stored.machine!r} sends {stored.channels}-channel {stored.format} recordings"
-        )
-        self.stored = stored
-
 
 @dataclass(frozen=True)
 class PredictionRecord:
@@ -543,7 +537,7 @@ class PredictionLog:
 
     def _claim_layout(self, conn, layout: MachineLayout) -> None:
         """Store ``layout`` as its machine's if it has none; :class:`LayoutConflict` if it
-        has another (one statement: every worker agrees on the first)."""
+        has another (an insert that keeps the first row: every worker agrees on the first)."""
         known = self._layouts.get(layout.machine)
         if known is None:
             conn.execute(self._insert(_MachineLayout).on_conflict_do_nothing(), [vars(layout)])
@@ -554,7 +548,10 @@ class PredictionLog:
             ).one()
             known = MachineLayout(layout.machine, row.format, row.channels)
         if known != layout:
-            raise LayoutConflict(known)
+            raise LayoutConflict(
+                f"machine {known.machine!r} sends {known.channels}-channel {known.format} "
+                "recordings"
+            )
 
     def take_back_samples(self, recordings: list[RecordingKey]) -> None:
         """Remove the baseline samples of these recordings unless a prediction of the same

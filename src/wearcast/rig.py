@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -38,6 +40,7 @@ __all__ = [
     "RUN_METADATA_FILE",
     "TIMESTAMP_FORMAT",
     "bearing_channels",
+    "check_failed_bearings",
     "load_run_info",
     "parse_timestamp",
 ]
@@ -131,6 +134,26 @@ class Rig:
         return self.sampling_rate_hz / 2
 
 
+def _rig_clock(value: datetime) -> datetime:
+    # Recordings are dated by the rig's own clock (IMS file names, PRONOSTIA clock columns),
+    # which has no zone: an offset could only disagree with them.
+    if value.utcoffset() is not None:
+        raise ValueError(
+            f"{value.isoformat()} has a UTC offset: give the time on the rig's own clock, "
+            "as its recordings are dated, without one (e.g. 2010-12-01T09:39:39)"
+        )
+    return value
+
+
+RigClockTime = Annotated[datetime, AfterValidator(_rig_clock)]
+
+
+def check_failed_bearings(failures: Iterable[int], n_bearings: int) -> None:
+    """ValueError if ``failures`` name a bearing the run does not have."""
+    if beyond := sorted(b for b in failures if b > n_bearings):
+        raise ValueError(f"failures name bearing {beyond[0]}, but the run has {n_bearings}")
+
+
 class _RunDescription(BaseModel):
     """The run.json contract; other fields are allowed and ignored."""
 
@@ -140,9 +163,9 @@ class _RunDescription(BaseModel):
     format: str | None = None
     n_bearings: PositiveInt | None = None
     failures: dict[PositiveInt, Defect] = Field(default_factory=dict)
-    onsets: dict[PositiveInt, datetime] = Field(default_factory=dict)
-    start: datetime | None = None
-    end: datetime | None = None
+    onsets: dict[PositiveInt, RigClockTime] = Field(default_factory=dict)
+    start: RigClockTime | None = None
+    end: RigClockTime | None = None
     sampling_rate_hz: PositiveFloat | None = None
     samples: PositiveInt | None = None
     shaft_rpm: PositiveFloat | None = None
@@ -152,18 +175,6 @@ class _RunDescription(BaseModel):
     pitch_diameter_mm: PositiveFloat | None = None
     contact_angle_deg: float | None = Field(None, ge=0, lt=90)
     envelope_band_hz: tuple[PositiveFloat, PositiveFloat] | None = None
-
-    @field_validator("start", "end")
-    @classmethod
-    def _local_clock(cls, value: datetime | None) -> datetime | None:
-        # Recordings are dated by the rig's own clock (IMS file names, PRONOSTIA clock
-        # columns), which has no zone: an offset could only disagree with them.
-        if value is not None and value.utcoffset() is not None:
-            raise ValueError(
-                f"{value.isoformat()} has a UTC offset: give the time on the rig's own clock, "
-                "as its recordings are dated, without one (e.g. 2010-12-01T09:39:39)"
-            )
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> _RunDescription:
@@ -176,13 +187,8 @@ class _RunDescription(BaseModel):
             raise ValueError("ball_diameter_mm must be smaller than pitch_diameter_mm")
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
-        beyond = sorted(b for b in self.failures if self.n_bearings and b > self.n_bearings)
-        if beyond:
-            raise ValueError(
-                f"failures name bearing {beyond[0]}, but n_bearings is {self.n_bearings}"
-            )
-        if any(t.utcoffset() is not None for t in self.onsets.values()):
-            raise ValueError("onsets: give times on the rig's own clock, without a UTC offset")
+        if self.n_bearings:  # else the format's count, known once the run is found
+            check_failed_bearings(self.failures, self.n_bearings)
         if set(self.onsets) - set(self.failures):
             raise ValueError("onsets are given only for bearings that failed (see failures)")
         if self.envelope_band_hz and self.envelope_band_hz[0] >= self.envelope_band_hz[1]:

@@ -26,8 +26,8 @@ from wearcast.api.schemas import BearingPrediction, PredictionResponse
 from wearcast.baseline import sample_medians
 from wearcast.config import Settings
 from wearcast.features import Analysis, FeatureSpec, analyse, bearing_features, bearing_spectra
+from wearcast.formats import FORMATS
 from wearcast.prediction_log import (
-    LayoutConflict,
     LoggedAnswer,
     LoggedPoint,
     MachineLayout,
@@ -128,16 +128,14 @@ class Scorer:
     ) -> RawRecording:
         """One validated recording made on ``rig`` with ``bearings`` bearings (None: the
         settings' IMS rig and bearings per machine), with its feature spec and channels."""
+        rig = rig or FORMATS["ims"].defaults(self.settings)  # FeatureSpec's default rig too
         spec = self.spec_of(rig)
         channels = bearing_channels(data.shape[1], bearings or self.settings.bearings_per_machine)
-        fmt = rig.format if rig is not None else "ims"  # None: the settings' IMS rig
-        return RawRecording(data, machine, timestamp, spec, channels, fmt)
+        return RawRecording(data, machine, timestamp, spec, channels, rig.format)
 
-    def spec_of(self, rig: Rig | None) -> FeatureSpec:
-        """The features of recordings made on ``rig`` (None: the settings' IMS rig);
-        :class:`RecordingError` if they cannot be computed for it."""
-        if rig is None:
-            return self.spec
+    def spec_of(self, rig: Rig) -> FeatureSpec:
+        """The features of recordings made on ``rig``; :class:`RecordingError` if they cannot
+        be computed for it."""
         if rig not in self._specs:
             self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
         return self._specs[rig]
@@ -190,46 +188,41 @@ class Scorer:
             answers, before = self._answers(
                 inputs, wear, counts, health, model.version, prognostics, history
             )
-        except Exception:
-            # A refused request leaves nothing in the log, its baseline samples included.
-            self.log.take_back_samples(sampled)
-            raise
-        records, events = {}, {}
-        for j in fresh:  # the first of duplicates within the request is logged
-            item = inputs[j]
-            records.setdefault(
-                item.key,
-                PredictionRecord(
-                    request_id,
-                    item.machine,
-                    item.bearing,
-                    item.timestamp,
-                    digests[j],
-                    float(wear[j]),
-                    answers[j].rul_h,
-                    answers[j].alarm,
-                    model.name,
-                    model.version,
-                    answers[j].model_dump(mode="json"),
-                    answers[j].health,
-                    answers[j].alarm_state,
-                    answers[j].rul_low_h,
-                    answers[j].rul_high_h,
-                    dict(zip(model.features, values[j].tolist(), strict=True)),
-                ),
-            )
-            if self.settings.webhook_url and item.key not in events:
-                event = alarm_event(item, before[j], answers[j], model, request_id)
-                if event is not None:
-                    events[item.key] = event
-        spectra = None
-        if recording is not None:
-            spectra = RecordingSpectra(
-                recording.machine,
-                recording.timestamp,
-                bearing_spectra(recording.analysis, recording.channels),
-            )
-        try:
+            records, events = {}, {}
+            for j in fresh:  # the first of duplicates within the request is logged
+                item = inputs[j]
+                records.setdefault(
+                    item.key,
+                    PredictionRecord(
+                        request_id,
+                        item.machine,
+                        item.bearing,
+                        item.timestamp,
+                        digests[j],
+                        float(wear[j]),
+                        answers[j].rul_h,
+                        answers[j].alarm,
+                        model.name,
+                        model.version,
+                        answers[j].model_dump(mode="json"),
+                        answers[j].health,
+                        answers[j].alarm_state,
+                        answers[j].rul_low_h,
+                        answers[j].rul_high_h,
+                        dict(zip(model.features, values[j].tolist(), strict=True)),
+                    ),
+                )
+                if self.settings.webhook_url and item.key not in events:
+                    event = alarm_event(item, before[j], answers[j], model, request_id)
+                    if event is not None:
+                        events[item.key] = event
+            spectra = None
+            if recording is not None:
+                spectra = RecordingSpectra(
+                    recording.machine,
+                    recording.timestamp,
+                    bearing_spectra(recording.analysis, recording.channels),
+                )
             stored = logged | self.log.commit(
                 list(records.values()),
                 list(events.values()),
@@ -237,7 +230,9 @@ class Scorer:
                 sampled=({key[:2] for key in sampled}, self.settings.baseline_recordings),
                 layout=recording.layout if recording is not None else None,
             )
-        except LayoutConflict:
+        except Exception:
+            # A refused request (a model failure, another layout) leaves nothing in the
+            # log, its baseline samples included.
             self.log.take_back_samples(sampled)
             raise
         # A concurrent request may have logged the same recording first: its answer stands.
