@@ -160,13 +160,6 @@ def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingForma
     recordings.sort(key=lambda r: r[0])
     counts = [c for line in first_lines if (c := fmt.channel_count(line)) is not None]
     n_channels = statistics.mode(counts) if counts else None
-    if n_channels is not None:
-        try:  # every command that reads the run splits its channels over its bearings
-            bearing_channels(n_channels, info.n_bearings)
-        except ValueError as exc:  # say which run, and where its bearing count comes from
-            raise ValueError(
-                f"{directory}: {exc} (n_bearings in {RUN_METADATA_FILE}, or the format's default)"
-            ) from None
     return RunFiles(directory, info, recordings, rejected, ignored, n_channels)
 
 
@@ -229,6 +222,19 @@ def _visible_files(directory: Path) -> list[str]:
     )
 
 
+def _check_channels(run: RunFiles) -> None:
+    """ValueError naming the run folder if its channels cannot be split over its bearings
+    (a single file is not checked here: its own faults are reported first)."""
+    if run.n_channels is None:
+        return
+    try:
+        bearing_channels(run.n_channels, run.info.n_bearings)
+    except ValueError as exc:  # say which run, and where its bearing count comes from
+        raise ValueError(
+            f"{run.directory}: {exc} (n_bearings in {RUN_METADATA_FILE}, or the format's default)"
+        ) from None
+
+
 def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None) -> list[RunFiles]:
     """Every run below ``data_dir`` (the folder itself, if it holds recordings, is one).
 
@@ -256,6 +262,7 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
         if not names:
             continue
         if run := _run_files(directory, names):
+            _check_channels(run)
             runs.append(run)
         else:
             unknown.extend(directory / name for name in names)
