@@ -71,3 +71,19 @@ def test_every_failure_is_caught_late_in_life_and_remaining_life_is_scored(tmp_p
     ours = (late.loc[ESTIMATORS[0], "estimate_h"] - late.loc[ESTIMATORS[0], "true_h"]).abs()
     fleet = (late.loc[ESTIMATORS[2], "estimate_h"] - late.loc[ESTIMATORS[2], "true_h"]).abs()
     assert ours.mean() < fleet.mean()
+
+
+def test_a_wandering_sensor_offset_is_not_taken_for_damage(tmp_path):
+    """In the second half of one run, the healthy bearing's sensor offset wanders off by 1 g (a
+    failing cable or bias supply): rms and peak, measured from zero, rise by half; std and the
+    band, about the mean, do not. No alarm on it, and the failing bearings are still caught."""
+    table = _table()
+    table["std"] = table["rms"]
+    drifting = (table["run"] == "run0") & (table["bearing"] == 2) & (table["elapsed_h"] > 20)
+    table["mean"] = np.where(drifting, -1.1, -0.1)
+    table["rms"] = np.hypot(table["std"], table["mean"])
+    table["peak"] += table["mean"].abs()
+    result = evaluate_prognostics(table, Settings(home=tmp_path, baseline_recordings=10))
+    health = result.alarms[result.alarms["detector"] == DETECTORS[0]].set_index(["run", "bearing"])
+    assert health.loc[("run0", 2), "false_alarms"] == 0
+    assert health[health["failed"]]["lead_h"].notna().all()

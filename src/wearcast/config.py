@@ -89,8 +89,9 @@ class Settings(BaseSettings):
     )
     health_features: list[str] | None = Field(
         None,
-        description="features of the health indicator; default: the vibration levels (not the DC "
-        "mean nor the shape statistics such as kurtosis)",
+        description="features of the health indicator; default: the vibration levels about the "
+        "mean (not the DC offset, nor rms and peak, which include it, nor the shape statistics "
+        "such as kurtosis)",
     )
     health_false_alarm_rate: float = Field(
         0.002,
