@@ -145,14 +145,14 @@ def test_a_run_folder_of_unknown_files_beside_a_run_is_reported_not_dropped(
     odd.mkdir()
     for name in ("2004.03.04.09.27.46.txt", "2004.03.04.09.37.46.txt"):
         shutil.copy(real_test1_dir / "2003.10.22.12.06.24", odd / name)
-    linked = tmp_path / "elsewhere" / "2nd_test"
+    linked = tmp_path / "elsewhere" / "linked_run"  # not an IMS test's name: undated
     shutil.copytree(real_test1_dir, linked)
     (data / "links").mkdir()
-    (data / "links" / "2nd_test").symlink_to(linked)
+    (data / "links" / "linked_run").symlink_to(linked)
     (data / "links" / "up").symlink_to(data)
     skipped = []
     runs = discover_runs(data, unreadable=skipped)
-    assert sorted(r.info.name for r in runs) == ["1st_test", "2nd_test"]
+    assert sorted(r.info.name for r in runs) == ["1st_test", "linked_run"]
     assert {q.file for q in skipped} == {f"3rd_test/{n.name}" for n in odd.iterdir()}
     assert all("3rd_test/ is not read as a run" in q.reason for q in skipped)
     with pytest.raises(ValueError, match="3rd_test.*matches no known recording format"):
@@ -194,3 +194,25 @@ def test_a_reason_shared_by_many_files_is_said_once_with_a_few_of_them():
     assert lines[:3] == [f'quarantined acc_0000{i}.csv: run.json needs "start"' for i in (1, 2, 3)]
     assert lines[3] == "quarantined 97 more for the same reason"
     assert lines[4] == "quarantined acc_00200.csv: 1000 rows, expected 2560" and len(lines) == 5
+
+
+def test_recordings_outside_the_runs_start_and_end_are_quarantined(
+    real_test1_dir: Path, tmp_path: Path
+):
+    """Their age or remaining life would be negative labels; a minute's slack for times
+    written by hand (12:29:13 is kept for a start of 12:30)."""
+    run = tmp_path / "run"
+    shutil.copytree(real_test1_dir, run)
+    meta = {"start": "2003-10-22T12:30:00", "end": "2003-10-22T13:30:00"}
+    meta["failures"] = {"3": "inner"}
+    (run / "run.json").write_text(json.dumps(meta))
+    result = CliRunner().invoke(app, ["ingest", str(run), "--json"])
+    out = json.loads(result.stdout)
+    reasons = {q["file"]: q["reason"] for q in out["quarantined"]}
+    early = ["2003.10.22.12.06.24"] + [f"2003.10.22.12.{m}.13" for m in ("09", 14, 19, 24)]
+    late = [f"2003.10.22.13.{m}.13" for m in (34, 39, 44, 49, 54, 59)] + ["2003.10.22.14.04.13"]
+    assert reasons == {
+        **{n: "dated before the run's start 2003-10-22T12:30:00 in run.json" for n in early},
+        **{n: "dated after the run's end 2003-10-22T13:30:00 in run.json" for n in late},
+    }
+    assert len(out["ingested"]) == 13

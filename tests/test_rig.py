@@ -46,6 +46,11 @@ def test_run_info_from_folder_name_and_from_run_json(tmp_path: Path):
     (run / "run.json").write_text('{"name": "m1", "failures": {"2": "cracked"}}')
     with pytest.raises(ValueError, match="run.json"):
         load_run_info(run)
+    (run / "run.json").write_text('{"failures": {"2": "inner"}}')  # named after its folder
+    assert load_run_info(run).name == "mine"
+    (run / "run.json").write_text('[{"name": "m1"}]')
+    with pytest.raises(ValueError, match="run.json: expected a JSON object of the run's fields"):
+        load_run_info(run)
     unknown = load_run_info(tmp_path / "elsewhere")
     assert unknown.failures == {} and unknown.end is None
 

@@ -16,7 +16,7 @@ import os
 import statistics
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +153,8 @@ def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingForma
     first_lines = [_first_line(directory / name) for name in candidates]
     recordings = []
     for name, when in zip(candidates, fmt.times(candidates, first_lines, info), strict=True):
+        if isinstance(when, datetime):
+            when = _outside_run(when, info) or when
         if isinstance(when, str):
             rejected.append((directory / name, when))
         else:
@@ -161,6 +163,21 @@ def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingForma
     counts = [c for line in first_lines if (c := fmt.channel_count(line)) is not None]
     n_channels = statistics.mode(counts) if counts else None
     return RunFiles(directory, info, recordings, rejected, ignored, n_channels)
+
+
+# run.json's start and end may be written to the minute by hand; the recordings' own clock
+# is to the second.
+_RUN_TIME_SLACK = timedelta(minutes=1)
+
+
+def _outside_run(when: datetime, info: RunInfo) -> str | None:
+    """Why a recording dated ``when`` cannot belong to the run ``info`` describes, if so: its
+    age and remaining life would be negative."""
+    if info.start is not None and when < info.start - _RUN_TIME_SLACK:
+        return f"dated before the run's start {info.start.isoformat()} in {RUN_METADATA_FILE}"
+    if info.end is not None and when > info.end + _RUN_TIME_SLACK:
+        return f"dated after the run's end {info.end.isoformat()} in {RUN_METADATA_FILE}"
+    return None
 
 
 def _run_info(directory: Path) -> RunInfo:

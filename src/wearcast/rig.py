@@ -255,6 +255,10 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, raw: dict, *, where: str = "run metadata") -> RunInfo:
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f"{where}: expected a JSON object of the run's fields, not {raw!r:.40}"
+            )
         try:
             d = _RunDescription.model_validate(raw)
         except ValidationError as exc:
@@ -317,14 +321,17 @@ IMS_RUNS: dict[str, RunInfo] = {
 
 
 def load_run_info(run_dir: Path) -> RunInfo:
-    """A run's metadata: its ``run.json`` if present, else a known IMS run by folder name,
-    else an unlabelled run (every bearing healthy so far)."""
+    """A run's metadata: its ``run.json`` if present (named after the folder unless it says
+    ``name``), else a known IMS run by folder name, else an unlabelled run (every bearing
+    healthy so far)."""
     meta = run_dir / RUN_METADATA_FILE
     if meta.is_file():
         try:
             raw = json.loads(meta.read_text(encoding="utf-8-sig"))  # a Windows editor's BOM
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{meta}: not valid JSON ({exc})") from exc
+        if isinstance(raw, dict):  # else refused, saying what run.json must be
+            raw = {"name": run_dir.name, **raw}
         return RunInfo.from_dict(raw, where=str(meta))
     for part in (run_dir.name, run_dir.parent.name):
         if part in IMS_RUNS:
