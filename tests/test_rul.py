@@ -47,6 +47,25 @@ def test_a_bearing_that_outlived_the_whole_fleet_keeps_a_remaining_life_and_inte
     assert shown in estimate.method  # whose lives: a user sees the fleet is far younger
 
 
+def test_one_failed_training_bearing_leaves_the_spread_of_lives_to_bearing_physics():
+    """Trained where one bearing failed (IMS test 2: 164 h), a bearing of another run that has
+    already lived twice as long (IMS test 1 lived 828 h) was given the floor's spread (log-life
+    0.25) and so a few hours left; the spread of one life is rolling bearings' own (Weibull
+    shape 1.5: 0.85), checked against scipy's log-normal given survival."""
+    from scipy import stats
+
+    (lone,) = _fleet(1, 0)
+    life = RemainingLife(coverage=0.8).fit([lone])
+    estimate = life.estimate(np.array([0.0, 2 * lone.life_h]), np.ones(2), None)
+    fleet = stats.lognorm(s=math.pi / (1.5 * math.sqrt(6)), scale=lone.life_h)
+    survived = fleet.sf(2 * lone.life_h)
+    for value, share in zip(
+        (estimate.rul_h, estimate.low_h, estimate.high_h), (0.5, 0.9, 0.1), strict=True
+    ):  # quantiles of the remaining life: share of survivors still running
+        assert value == pytest.approx(fleet.isf(share * survived) - 2 * lone.life_h, rel=1e-6)
+    assert estimate.rul_h > 0.5 * lone.life_h
+
+
 def test_after_an_alarm_the_trend_narrows_the_estimate():
     runs = _fleet(30, 1)
     life = RemainingLife(coverage=0.8).fit(runs)

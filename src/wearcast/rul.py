@@ -29,6 +29,10 @@ from scipy import special
 __all__ = ["Estimate", "RemainingLife", "Trajectory", "phm2012_point", "phm2012_score"]
 
 _MIN_SIGMA = 0.25  # log-life spread floor: a handful of lives understates the real spread
+# The spread of one failed training bearing's life, which says nothing of it itself: rolling
+# bearings' lives are Weibull with a shape near 1.5 (the dispersion ISO 281's life adjustment
+# rests on), a log-life standard deviation of pi / (1.5 sqrt 6) = 0.85.
+_LONE_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
 
@@ -51,9 +55,9 @@ class Estimate:
     method: str
 
 
-def _lognormal(durations: np.ndarray) -> tuple[float, float]:
+def _lognormal(durations: np.ndarray, lone_sigma: float = _MIN_SIGMA) -> tuple[float, float]:
     logs = np.log(np.maximum(durations, 1e-6))
-    sigma = float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
+    sigma = float(np.std(logs, ddof=1)) if len(logs) > 1 else lone_sigma
     return float(np.mean(logs)), max(sigma, _MIN_SIGMA)
 
 
@@ -85,7 +89,7 @@ class RemainingLife:
         failed = [r for r in runs if r.life_h is not None]
         if failed:
             lives = np.array([r.life_h for r in failed])
-            self.life_ = _lognormal(lives)
+            self.life_ = _lognormal(lives, _LONE_LIFE_SIGMA)
             # The range says whose lives these are (a simulated fleet's 50 h beside a real
             # bearing's months shows at once).
             self.prior_ = (
