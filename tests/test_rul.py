@@ -64,6 +64,14 @@ def test_one_failed_training_bearing_leaves_the_spread_of_lives_to_bearing_physi
     ):  # quantiles of the remaining life: share of survivors still running
         assert value == pytest.approx(fleet.isf(share * survived) - 2 * lone.life_h, rel=1e-6)
     assert estimate.rul_h > 0.5 * lone.life_h
+    # Its one time from alarm to failure likewise: at another bearing's alarm, the interval
+    # is that spread's central 80 %.
+    after = lone.life_h - lone.hours[lone.raised]
+    alarm = life.estimate(np.array([0.0, 50.0]), np.ones(2), raised=1)
+    spread = stats.lognorm(s=math.pi / (1.5 * math.sqrt(6)), scale=after)
+    assert (alarm.rul_h, alarm.low_h, alarm.high_h) == pytest.approx(
+        (after, spread.ppf(0.1), spread.ppf(0.9)), rel=1e-6
+    )
 
 
 def test_after_an_alarm_the_trend_narrows_the_estimate():

@@ -29,9 +29,10 @@ from scipy import special
 __all__ = ["Estimate", "RemainingLife", "Trajectory", "phm2012_point", "phm2012_score"]
 
 _MIN_SIGMA = 0.25  # log-life spread floor: a handful of lives understates the real spread
-# The spread of one failed training bearing's life, which says nothing of it itself: rolling
-# bearings' lives are Weibull with a shape near 1.5 (the dispersion ISO 281's life adjustment
-# rests on), a log-life standard deviation of pi / (1.5 sqrt 6) = 0.85.
+# The spread of one failed training bearing's life (or time from alarm to failure), which says
+# nothing of it itself: rolling bearings' lives are Weibull with a shape near 1.5 (the
+# dispersion ISO 281's life adjustment rests on), a log-life standard deviation of
+# pi / (1.5 sqrt 6) = 0.85; the time a defect takes to grow is taken to vary as much.
 _LONE_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
@@ -103,7 +104,9 @@ class RemainingLife:
         alarmed = [r for r in failed if r.raised is not None]
         after = np.array([r.life_h - r.hours[r.raised] for r in alarmed])
         # With no alarmed failure, the time after an alarm is a fleet share of the whole life.
-        self.after_alarm_ = _lognormal(after) if len(after) else (self.life_[0] - 1.0, 1.0)
+        self.after_alarm_ = (
+            _lognormal(after, _LONE_LIFE_SIGMA) if len(after) else (self.life_[0] - 1.0, 1.0)
+        )
         ends = [np.log(np.maximum(r.health[-3:].mean(), 1e-6)) for r in alarmed]
         self.failure_log_health_ = float(np.median(ends)) if ends else None
         self.widen_ = 1.0
