@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -196,23 +197,31 @@ def test_a_reason_shared_by_many_files_is_said_once_with_a_few_of_them():
     assert lines[4] == "quarantined acc_00200.csv: 1000 rows, expected 2560" and len(lines) == 5
 
 
-def test_recordings_outside_the_runs_start_and_end_are_quarantined(
+def test_recordings_outside_the_runs_start_and_end_are_left_out_of_the_table(
     real_test1_dir: Path, tmp_path: Path
 ):
     """Their age or remaining life would be negative labels; a minute's slack for times
-    written by hand (12:29:13 is kept for a start of 12:30)."""
-    run = tmp_path / "run"
+    written by hand (12:29:13 is kept for a start of 12:30). They are still recordings: ingest
+    passes them, predict scores them."""
+    run = tmp_path / "data" / "run"
     shutil.copytree(real_test1_dir, run)
     meta = {"start": "2003-10-22T12:30:00", "end": "2003-10-22T13:30:00"}
     meta["failures"] = {"3": "inner"}
     (run / "run.json").write_text(json.dumps(meta))
-    result = CliRunner().invoke(app, ["ingest", str(run), "--json"])
-    out = json.loads(result.stdout)
-    reasons = {q["file"]: q["reason"] for q in out["quarantined"]}
+    table = featurize(run.parent, tmp_path / "table", Settings(home=tmp_path / "home", workers=1))
+    quarantine = json.loads((tmp_path / "table" / "quarantine.json").read_text())
+    reasons = {q["file"]: q["reason"] for q in quarantine}
     early = ["2003.10.22.12.06.24"] + [f"2003.10.22.12.{m}.13" for m in ("09", 14, 19, 24)]
     late = [f"2003.10.22.13.{m}.13" for m in (34, 39, 44, 49, 54, 59)] + ["2003.10.22.14.04.13"]
     assert reasons == {
-        **{n: "dated before the run's start 2003-10-22T12:30:00 in run.json" for n in early},
-        **{n: "dated after the run's end 2003-10-22T13:30:00 in run.json" for n in late},
+        **{
+            f"run/{n}": "dated before the run's start 2003-10-22T12:30:00 in run.json"
+            for n in early
+        },
+        **{f"run/{n}": "dated after the run's end 2003-10-22T13:30:00 in run.json" for n in late},
     }
-    assert len(out["ingested"]) == 13
+    labelled = pd.read_parquet(table.table)
+    assert labelled["timestamp"].nunique() == 13
+    assert (labelled["elapsed_h"] >= -1 / 60).all() and (labelled["rul_h"].dropna() >= 0).all()
+    ingested = json.loads(CliRunner().invoke(app, ["ingest", str(run), "--json"]).stdout)
+    assert len(ingested["ingested"]) == 25

@@ -58,7 +58,14 @@ from wearcast.allocator import reuse_large_blocks
 from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.formats import resolve_rig
-from wearcast.ingest import Quarantined, RecordingError, RunFiles, discover_runs, read_samples
+from wearcast.ingest import (
+    Quarantined,
+    RecordingError,
+    RunFiles,
+    discover_runs,
+    outside_run,
+    read_samples,
+)
 from wearcast.rig import IMS_RUNS, Rig, RunInfo
 from wearcast.storage import write_atomic
 
@@ -227,7 +234,10 @@ def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
             problem,
         )
 
-    return [task(p, when, None) for when, p in run.recordings] + [
+    # A recording outside the run's declared start and end is scored by `predict` but cannot be
+    # labelled: it stays out of the table, quarantined with the reason.
+    dated = [(p, when, outside_run(when, run.info)) for when, p in run.recordings]
+    return [task(p, None if why else when, why) for p, when, why in dated] + [
         task(p, None, why) for p, why in run.rejected
     ]
 

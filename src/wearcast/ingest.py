@@ -153,8 +153,6 @@ def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingForma
     first_lines = [_first_line(directory / name) for name in candidates]
     recordings = []
     for name, when in zip(candidates, fmt.times(candidates, first_lines, info), strict=True):
-        if isinstance(when, datetime):
-            when = _outside_run(when, info) or when
         if isinstance(when, str):
             rejected.append((directory / name, when))
         else:
@@ -170,9 +168,9 @@ def _index(directory: Path, names: list[str], info: RunInfo, fmt: RecordingForma
 _RUN_TIME_SLACK = timedelta(minutes=1)
 
 
-def _outside_run(when: datetime, info: RunInfo) -> str | None:
-    """Why a recording dated ``when`` cannot belong to the run ``info`` describes, if so: its
-    age and remaining life would be negative."""
+def outside_run(when: datetime, info: RunInfo) -> str | None:
+    """Why a recording dated ``when`` cannot be labelled as part of the run ``info`` describes,
+    if so: its age or remaining life would be negative."""
     if info.start is not None and when < info.start - _RUN_TIME_SLACK:
         return f"dated before the run's start {info.start.isoformat()} in {RUN_METADATA_FILE}"
     if info.end is not None and when > info.end + _RUN_TIME_SLACK:
