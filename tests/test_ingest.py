@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from wearcast.cli import app
 from wearcast.config import Settings
-from wearcast.dataset import featurize
+from wearcast.dataset import featurize, run_tasks
 from wearcast.ingest import IngestReport, RecordingError, check_run, discover_runs, parse_recording
 
 pytestmark = pytest.mark.real_data
@@ -225,3 +225,5 @@ def test_recordings_outside_the_runs_start_and_end_are_left_out_of_the_table(
     assert (labelled["elapsed_h"] >= -1 / 60).all() and (labelled["rul_h"].dropna() >= 0).all()
     ingested = json.loads(CliRunner().invoke(app, ["ingest", str(run), "--json"]).stdout)
     assert len(ingested["ingested"]) == 25
+    (found,) = discover_runs(run)
+    assert [t.problem for t in run_tasks(found, run)] == [None] * 25  # what predict reads

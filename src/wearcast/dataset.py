@@ -219,8 +219,10 @@ def _process(task: Task) -> dict:
 # --- parent side -------------------------------------------------------------------------
 
 
-def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
-    """One task per file of the run that is to be read (ignored files are not)."""
+def run_tasks(run: RunFiles, data_dir: Path, *, to_label: bool = False) -> list[Task]:
+    """One task per file of the run that is to be read (ignored files are not). ``to_label``:
+    for the training table, where a recording outside the run's declared start and end cannot
+    be labelled (it is quarantined with the reason; `predict` scores it)."""
 
     def task(path: Path, when: datetime | None, problem: str | None) -> Task:
         return Task(
@@ -234,9 +236,9 @@ def run_tasks(run: RunFiles, data_dir: Path) -> list[Task]:
             problem,
         )
 
-    # A recording outside the run's declared start and end is scored by `predict` but cannot be
-    # labelled: it stays out of the table, quarantined with the reason.
-    dated = [(p, when, outside_run(when, run.info)) for when, p in run.recordings]
+    dated = [
+        (p, when, outside_run(when, run.info) if to_label else None) for when, p in run.recordings
+    ]
     return [task(p, None if why else when, why) for p, when, why in dated] + [
         task(p, None, why) for p, why in run.rejected
     ]
@@ -439,7 +441,7 @@ def pending_files(
     _check_source(data_dir, table_dir)
     if runs is None:
         runs = discover_runs(data_dir, unreadable=unreadable)
-    return _unseen((t for run in runs for t in run_tasks(run, data_dir)), table_dir)
+    return _unseen((t for run in runs for t in run_tasks(run, data_dir, to_label=True)), table_dir)
 
 
 def write_batches(tasks: list[Task], folder: Path, size: int) -> list[str]:
