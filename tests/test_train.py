@@ -3,6 +3,7 @@ real recordings and across channel layouts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,26 @@ def test_real_healthy_recordings_are_not_called_worn(outcome, sim_settings, real
     assert not bad and len(results) == 25 * 4
     worst = max(results, key=lambda r: r["wear"])
     assert worst["wear"] < 0.15, worst
+
+
+def test_a_run_of_another_rig_beside_the_models_is_set_aside_not_scored(
+    outcome, sim_settings, tmp_path
+):
+    """Two runs in one folder, one described as sampled at 25.6 kHz (other spectrum bands):
+    checked on the union of the folder's columns, it was scored with its missing bands imputed
+    (10 alarms on a healthy copy). Now its files are set aside with the reason, the model's
+    rig's run is scored, and featurize refuses to put the two in one table."""
+    simulate(plan_simulation(sim_settings, runs=2, recordings=25, seed=12), tmp_path / "data")
+    other = tmp_path / "data" / "sim_run_02" / "run.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), "sampling_rate_hz": 25600}))
+    results, bad = score_path(tmp_path / "data", outcome.model, 0, sim_settings)
+    assert {r["run"] for r in results} == {"sim_run_01"} and len(results) == 25 * 4
+    assert len(bad) == 25 and all(q.file.startswith("sim_run_02/") for q in bad)
+    assert all(q.reason.startswith("run sim_run_02: the recording has 28 features") for q in bad)
+    with pytest.raises(ValueError, match="runs sim_run_01 .* and sim_run_02 .* different features"):
+        featurize(tmp_path / "data", tmp_path / "table", sim_settings)
+    with pytest.raises(ValueError, match="run sim_run_02: the recording has"):
+        score_path(tmp_path / "data" / "sim_run_02", outcome.model, 0, sim_settings)
 
 
 def test_one_channel_model_scores_two_channel_recordings_and_back(outcome, sim_settings, tmp_path):

@@ -444,6 +444,27 @@ def pending_files(
     return _unseen((t for run in runs for t in run_tasks(run, data_dir, to_label=True)), table_dir)
 
 
+def _check_one_feature_set(runs: list[RunFiles], settings: Settings) -> None:
+    """ValueError naming two runs whose rigs give different features (another sampling rate
+    gives other spectrum bands): one table holds one feature set, or a model would be trained
+    on columns that are empty for half its rows. Other speeds and bearings are fine."""
+    seen: dict[tuple[str, ...], tuple[str, Rig]] = {}
+    for run in runs:
+        try:
+            rig = resolve_rig(run.info, settings)
+            names = tuple(FeatureSpec.from_settings(settings, rig).names)
+        except (ValueError, RecordingError):  # its files are quarantined with the reason
+            continue
+        seen.setdefault(names, (run.info.name, rig))
+    if len(seen) > 1:
+        (a, rig_a), (b, rig_b) = list(seen.values())[:2]
+        raise ValueError(
+            f"runs {a} ({rig_a.sampling_rate_hz:g} Hz) and {b} ({rig_b.sampling_rate_hz:g} Hz) "
+            "have different features (their spectrum bands differ): featurize each rig into a "
+            "table of its own (--out)"
+        )
+
+
 def write_batches(tasks: list[Task], folder: Path, size: int) -> list[str]:
     """Split ``tasks`` into manifests of ``size`` files under ``folder``; their paths.
 
@@ -517,6 +538,7 @@ def build_table(
     if runs is None:
         unreadable = []
         runs = discover_runs(data_dir, unreadable=unreadable)
+    _check_one_feature_set(runs, settings)
     infos = {run.info.name: run.info for run in runs}
     described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {
@@ -582,6 +604,7 @@ def featurize(
     # nothing new); unreadable folders are reported by build_table, with the unusable files.
     unreadable: list[Quarantined] = []
     runs = discover_runs(Path(data_dir), unreadable=unreadable)
+    _check_one_feature_set(runs, settings)  # before the work, not only when the table is made
     tasks = pending_files(data_dir, table_dir, runs=runs)
     processed = featurize_files(
         tasks, table_dir, settings, batch_size=batch_size, progress=progress

@@ -45,7 +45,7 @@ def score_path(
     else:
         raise FileNotFoundError(f"{path}: no such file or folder")
     tasks = [t for run in runs for t in run_tasks(run, root)]
-    rows = []
+    by_run: dict[str, list[pd.DataFrame]] = {}
     for entry in process_files(tasks, settings):
         if entry["status"] != "ingested":
             bad.append(
@@ -57,13 +57,17 @@ def score_path(
         frame.insert(0, "timestamp", pd.Timestamp(entry["timestamp"]))
         frame.insert(0, "run", entry["run"])
         frame.insert(0, "file", entry["file"])
-        rows.append(frame)
-    if not rows:
+        by_run.setdefault(entry["run"], []).append(frame)
+    scored, foreign = _of_the_models_rig(by_run, model.named_steps["relative"].features_)
+    if not scored:
+        if foreign:  # nothing this model can score: the first run's reason is the error
+            raise foreign[0][1]
         return [], bad
-    table = pd.concat(rows, ignore_index=True).sort_values(["run", "bearing", "timestamp"])
+    for frames, error in foreign:  # another rig beside runs of the model's: set aside, said why
+        bad += [Quarantined(f, str(error)) for frame in frames for f in frame["file"].unique()]
+    table = pd.concat(scored, ignore_index=True).sort_values(["run", "bearing", "timestamp"])
     table = table.reset_index(drop=True)
     columns = model_columns(table.drop(columns=["file"]))
-    check_rig(columns, model.named_steps["relative"].features_)
     k = settings.baseline_recordings
     table = growing_baselines(table, columns, k)
     table["wear"] = model.predict(model_inputs(table, columns))
@@ -103,6 +107,23 @@ def score_path(
         if "episodes" in common and results:
             results[-1]["episodes"] = common["episodes"]  # once per bearing, on its latest
     return results, bad
+
+
+def _of_the_models_rig(
+    by_run: dict[str, list[pd.DataFrame]], trained_on: list[str]
+) -> tuple[list[pd.DataFrame], list[tuple[list[pd.DataFrame], ValueError]]]:
+    """The runs' recordings the model can score, and each other run's with the reason: every
+    run is checked on its own features (checked on the union of a folder's columns, another
+    rig's run beside one of the model's got empty features, imputed, and answers)."""
+    scored, foreign = [], []
+    for run, frames in sorted(by_run.items()):
+        try:
+            check_rig(model_columns(frames[0].drop(columns=["file"])), trained_on)
+        except ValueError as exc:
+            foreign.append((frames, ValueError(f"run {run}: {exc}")))
+            continue
+        scored += frames
+    return scored, foreign
 
 
 def _wear_statuses(hours: np.ndarray, wear: np.ndarray, settings: Settings) -> list[dict]:
