@@ -122,6 +122,10 @@ def test_promote_and_predict_commands(world, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(app, ["promote", "999"])
     assert result.exit_code == 2 and "cannot promote version 999" in result.output
+    for command in (["predict", str(root / "data")], ["evaluate", str(root / "table")]):
+        result = runner.invoke(app, [*command, "--model-version", "999"])  # was a traceback
+        assert result.exit_code == 2, result.output
+        assert f"model '{settings.model_name}' has no version 999 (registered: " in result.stderr
     target = sorted((root / "data" / "sim_run_01").glob("2004.*"))
     result = runner.invoke(app, ["predict", str(root / "data" / "sim_run_01"), "--json"])
     assert result.exit_code == 0, result.output
@@ -137,6 +141,10 @@ def test_promote_and_predict_commands(world, monkeypatch):
     result = runner.invoke(app, ["predict", str(bad), "--json"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "quarantined" in result.stderr and "1 recording(s) quarantined" in result.stderr
+    # Errors are text, not rich markup: "[low, high]" was swallowed as a style tag.
+    (bad.parent / "run.json").write_text('{"envelope_band_hz": [5000, 3000]}')
+    result = runner.invoke(app, ["predict", str(bad.parent)])
+    assert "envelope_band_hz must be [low, high] with low < high" in result.stderr
 
 
 def test_the_predict_table_shows_every_value_whole_in_80_columns(world, monkeypatch, tmp_path):

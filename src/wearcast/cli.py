@@ -12,6 +12,7 @@ import numpy as np
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -46,7 +47,7 @@ def progress_bar() -> Progress:
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")  # text, not markup: "[low, high]"
     return typer.Exit(2)
 
 
@@ -168,7 +169,7 @@ def ingest(
         uses = sorted({q.reason for q in report.ignored})
         for use in uses:
             count = sum(q.reason == use for q in report.ignored)
-            console.print(f"{count} file(s) {use}")
+            console.print(escape(f"{count} file(s) {use}"))
         console.print(
             f"{report.seen} files in {len(runs)} run(s): {len(report.ingested)} ingested, "
             f"{len(report.quarantined)} quarantined, {len(report.ignored)} ignored"
@@ -239,7 +240,7 @@ def describe_run(
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
     write_atomic(target, info.to_json() + "\n")
-    console.print(f"{target}:")
+    console.print(escape(f"{target}:"))
     print(info.to_json())
 
 
@@ -272,7 +273,9 @@ def inspect(
     try:
         validate_signal(data, settings, expected_rows=rig.samples)
     except RecordingError as exc:
-        err.print(f"[yellow]warning:[/yellow] ingestion would quarantine this file: {exc}")
+        err.print(
+            f"[yellow]warning:[/yellow] ingestion would quarantine this file: {escape(str(exc))}"
+        )
     channels = []
     for ch, row in enumerate(features):
         entry = {"index": ch, **{k: float(row[col[k]]) for k in keys}}
@@ -330,7 +333,7 @@ def say_quarantined(out: Console, quarantined: list, shown: int = 3) -> None:
         by_reason.setdefault(q.reason, []).append(q)
     for reason, files in by_reason.items():
         for q in files[:shown]:
-            out.print(f"[yellow]quarantined[/yellow] {q.file}: {reason}")
+            out.print(f"[yellow]quarantined[/yellow] {escape(f'{q.file}: {reason}')}")
         if len(files) > shown:
             out.print(f"[yellow]quarantined[/yellow] {len(files) - shown} more for the same reason")
 
@@ -573,7 +576,7 @@ def evaluate(
         version = model_version or registry.champion_version(client, settings)
         if version is None:
             raise LookupError("no champion yet: run `wearcast train` first")
-        tags = client.get_model_version(settings.model_name, str(version)).tags
+        tags = registry.registered_version(client, settings, version).tags
         config = json.loads(tags["config"])
         data = prepare(
             load_training_table(table, settings, runs_meta=runs_meta),
@@ -645,7 +648,7 @@ def predict(
     # One table per run, its files by name (a run is one folder): whole names and every
     # column fit 80 columns, where paths with the run's folder pushed the interval out.
     for run, rows in itertools.groupby(results, key=lambda r: r["run"]):  # results by run
-        table = Table(title=f"{run}: {title}")
+        table = Table(title=escape(f"{run}: {title}"))
         table.add_column("file", overflow="fold")
         for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
             table.add_column(header, justify="right", overflow="fold")
@@ -655,7 +658,7 @@ def predict(
             if r.get("rul_low_h") is not None:
                 life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"
             table.add_row(
-                Path(r["file"]).name,
+                escape(Path(r["file"]).name),
                 str(r["bearing"]),
                 f"{r['wear']:.3f}",
                 f"{r['health']:.2f}" if "health" in r else "-",

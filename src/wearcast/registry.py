@@ -52,6 +52,7 @@ __all__ = [
     "champion_history",
     "find_version",
     "load_model",
+    "registered_version",
     "load_prognostics",
     "load_reference",
 ]
@@ -174,6 +175,19 @@ def find_version(client: MlflowClient, settings: Settings, **tags: str) -> int |
         int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in tags.items())
     ]
     return max(matching, default=None)
+
+
+def registered_version(client: MlflowClient, settings: Settings, version: int):
+    """The registered ``version`` (an mlflow ModelVersion); LookupError saying which versions
+    there are if it does not exist."""
+    try:
+        return client.get_model_version(settings.model_name, str(version))
+    except MlflowException:
+        versions = client.search_model_versions(f"name='{settings.model_name}'")
+        known = ", ".join(str(v) for v in sorted(int(v.version) for v in versions)) or "none"
+        raise LookupError(
+            f"model {settings.model_name!r} has no version {version} (registered: {known})"
+        ) from None
 
 
 def champion_version(client: MlflowClient, settings: Settings) -> int | None:
@@ -352,6 +366,8 @@ def load_model(settings: Settings, version: int | None = None):
             raise LookupError(
                 f"model {settings.model_name!r} has no champion yet (run `wearcast train`)"
             )
+    else:
+        registered_version(store, settings, version)
     return load_version(store, settings, version), version
 
 
