@@ -44,3 +44,18 @@ def test_inspect_reports_a_bad_file_clearly(tmp_path: Path):
     result = CliRunner().invoke(app, ["inspect", str(bad)])
     assert result.exit_code == 2
     assert f"{bad}: line 2, column 1: 'abc' is not a number" in result.output
+
+
+def test_inspect_says_what_is_wrong_with_the_path(tmp_path: Path):
+    """It said "matches no known recording format", with the path twice, for a path that
+    does not exist."""
+    runner = CliRunner()
+    missing = runner.invoke(app, ["inspect", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2
+    assert missing.output.strip() == f"error: {tmp_path / 'nothing'}: No such file or directory"
+    folder = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert folder.output.strip() == f"error: {tmp_path}: Is a directory"
+    odd = tmp_path / "notes.bin"
+    odd.write_bytes(b"x")
+    named = runner.invoke(app, ["inspect", str(odd)]).output
+    assert named.startswith(f"error: {odd}: matches no known") and named.count(str(odd)) == 1

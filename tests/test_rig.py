@@ -48,6 +48,11 @@ def test_run_info_from_folder_name_and_from_run_json(tmp_path: Path):
         load_run_info(run)
     (run / "run.json").write_text('{"failures": {"2": "inner"}}')  # named after its folder
     assert load_run_info(run).name == "mine"
+    (run / "run.json").write_text('{"shaft_rmp": 1500, "notes": "spare rig"}')  # a typo
+    with pytest.raises(ValueError, match="unknown field 'shaft_rmp': did you mean 'shaft_rpm'"):
+        load_run_info(run)
+    (run / "run.json").write_text('{"shaft_rpm": 1500, "notes": "spare rig"}')
+    assert load_run_info(run).shaft_rpm == 1500  # other fields are notes
     (run / "run.json").write_text('[{"name": "m1"}]')
     with pytest.raises(ValueError, match="run.json: expected a JSON object of the run's fields"):
         load_run_info(run)

@@ -264,8 +264,10 @@ def inspect(
         data = run.format.parse(file.read_bytes())
     except OSError as exc:
         raise fail(f"{file}: {exc.strerror}") from None
-    except (RecordingError, ValueError) as exc:
+    except RecordingError as exc:  # says where in the file, not which file
         raise fail(f"{file}: {exc}") from None
+    except ValueError as exc:  # names the file or its run.json already
+        raise fail(str(exc)) from None
     spec = FeatureSpec.from_settings(settings, rig)
     features = channel_features(data, spec)
     col = {name: i for i, name in enumerate(spec.names)}

@@ -12,6 +12,7 @@ quarantine report.
 
 from __future__ import annotations
 
+import errno
 import os
 import statistics
 from collections.abc import Iterator
@@ -200,6 +201,10 @@ def _run_files(directory: Path, names: list[str]) -> RunFiles | None:
 def single_file_run(path: Path) -> RunFiles:
     """One file as a run of its own (described by its folder's run.json, as a whole run)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
     info = _run_info(path.parent)
     fmt = get_format(info.format) if info.format else detect_format([path.name])
     if fmt is None:

@@ -9,6 +9,7 @@ and the shaft speed; nothing here hard-codes them.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Iterable
@@ -155,7 +156,8 @@ def check_failed_bearings(failures: Iterable[int], n_bearings: int) -> None:
 
 
 class _RunDescription(BaseModel):
-    """The run.json contract; other fields are allowed and ignored."""
+    """The run.json contract; other fields are allowed and ignored, unless they look like a
+    misspelt one of these (``shaft_rmp`` would leave the speed at its default)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -259,6 +261,10 @@ class RunInfo:
             raise ValueError(
                 f"{where}: expected a JSON object of the run's fields, not {raw!r:.40}"
             )
+        known = _RunDescription.model_fields
+        for key in sorted(set(raw) - set(known)):  # other fields are notes, but not a typo
+            if close := difflib.get_close_matches(key, known, n=1, cutoff=0.75):
+                raise ValueError(f"{where}: unknown field {key!r}: did you mean {close[0]!r}?")
         try:
             d = _RunDescription.model_validate(raw)
         except ValidationError as exc:
