@@ -232,6 +232,9 @@ def test_describe_run_writes_the_contract_from_the_documented_date(
 ):
     run = tmp_path / "Bearing3_1"
     shutil.copytree(bearing3_1, run)
+    undated = CliRunner().invoke(app, ["describe-run", str(run), "--shaft-rpm", "1500"])
+    assert undated.exit_code == 2  # said run.json needed a start: the file being written
+    assert "pronostia files hold only the time of day: give --date" in undated.output
     args = ["describe-run", str(run), "--date", "2011-04-07", "--shaft-rpm", "1500"]
     result = CliRunner().invoke(app, [*args, "--load-n", "5000", "--failure", "1:unknown"])
     assert result.exit_code == 0, result.output

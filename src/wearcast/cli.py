@@ -209,6 +209,7 @@ def describe_run(
     force: Annotated[bool, typer.Option(help="replace an existing run.json")] = False,
 ) -> None:
     """Write a run's run.json: what is given here, with start and end from its recordings."""
+    from wearcast.formats import detect_format, get_format
     from wearcast.ingest import date_run
     from wearcast.rig import RUN_METADATA_FILE, RunInfo
     from wearcast.storage import write_atomic
@@ -236,6 +237,12 @@ def describe_run(
     }
     try:
         info = RunInfo.from_dict({k: v for k, v in given.items() if v is not None}, where="run")
+        kind = get_format(info.format) if info.format else detect_format(os.listdir(run_dir))
+        if date is None and kind is not None and not kind.named_by_time:
+            raise ValueError(
+                f"{run_dir}: {kind.name} files hold only the time of day: give --date "
+                "(the date of the run's first recording, YYYY-MM-DD)"
+            )
         info = date_run(run_dir, info)
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None

@@ -181,6 +181,14 @@ def test_a_snapshot_of_another_format_sent_as_ims_gets_a_hint(client):
     assert "it reads as a pronostia recording: add format=pronostia" in _shape(unnamed)["detail"]
     garbage = _post_recording(client, b"9,10,x\n" * 10)
     assert garbage.status_code == 422 and "add format" not in _shape(garbage)["detail"]
+    # Uploaded under its name with neither format nor time: said it was no timestamp.
+    files = {"file": ("acc_00001.csv", snapshot, "text/csv")}
+    upload = client.post("/v1/recordings", params={"machine": "m"}, files=files)
+    assert upload.status_code == 422, upload.text
+    assert _shape(upload)["detail"] == (
+        "'acc_00001.csv' is named as a pronostia recording, whose name has no date: "
+        "add format=pronostia and ?timestamp="
+    )
 
 
 def test_huge_finite_samples_are_a_422(client, recording):

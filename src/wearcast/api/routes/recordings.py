@@ -63,6 +63,13 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
             )
         return when
     if filename:
+        named = detect_format([filename.rsplit("/", 1)[-1]])
+        if named is not None and not named.named_by_time:
+            raise HTTPException(
+                422,
+                detail=f"{filename!r} is named as a {named.name} recording, whose name has no "
+                f"date: add format={named.name} and ?timestamp=",
+            )
         return _parse_time(filename)
     raise HTTPException(
         422, detail="no timestamp: give ?timestamp=, or ?filename= / an uploaded file named by it"
