@@ -133,6 +133,10 @@ def test_pronostia_exponent_microseconds_and_both_separators():
     semi = fmt.parse(_pronostia_text(9, 0, 0, sep=";").encode())
     assert comma.shape == (2560, 2) and np.array_equal(comma, semi)
     assert "e+0" in _pronostia_text(9, 0, 0).splitlines()[0]
+    extra = "\n".join(line + ",0" for line in _pronostia_text(9, 0, 0).splitlines())
+    with pytest.raises(RecordingError, match="^line 1: 7 columns, expected 6") as refused:
+        fmt.parse(extra.encode())
+    assert refused.value.line == 1  # the README promises a line: it had none
 
 
 def test_a_byte_order_mark_is_text_not_binary(tmp_path: Path, settings):

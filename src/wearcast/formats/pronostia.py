@@ -121,7 +121,8 @@ class Pronostia(RecordingFormat):
         table = parse_table(content, _separator(first))
         if table.shape[1] != len(_COLUMNS):
             raise RecordingError(
-                f"{table.shape[1]} columns, expected {len(_COLUMNS)} ({', '.join(_COLUMNS)})"
+                f"{table.shape[1]} columns, expected {len(_COLUMNS)} ({', '.join(_COLUMNS)})",
+                line=1,  # every line has them: the table parsed
             )
         for col, (low, high) in enumerate(_CLOCK_LIMITS):
             values = table[:, col]

@@ -25,7 +25,7 @@ from wearcast.formats import FORMATS, detect_format, refuse_binary
 from wearcast.ingest import RecordingError, validate_signal
 from wearcast.model import ForeignRig, check_rig
 from wearcast.prediction_log import LayoutConflict
-from wearcast.rig import Rig, parse_timestamp
+from wearcast.rig import Rig, bearing_channels, parse_timestamp
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -232,11 +232,10 @@ async def post_recording(
             raise RecordingError(
                 f"{exc.reason} ({hint})", line=exc.line, column=exc.column
             ) from exc
-        if data.shape[1] % bearings:
-            raise RecordingError(
-                f"{data.shape[1]} channels cannot be split over {bearings} "
-                "bearings (expected one or two channels per bearing)"
-            )
+        try:
+            bearing_channels(data.shape[1], bearings)
+        except ValueError as exc:  # the rule of run folders, said the same way
+            raise RecordingError(f"{exc} (the machine's bearings)") from None
         recording = scorer.raw(data, machine, when, rig=rig, bearings=bearings)
         inputs = scorer.recording_inputs(recording)
         try:
