@@ -43,6 +43,7 @@ __all__ = [
     "channel_features",
     "recording_features",
     "TIME_FEATURES",
+    "can_be_negative",
 ]
 
 TIME_FEATURES = (
@@ -57,9 +58,20 @@ TIME_FEATURES = (
     "impulse",
     "clearance",
 )
+# The only features that can be negative: every other one is an amplitude, a power or a ratio
+# of them.
+SIGNED_FEATURES = ("mean", "skewness")
 DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 HARMONICS = (1, 2, 3)
 _ENV_BACKGROUND_HZ = (5.0, 1000.0)
+
+
+def can_be_negative(name: str) -> bool:
+    """Whether wearcast's feature ``name`` (per bearing or ``chK_`` per channel) may be below
+    zero; a name of another system's table may."""
+    base = name.split("_", 1)[1] if name.startswith("ch") and name[2:3].isdigit() else name
+    ours = base in TIME_FEATURES or base.startswith(("band_", "spec_", "env_"))
+    return not ours or base in SIGNED_FEATURES
 
 
 def _band_label(low: float, high: float) -> str:

@@ -210,12 +210,13 @@ def _columns(client) -> list[str]:
 def test_features_that_overflow_the_model_are_a_422(client, value):
     columns = _columns(client)
     features = [c for c in columns if not c.startswith("baseline_")]
+    signed = {"mean", "skewness"}  # amplitudes are never negative: their overflow is upward
     row = {
         "machine": "big",
         "bearing": 1,
         "timestamp": "2004-01-01T00:00:00",
-        "features": dict.fromkeys(features, value),
-        "baseline": dict.fromkeys(features, -value),
+        "features": {c: value if c in signed else abs(value) for c in features},
+        "baseline": {c: -value if c in signed else 1e-300 for c in features},
     }
     response = client.post("/v1/predict", json={"rows": [row]})
     assert response.status_code == 422, response.text
@@ -235,6 +236,24 @@ def test_features_that_overflow_the_model_are_a_422(client, value):
     )
     assert infer.status_code == 422, infer.text
     _shape(infer)
+
+
+def test_a_negative_amplitude_is_a_422_saying_which(client):
+    """A broken feature system's negative RMS was answered as a healthy bearing."""
+    features = [c for c in _columns(client) if not c.startswith("baseline_")]
+    row = {
+        "machine": "neg",
+        "bearing": 1,
+        "timestamp": "2004-01-01T00:00:00",
+        "features": {c: -0.5 if c == "mean" else 0.1 for c in features},
+    }
+    assert client.post("/v1/predict", json={"rows": [row]}).status_code == 200  # a DC offset
+    row["features"]["rms"] = -1e30
+    response = client.post("/v1/predict", json={"rows": [row]})
+    assert response.status_code == 422, response.text
+    (problem,) = _shape(response)["detail"]
+    assert problem["msg"].endswith("rms is -1e+30: an amplitude cannot be negative")
+    assert problem["loc"] == ["body", "rows", 0, "features"]  # where
 
 
 @pytest.mark.parametrize(

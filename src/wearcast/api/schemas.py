@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from wearcast.features import can_be_negative
+
 __all__ = [
     "ERROR_RESPONSES",
     "BearingPrediction",
@@ -127,15 +129,25 @@ def _unicode(name: str) -> str:
 FeatureName = Annotated[str, AfterValidator(_unicode)]
 
 
+def _no_negative_magnitude(features: dict[str, float]) -> dict[str, float]:
+    """A negative RMS, band or envelope level comes from a broken feature system, and was
+    answered as a healthy bearing."""
+    for name, value in features.items():
+        if value < 0 and not can_be_negative(name):
+            raise ValueError(f"{name} is {value:g}: an amplitude cannot be negative")
+    return features
+
+
+Features = Annotated[dict[FeatureName, FiniteFloat], AfterValidator(_no_negative_magnitude)]
+
+
 class FeatureRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     machine: MachineId
     bearing: int = Field(ge=1, le=MAX_BEARING)
     timestamp: RecordingTime
-    features: dict[FeatureName, FiniteFloat] = Field(
-        description="every feature the model uses, by name"
-    )
-    baseline: dict[FeatureName, FiniteFloat] | None = Field(
+    features: Features = Field(description="every feature the model uses, by name")
+    baseline: Features | None = Field(
         None, description="the bearing's healthy baseline; default: from its history here"
     )
 
