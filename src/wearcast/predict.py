@@ -26,7 +26,7 @@ from wearcast.baseline import growing_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
 from wearcast.ingest import Quarantined, discover_runs, single_file_run
-from wearcast.model import check_rig
+from wearcast.model import ForeignRig, check_rig
 from wearcast.prognostics import Prognostics
 
 __all__ = ["score_path"]
@@ -111,7 +111,7 @@ def score_path(
 
 def _of_the_models_rig(
     by_run: dict[str, list[pd.DataFrame]], trained_on: list[str]
-) -> tuple[list[pd.DataFrame], list[tuple[list[pd.DataFrame], ValueError]]]:
+) -> tuple[list[pd.DataFrame], list[tuple[list[pd.DataFrame], ForeignRig]]]:
     """The runs' recordings the model can score, and each other run's with the reason: every
     run is checked on its own features (checked on the union of a folder's columns, another
     rig's run beside one of the model's got empty features, imputed, and answers)."""
@@ -119,8 +119,8 @@ def _of_the_models_rig(
     for run, frames in sorted(by_run.items()):
         try:
             check_rig(model_columns(frames[0].drop(columns=["file"])), trained_on)
-        except ValueError as exc:
-            foreign.append((frames, ValueError(f"run {run}: {exc}")))
+        except ForeignRig as exc:
+            foreign.append((frames, ForeignRig(f"run {run}: {exc}")))
             continue
         scored += frames
     return scored, foreign
