@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from wearcast.alarms import AlarmRule
-from wearcast.rul import RemainingLife, Trajectory, phm2012_score
+from wearcast.rul import AlarmStart, RemainingLife, Trajectory, phm2012_score
 
 
 def _fleet(n: int, seed: int) -> list[Trajectory]:
@@ -67,7 +67,7 @@ def test_one_failed_training_bearing_leaves_the_spread_of_lives_to_bearing_physi
     # Its one time from alarm to failure likewise: at another bearing's alarm, the interval
     # is that spread's central 80 %.
     after = lone.life_h - lone.hours[lone.raised]
-    alarm = life.estimate(np.array([0.0, 50.0]), np.ones(2), raised=1)
+    alarm = life.estimate(np.array([0.0, 50.0]), np.ones(2), AlarmStart(50.0, 1))
     spread = stats.lognorm(s=math.pi / (1.5 * math.sqrt(6)), scale=after)
     assert (alarm.rul_h, alarm.low_h, alarm.high_h) == pytest.approx(
         (after, spread.ppf(0.1), spread.ppf(0.9)), rel=1e-6
@@ -79,7 +79,8 @@ def test_after_an_alarm_the_trend_narrows_the_estimate():
     life = RemainingLife(coverage=0.8).fit(runs)
     run = runs[0]
     late = int(0.9 * len(run.hours))
-    estimate = life.estimate(run.hours[: late + 1], run.health[: late + 1], run.raised)
+    hours = run.hours[: late + 1]
+    estimate = life.estimate(hours, run.health[: late + 1], AlarmStart.at(hours, run.raised))
     truth = run.life_h - run.hours[late]
     assert "exponential trend" in estimate.method
     assert estimate.low_h <= truth <= estimate.high_h
@@ -92,13 +93,10 @@ def test_interval_coverage_on_new_bearings_is_near_nominal():
     for run in _fleet(40, 3):
         for share in (0.3, 0.5, 0.7, 0.8, 0.9):
             i = int(share * len(run.hours))
-            est = life.estimate(run.hours[: i + 1], run.health[: i + 1], _raised(run, i))
+            hours = run.hours[: i + 1]
+            est = life.estimate(hours, run.health[: i + 1], AlarmStart.at(hours, run.raised))
             hits.append(est.low_h <= run.life_h - run.hours[i] <= est.high_h)
     assert 0.7 <= np.mean(hits) <= 0.95, np.mean(hits)
-
-
-def _raised(run: Trajectory, i: int) -> int | None:
-    return run.raised if run.raised is not None and run.raised <= i else None
 
 
 def test_phm2012_score_punishes_late_estimates_harder():

@@ -286,6 +286,9 @@ class ScoringHistory:
     baseline_times: dict[Key, list[datetime]]
     recent: dict[Key, list[LoggedPoint]]
     first_times: dict[Key, datetime | None]
+    # Of each bearing whose last prediction is in alarm: when that episode was raised and how
+    # many predictions it holds (more than ``recent`` may).
+    open_alarms: dict[Key, tuple[datetime, int]]
 
 
 def earliest_times(recordings: Iterable[RecordingKey]) -> dict[Key, datetime]:
@@ -486,7 +489,8 @@ class PredictionLog:
         """What answering these recordings needs of the log, read in one transaction: what is
         already answered, each bearing's baseline sample times, its last ``window``
         predictions before the earliest of its recordings here (``alarm_window`` if the last
-        of them is in alarm: the trend since the alarm), and its first logged one."""
+        of them is in alarm: the trend since the alarm, and where that episode began), and its
+        first logged one."""
         earliest = earliest_times(recordings)
         keys = sorted(earliest)
         with self.engine.connect() as conn:
@@ -500,6 +504,7 @@ class PredictionLog:
                 baseline_times=_baseline_times(conn, keys, baseline_recordings),
                 recent=recent,
                 first_times=_first_times(conn, keys),
+                open_alarms={key: _open_alarm(conn, key, earliest[key]) for key in alarmed},
             )
 
     def add_baseline_samples(self, samples: list[tuple[str, int, datetime, dict]]) -> None:
@@ -887,6 +892,19 @@ def _recent(
         return {key: [] for key in keys}
     rows = _per_bearing(conn, _recent_points, keys, {"before": before}, window=window)
     return {key: [LoggedPoint(*row) for row in reversed(found)] for key, found in rows.items()}
+
+
+def _open_alarm(conn, key: Key, before: datetime) -> tuple[datetime, int]:
+    """When the alarm episode of a bearing's last prediction before ``before`` was raised, and
+    how many predictions it holds: those after its latest one not in alarm."""
+    t = _Prediction.recorded_at
+    machine, bearing = key
+    earlier = (_Prediction.machine == machine, _Prediction.bearing == bearing, t < before)
+    not_alarm = _Prediction.state.is_(None) | (_Prediction.state != ALARM)
+    calm = conn.execute(select(func.max(t)).where(*earlier, not_alarm)).scalar()
+    since = true() if calm is None else t > calm
+    raised, count = conn.execute(select(func.min(t), func.count()).where(*earlier, since)).one()
+    return raised, count
 
 
 def _first_times(conn, keys: list[Key]) -> dict[Key, datetime | None]:

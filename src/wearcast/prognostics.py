@@ -18,7 +18,7 @@ from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
 from wearcast.dataset import degradation_onset
 from wearcast.health import HealthIndicator
-from wearcast.rul import Estimate, RemainingLife, Trajectory
+from wearcast.rul import AlarmStart, Estimate, RemainingLife, Trajectory
 
 __all__ = ["BearingStep", "Prognostics", "fit_prognostics", "healthy_rows", "health_features"]
 
@@ -47,6 +47,7 @@ class BearingStep:
     threshold: float
     state: str
     rul: Estimate
+    alarm: AlarmStart | None  # the alarm episode it is in, if in alarm
 
     def answer(self) -> dict:
         """The fields the API and `wearcast predict` report for this recording."""
@@ -92,8 +93,9 @@ class Prognostics:
                 raised = None
             elif state == ALARM and raised is None:
                 raised = i
-            rul = self.life.estimate(hours[: i + 1], health[: i + 1], raised)
-            steps.append(BearingStep(float(health[i]), self.threshold, state, rul))
+            alarm = AlarmStart.at(hours[: i + 1], raised)
+            rul = self.life.estimate(hours[: i + 1], health[: i + 1], alarm)
+            steps.append(BearingStep(float(health[i]), self.threshold, state, rul, alarm))
         episodes = [replace(e, peak_value=float(health[e.peak])) for e in track.episodes]
         return steps, episodes
 
@@ -114,27 +116,30 @@ class Prognostics:
         health: np.ndarray,
         states_before: list[str | None],
         *,
+        alarm_before: AlarmStart | None = None,
         warming_up: bool = False,
     ) -> BearingStep:
         """The step at the last of a bearing's latest recordings, given the states logged for
-        the ones before it (what the API knows). ``hours`` count from the bearing's first
-        recording; a state or health logged by an older version (None, NaN) counts as ok.
-        ``warming_up``: the bearing's baseline is not complete yet (see :meth:`follow`)."""
+        the ones before it (what the API knows) and, if the last of them was in alarm, where
+        that episode began (``alarm_before``; the log may hold more of it than ``hours``).
+        ``hours`` count from the bearing's first recording; a state or health logged by an
+        older version (None, NaN) counts as ok. ``warming_up``: the bearing's baseline is not
+        complete yet (see :meth:`follow`)."""
         hours, health = np.asarray(hours, float), np.asarray(health, float)
         previous = [s or OK for s in states_before]
         with np.errstate(invalid="ignore"):
             above = health > self.threshold
         if warming_up:
             above[-1] = False
-        state = next_state(previous[-1] if previous else OK, above[-self.rule.memory :], self.rule)
-        states = [*previous, state]
-        raised = None
-        if state == ALARM:  # the first alarm of the current episode, as far as the log reaches
-            raised = len(states) - 1
-            while raised > 0 and states[raised - 1] == ALARM:
-                raised -= 1
-        rul = self.life.estimate(hours, health, raised)
-        return BearingStep(float(health[-1]), self.threshold, state, rul)
+        last = previous[-1] if previous else OK
+        state = next_state(last, above[-self.rule.memory :], self.rule)
+        alarm = None
+        if state == ALARM and last == ALARM and alarm_before is not None:
+            alarm = AlarmStart(alarm_before.hours, alarm_before.recordings + 1)
+        elif state == ALARM:
+            alarm = AlarmStart(float(hours[-1]), 1)
+        rul = self.life.estimate(hours, health, alarm)
+        return BearingStep(float(health[-1]), self.threshold, state, rul, alarm)
 
 
 def health_features(columns: list[str], chosen: list[str] | None = None) -> list[str]:

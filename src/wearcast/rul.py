@@ -7,10 +7,10 @@ Two sources of evidence, blended:
   failed training bearings) conditioned on surviving to its age. After the alarm, the same is
   done with the fleet's times from alarm to failure, conditioned on the time since the alarm.
 * **the bearing's own trajectory.** After the alarm, an exponential degradation model (log health
-  indicator linear in time) is fitted to the recordings since the episode began and extrapolated
-  to the level at which the fleet's bearings failed. It is blended with the fleet's estimate in
-  log-time, its weight growing with the recordings since the alarm (a Bayesian-style update with
-  the fleet as prior).
+  indicator linear in time) is fitted to the latest recordings since the episode began and
+  extrapolated to the level at which the fleet's bearings failed. It is blended with the fleet's
+  estimate in log-time, its weight growing with the recordings since the alarm (a
+  Bayesian-style update with the fleet as prior).
 
 The interval is the fleet distribution's central ``coverage`` interval around the blended
 estimate, widened by a factor calibrated on held-out runs (split-conformal on log-ratio
@@ -26,7 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["Estimate", "RemainingLife", "Trajectory", "phm2012_point", "phm2012_score"]
+__all__ = [
+    "TREND_RECORDINGS",
+    "AlarmStart",
+    "Estimate",
+    "RemainingLife",
+    "Trajectory",
+    "phm2012_point",
+    "phm2012_score",
+]
 
 _MIN_SIGMA = 0.25  # log-life spread floor: a handful of lives understates the real spread
 # The spread of one failed training bearing's life (or time from alarm to failure), which says
@@ -36,6 +44,10 @@ _MIN_SIGMA = 0.25  # log-life spread floor: a handful of lives understates the r
 _LONE_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
+# The trend is fitted to at most the latest this many recordings since the alarm: a defect's
+# growth speeds up, so its recent rate is what extrapolates, and a bearing left in alarm for
+# weeks costs the API a bounded read.
+TREND_RECORDINGS = 60
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,21 @@ class Trajectory:
     health: np.ndarray
     raised: int | None  # index of the first alarm, None if never alarmed
     life_h: float | None  # hours from start to failure (None: did not fail)
+
+
+@dataclass(frozen=True)
+class AlarmStart:
+    """Where a bearing's current alarm episode began."""
+
+    hours: float  # the bearing's age when the alarm was raised
+    recordings: int  # recordings since, the latest included
+
+    @classmethod
+    def at(cls, hours: np.ndarray, raised: int | None) -> AlarmStart | None:
+        """The episode raised at index ``raised`` of ``hours`` (None: not raised by the last)."""
+        if raised is None or raised >= len(hours):
+            return None
+        return cls(float(hours[raised]), len(hours) - raised)
 
 
 @dataclass(frozen=True)
@@ -118,27 +145,30 @@ class RemainingLife:
             others = RemainingLife(self.coverage)
             others._fit_fleet(failed[:i] + failed[i + 1 :])
             for j in _cut_points(len(run.hours)):
-                est = others.estimate(run.hours[: j + 1], run.health[: j + 1], run.raised)
+                hours = run.hours[: j + 1]
+                est = others.estimate(hours, run.health[: j + 1], AlarmStart.at(hours, run.raised))
                 ratios.append(_interval_ratio(est, run.life_h - run.hours[j]))
         return float(max(np.quantile(ratios, self.coverage), 1.0)) if ratios else 1.0
 
-    def estimate(self, hours: np.ndarray, health: np.ndarray, raised: int | None) -> Estimate:
-        """Remaining life at the last of ``hours`` (a bearing's recordings so far)."""
+    def estimate(self, hours: np.ndarray, health: np.ndarray, alarm: AlarmStart | None) -> Estimate:
+        """Remaining life at the last of ``hours`` (a bearing's recordings so far, or its
+        latest ones, as long as they hold the last :data:`TREND_RECORDINGS` since ``alarm``)."""
         hours = np.asarray(hours, float)
         health = np.asarray(health, float)
         age = float(hours[-1])
         tail = (1 - self.coverage) / 2
         probs = (0.5, tail, 1 - tail)
-        if raised is None or raised >= len(hours):
+        if alarm is None:
             median, low, high = _conditional_quantiles(*self.life_, age, probs)
             method = f"fleet lives ({self.prior_}) given survival to {age:.3g} h, no alarm"
         else:
-            since = age - hours[raised]
+            since = age - alarm.hours
             median, low, high = _conditional_quantiles(*self.after_alarm_, since, probs)
             method = f"fleet times from alarm to failure given {since:.3g} h since the alarm"
-            trend = self._trend(hours[raised:], health[raised:])
+            recent = np.flatnonzero(hours >= alarm.hours)[-TREND_RECORDINGS:]
+            trend = self._trend(hours[recent], health[recent])
             if trend is not None:
-                weight = (len(hours) - raised) / (len(hours) - raised + _TREND_PRIOR_RECORDINGS)
+                weight = alarm.recordings / (alarm.recordings + _TREND_PRIOR_RECORDINGS)
                 blended = math.exp(
                     (1 - weight) * math.log(max(median, 1e-6)) + weight * math.log(trend)
                 )

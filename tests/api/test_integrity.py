@@ -200,6 +200,46 @@ def test_answers_do_not_depend_on_how_rows_are_batched(model_home, tmp_path):
         assert [b[f] for f in numbers] == pytest.approx([a[f] for f in numbers], rel=1e-9)
 
 
+def test_a_bearing_long_in_alarm_is_told_the_time_since_its_alarm_as_batch_scoring_says(
+    model_home, tmp_path
+):
+    """A bearing in alarm for more than the predictions a request reads back (60) was told the
+    same hours since its alarm forever (the first alarm in that window), and a remaining life
+    hundreds of hours off `wearcast predict`'s (found by an operations trial). Sent one row a
+    request and in batches of 7, every answer is batch scoring's on the same health series."""
+    rows = bearing_rows_with_gain(model_home, 3.0)
+    step = pd.Timestamp(rows[-1]["timestamp"]) - pd.Timestamp(rows[-2]["timestamp"])
+    for i in range(100):  # the gained recordings again, later: a bearing left in alarm
+        stamp = pd.Timestamp(rows[-1]["timestamp"]) + step
+        rows.append({**rows[30 + i % 30], "timestamp": stamp.isoformat()})
+    settings = api_settings(model_home, tmp_path)
+    prognostics = registry.load_prognostics(registry.client(settings), settings, 1)
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READER
+        alone = [
+            c.post("/v1/predict", json={"rows": [{**r, "machine": "alone"}]}).json()[0]
+            for r in rows
+        ]
+        batched = []
+        for start in range(0, len(rows), 7):
+            chunk = [{**r, "machine": "sevens"} for r in rows[start : start + 7]]
+            batched += c.post("/v1/predict", json={"rows": chunk}).json()
+    k = settings.baseline_recordings
+    hours = [(pd.Timestamp(r["timestamp"]) - pd.Timestamp(rows[0]["timestamp"])) for r in rows]
+    hours = np.array([h.total_seconds() / 3600 for h in hours])
+    for served in (alone, batched):
+        answers = [r["bearings"][0] for r in served]
+        steps, _ = prognostics.follow(hours, np.array([a["health"] for a in answers]), warmup=k)
+        in_alarm = [a["alarm_state"] == "alarm" for a in answers]
+        assert sum(in_alarm[k:]) > 80 and all(in_alarm[-80:])  # long in alarm, to the end
+        for answer, expected in list(zip(answers, steps, strict=True))[k:]:
+            assert answer["alarm_state"] == expected.state
+            assert answer["rul_method"] == expected.rul.method
+            assert [answer["rul_h"], answer["rul_low_h"], answer["rul_high_h"]] == pytest.approx(
+                [expected.rul.rul_h, expected.rul.low_h, expected.rul.high_h], rel=1e-6
+            )
+
+
 def test_a_recording_sent_twice_in_one_request_is_one_point_of_the_bearings_history(
     model_home, tmp_path
 ):

@@ -275,3 +275,5 @@ def test_a_bearing_logged_last_in_alarm_gets_its_longer_history(log):
     assert [p.state for p in short.recent[("m", 1)]] == ["ok"] * 15 + ["alarm"] * 10
     assert short.recent[("m", 2)] == long.recent[("m", 2)][-5:]
     assert len(short.recent[("m", 2)]) == 5
+    # Where the open episode began, however far back: the first of its 10 alarm predictions.
+    assert short.open_alarms == {("m", 1): (records[40].recorded_at, 10)}

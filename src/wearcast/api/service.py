@@ -40,6 +40,7 @@ from wearcast.prediction_log import (
 )
 from wearcast.prognostics import Prognostics
 from wearcast.rig import Rig, bearing_channels
+from wearcast.rul import TREND_RECORDINGS, AlarmStart
 
 __all__ = [
     "BearingInput",
@@ -52,9 +53,6 @@ __all__ = [
 
 
 _BASELINE_CACHE = 100_000  # bearings
-# Logged predictions a request reads back per bearing: the alarm rule's memory and the health
-# trend since an alarm (the remaining-life fit) need this many at most.
-HEALTH_HISTORY = 60
 
 
 class UnknownFeatures(ValueError):
@@ -338,6 +336,11 @@ class Scorer:
         # A bearing's age counts from its first recording: logged, or the earliest here.
         earliest = earliest_times(i.key for i in inputs)
         start = {key: min(t, history.first_times[key] or t) for key, t in earliest.items()}
+        # Each bearing's open alarm episode, in hours of its age, as its answers go on.
+        alarms = {
+            key: AlarmStart((raised - start[key]).total_seconds() / 3600, count)
+            for key, (raised, count) in history.open_alarms.items()
+        }
         k = self.settings.baseline_recordings
         answers: list[BearingPrediction | None] = [None] * len(inputs)
         before: list[str | None] = [None] * len(inputs)
@@ -359,8 +362,10 @@ class Scorer:
                     + [(item.timestamp - start[key]).total_seconds() / 3600],
                     [_nan(p.health) for p in tail] + [float(health[j])],
                     [p.state for p in tail],
+                    alarm_before=alarms.get(key),
                     warming_up=counts[j] < k and item.baseline is None,
                 )
+                alarms[key] = step.alarm
                 status = step.answer()
             recent[key].append(
                 LoggedPoint(
@@ -385,7 +390,7 @@ class Scorer:
         if prognostics is not None:
             window = max(window, prognostics.rule.memory)
             if alarmed:
-                window = max(window, HEALTH_HISTORY)
+                window = max(window, TREND_RECORDINGS)
         return window
 
     def _wear_status(self, tail: list[LoggedPoint], timestamp: datetime, wear: float) -> dict:
