@@ -99,6 +99,33 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
         registry.rollback(client, settings)
 
 
+def test_the_champions_configuration_retrained_on_more_data_is_promoted(world, tmp_path):
+    """Retrained weekly with the configuration that already wins, a model tied with the
+    champion by construction (the gate evaluates both configurations on the same table) and was
+    never promoted: the champion stayed the model of the first week's data forever (found by
+    an operations trial). The same configuration on the same or a smaller table is kept."""
+    settings, _, root = world
+    settings = Settings(home=tmp_path / "home", workers=2)
+    frame = read_table(root / "table")
+    (tmp_path / "first-week").mkdir()
+    frame.drop(frame.index[::10]).to_parquet(tmp_path / "first-week" / "table.parquet")
+    client = registry.connect(settings)
+    v1 = train_challenger(settings, tmp_path / "first-week", config=GOOD)["version"]
+    assert gate_challenger(settings, tmp_path / "first-week", v1).promoted
+    v2 = train_challenger(settings, root / "table", config=GOOD)["version"]
+    decision = gate_challenger(settings, root / "table", v2)
+    assert decision.promoted and "newer table" in decision.reason, decision.reason
+    assert f"({len(frame)} rows, the champion's {len(frame) - len(frame.index[::10])})" in (
+        decision.reason
+    )
+    assert registry.champion_version(client, settings) == v2
+    for table, why in ((tmp_path / "first-week", "smaller table"), (root / "table", "same table")):
+        again = train_challenger(settings, table, config=GOOD)["version"]
+        decision = gate_challenger(settings, table, again)
+        assert not decision.promoted and why in decision.reason, decision.reason
+    assert registry.champion_version(client, settings) == v2
+
+
 def test_the_gate_keeps_a_champion_of_another_rig_and_says_why(world, tmp_path):
     """A model trained on recordings of another sampling rate (other bands) is not compared
     with a champion it cannot replace: kept, with the way to serve it (the gate had compared

@@ -160,6 +160,7 @@ def log_training(
         "wear_mae": f"{evaluation.wear_mae:.6f}",
         "label_strategy": params.get("label_strategy", ""),
         "table_digest": params.get("table_digest", ""),
+        "rows": str(params.get("rows", "")),
         "metrics": json.dumps(evaluation.metrics()),
         "report": str(Path(report_dir) / "report.md"),
     }
@@ -252,7 +253,9 @@ def gate(
     both. The challenger must lower the wear MAE, averaged over held-out bearings, by more than
     ``promotion_margin`` and more than the noise the comparison itself shows (twice the standard
     error of the per-bearing differences), and miss no more failures and raise no more false
-    alarms. A version already gated keeps its decision, so running the gate twice changes
+    alarms. The champion's own configuration trained again (the weekly retraining of a model
+    that already wins) cannot beat itself: it is promoted if fitted on another table at least as
+    large. A version already gated keeps its decision, so running the gate twice changes
     nothing.
     """
     tags = client.get_model_version(settings.model_name, str(version)).tags
@@ -281,9 +284,10 @@ def gate(
             f"own (WEARCAST_MODEL_NAME) or promote it by hand (`wearcast promote {version}`) "
             "to replace the champion",
         )
-    champion_config = json.loads(
-        client.get_model_version(settings.model_name, str(current)).tags["config"]
-    )
+    champion_tags = client.get_model_version(settings.model_name, str(current)).tags
+    champion_config = json.loads(champion_tags["config"])
+    if json.loads(tags["config"]) == champion_config:
+        return _refit_or_keep(client, settings, version, current, tags, champion_tags)
     champion = evaluate_config(champion_config)
     challenger = evaluate_config(json.loads(tags["config"]))
     theirs = {(b.run, b.bearing): b.wear_mae for b in champion.bearings}
@@ -316,6 +320,36 @@ def gate(
     reason = (
         f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < {champion.wear_mae:.4f} "
         f"(per held-out bearing {diffs.mean():+.4f}, needed {-needed:+.4f})"
+    )
+    promote(client, settings, version, reason)
+    return GateDecision(version, True, reason, current)
+
+
+def _refit_or_keep(
+    client: MlflowClient,
+    settings: Settings,
+    version: int,
+    current: int,
+    tags: dict,
+    champion_tags: dict,
+) -> GateDecision:
+    """The champion's own configuration, trained again: compared on the same table it ties
+    with itself by construction, so what differs is the data each was fitted on. A newer table
+    at least as large is the retraining cycle's purpose: promoted."""
+    rows, champion_rows = (int(t.get("rows") or 0) for t in (tags, champion_tags))
+    if tags.get("table_digest") == champion_tags.get("table_digest"):
+        why = f"version {version} is its configuration trained again on the same table"
+        return _keep_champion(client, settings, version, current, why)
+    if rows < champion_rows:
+        why = (
+            f"version {version} is its configuration trained on a smaller table ({rows} rows, "
+            f"the champion's {champion_rows})"
+        )
+        return _keep_champion(client, settings, version, current, why)
+    reason = (
+        f"refits version {current}'s configuration on a newer table ({rows} rows, the "
+        f"champion's {champion_rows or 'not recorded'}): a configuration compared with itself "
+        "ties, so the model of the newer data serves"
     )
     promote(client, settings, version, reason)
     return GateDecision(version, True, reason, current)
