@@ -725,27 +725,49 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Serve the champion over HTTP (FastAPI/uvicorn): see /docs for the API."""
+    import copy
     import os
+    import tempfile
+    from contextlib import ExitStack
 
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from wearcast.api.main import create_app
 
     settings = settings_of(ctx)
+    if workers > 1 and not settings.reload_interval_s:
+        raise fail(
+            "--workers above 1 needs the registry poll (WEARCAST_RELOAD_INTERVAL_S above 0): an "
+            "admin reload reaches one worker process, the poll brings the others to its model"
+        )
     try:
         create_app(settings)  # refuse bad security settings before binding the port
     except (RuntimeError, ValueError) as exc:
         raise fail(str(exc)) from None
     os.environ["WEARCAST_HOME"] = str(settings.home)  # worker processes build the same settings
-    uvicorn.run(
-        "wearcast.api.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-    )
+    # wearcast's own messages (model swaps, admin actions, refused work) beside uvicorn's.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["wearcast"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    with ExitStack() as stack:
+        if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Every worker's metrics in one scrape (wearcast.api.metrics), fresh for this run.
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="wearcast-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        uvicorn.run(
+            "wearcast.api.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=log_config,
+            log_level="info",
+            access_log=False,
+        )
 
 
 @app.command("api-key")

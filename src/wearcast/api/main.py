@@ -63,15 +63,13 @@ def _check_security(settings: Settings) -> KeyRing:
     return keys
 
 
-async def _first_load(store: ModelStore, metrics: Metrics) -> None:
+async def _first_load(store: ModelStore) -> None:
     try:
         await asyncio.to_thread(store.sync)
     except Exception:  # noqa: BLE001 - serve probes, keep polling, say why
         log.exception("could not load a model at start-up")
     if store.current is None:
         log.warning("no model served yet (%s); /readyz answers 503 until one is", store.problem)
-    else:
-        metrics.model_version.set(store.current.version)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = app.state.store
         # A registry that does not answer (MLflow down, its HTTP client retrying for minutes)
         # must not keep the probes from answering: past the wait, the load goes on behind.
-        first_load = asyncio.create_task(_first_load(store, app.state.metrics))
+        first_load = asyncio.create_task(_first_load(store))
         await asyncio.wait({first_load}, timeout=settings.startup_load_wait_s)
         if not first_load.done():
             log.warning(
@@ -125,8 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = keys
-    app.state.store = ModelStore(settings)
     app.state.metrics = Metrics()
+    app.state.store = ModelStore(settings, on_swap=app.state.metrics.model_version.set)
     # Parsing and scoring wait here for a token, without holding a thread, so that a burst of
     # heavy requests leaves the thread pool and the event loop to everyone else (probes first).
     app.state.scoring_slots = anyio.CapacityLimiter(settings.max_concurrent_scoring)

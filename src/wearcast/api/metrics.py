@@ -1,10 +1,19 @@
-"""Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one app (its own registry, so several apps can live in one process).
+
+Under several worker processes (``wearcast serve --workers N`` sets ``PROMETHEUS_MULTIPROC_DIR``),
+prometheus-client's multiprocess mode keeps each worker's values in that folder and a scrape,
+whichever worker answers it, reports them all: counters summed (a worker that died, and was
+replaced, still counts), the served version per live worker.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Metrics", "MetricsMiddleware"]
@@ -33,7 +42,10 @@ class Metrics:
             registry=self.registry,
         )
         self.model_version = Gauge(
-            "wearcast_model_version", "served model version", registry=self.registry
+            "wearcast_model_version",
+            "served model version",
+            registry=self.registry,
+            multiprocess_mode="liveall",  # one series per worker: a worker left behind shows
         )
         self.reloads = Counter(
             "wearcast_model_reloads_total", "model swaps", ["outcome"], registry=self.registry
@@ -43,6 +55,7 @@ class Metrics:
             "wearcast_outbox_pending",
             "alarm notifications not delivered yet",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.notifications = Counter(
             "wearcast_notifications_total",
@@ -55,18 +68,21 @@ class Metrics:
             "1 if the machine's latest recordings drifted from the model's reference",
             ["machine"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.drift_features = Gauge(
             "wearcast_drift_features",
             "drifted features (over the machine's bearings) per feature group",
             ["machine", "group"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.drift_min_q = Gauge(
             "wearcast_drift_min_q",
             "smallest BH-adjusted KS p-value per feature group",
             ["machine", "group"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
 
     def show_drift(self, report) -> None:
@@ -87,7 +103,25 @@ class Metrics:
             self.predictions.labels(p.alarm_state).inc()
 
     def render(self) -> bytes:
+        if folder := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            _forget_dead_workers(Path(folder))
+            every_worker = CollectorRegistry()
+            MultiProcessCollector(every_worker)
+            return generate_latest(every_worker)
         return generate_latest(self.registry)
+
+
+def _forget_dead_workers(folder: Path) -> None:
+    """Drop the live gauges of worker processes that are gone (uvicorn replaces a worker that
+    stops answering, and has no hook to say so)."""
+    for path in folder.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, str(folder))
+        except PermissionError:  # alive, another user's
+            pass
 
 
 class MetricsMiddleware:

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -96,8 +97,9 @@ def _refuse_infinite(bad: np.ndarray) -> None:
 class ModelStore:
     """The served model and the registry's versions, both refreshed by one poller."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, on_swap: Callable[[int], None] = lambda _version: None):
         self.settings = settings
+        self.on_swap = on_swap  # told the version now served, at every swap
         self.current: LoadedModel | None = None
         self.versions: list[ModelInfo] | None = None  # None: not read yet
         self.reloads = 0
@@ -148,6 +150,7 @@ class ModelStore:
         previous = self.current.version if self.current else None
         self.current = candidate  # the swap: one reference assignment
         self.reloads += 1
+        self.on_swap(target)
         log.info("serving %s version %s (was %s)", candidate.name, target, previous)
         return True, f"now serving version {target} (was {previous})"
 

@@ -28,7 +28,5 @@ async def readyz(store: StoreDep, response: Response) -> dict:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(metrics: MetricsDep, store: StoreDep) -> Response:
-    if store.current is not None:
-        metrics.model_version.set(store.current.version)
+def metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4")
