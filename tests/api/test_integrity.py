@@ -353,6 +353,30 @@ def test_a_version_that_fails_to_load_or_its_smoke_test_is_not_promoted(tiny_reg
     assert registry.champion_version(client, settings) == 1
 
 
+def test_a_registry_failure_during_a_promotion_is_not_called_a_missing_version(
+    tiny_registry, monkeypatch, caplog
+):
+    """Every registry error was answered 404 "no version" (an operations trial found a
+    database failure so reported); only a missing version is a 404, the rest a 503, and the
+    admin action is in the server log."""
+    from mlflow.exceptions import MlflowException
+
+    settings = tiny_registry
+    with TestClient(create_app(settings)) as c:
+        missing = c.post("/v1/admin/promote/99")
+        assert missing.status_code == 404 and "has no version 99" in missing.json()["detail"]
+
+        def failing(*args, **kwargs):
+            raise MlflowException("database is locked", error_code="INTERNAL_ERROR")
+
+        monkeypatch.setattr(registry, "promote", failing)
+        with caplog.at_level("INFO", logger="wearcast.api"):
+            failed = c.post("/v1/admin/promote/1")
+        assert failed.status_code == 503, failed.text
+        assert "INTERNAL_ERROR" in failed.json()["detail"] and "no version" not in failed.text
+    assert "admin: promoting wearcast-wear version 1" in caplog.text
+
+
 def test_registry_metadata_is_cached_between_polls(model_home, tmp_path):
     settings = api_settings(model_home, tmp_path)
     with TestClient(create_app(settings)) as c:

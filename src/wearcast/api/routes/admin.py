@@ -30,6 +30,15 @@ async def _reload(store, metrics) -> ReloadResponse:
             "server log)",
         ) from None
     metrics.reloads.labels("swapped" if changed else "unchanged").inc()
+    # An admin request reaches one worker process; the others follow at their next poll.
+    every = store.settings.reload_interval_s
+    detail += (
+        f" in this worker process (the server's others, if any, follow within {every:g} s: "
+        "their next registry poll)"
+        if every
+        else " in this worker process (the registry poll is off: other worker processes, if "
+        "any, keep their model until restarted)"
+    )
     return ReloadResponse(
         changed=changed, version=store.current.version if store.current else None, detail=detail
     )
@@ -49,7 +58,11 @@ async def reload(store: StoreDep, metrics: MetricsDep, _role: AdminDep) -> Reloa
     "/promote/{version}",
     summary="make a version the champion (bypasses the gate) and serve it",
     response_model=ReloadResponse,
-    responses={**ERROR_RESPONSES, 404: {"description": "no such version"}},
+    responses={
+        **ERROR_RESPONSES,
+        404: {"description": "no such version"},
+        503: {"description": "the model registry failed"},
+    },
 )
 async def promote(
     version: int, store: StoreDep, settings: SettingsDep, metrics: MetricsDep, _role: AdminDep
@@ -57,11 +70,19 @@ async def promote(
     def work() -> None:
         registry.promote(store.client, settings, version, "promoted through the API by an admin")
 
+    log.info("admin: promoting %s version %s", settings.model_name, version)
     try:
         await run_in_threadpool(work)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise HTTPException(
+                404, detail=f"model {settings.model_name!r} has no version {version}"
+            ) from None
+        log.exception("promotion failed")
         raise HTTPException(
-            404, detail=f"model {settings.model_name!r} has no version {version}"
+            503,
+            detail=f"the model registry could not promote version {version} "
+            f"({exc.error_code}; details in the server log): GET /v1/models shows the champion",
         ) from None
     except registry.PromotionRefused:
         log.exception("promotion refused")
