@@ -468,3 +468,29 @@ def test_the_serving_process_imports_neither_the_search_nor_plotting():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_prediction_log_that_cannot_be_written_is_a_503_and_not_ready(
+    model_home, tmp_path, recording
+):
+    """A read-only (or locked) prediction log was a 500 while /readyz said ready (found by an
+    operations trial): now a 503 that says to retry, with Retry-After, no driver text (it may
+    name paths and hosts), and /readyz not ready meanwhile."""
+    settings = api_settings(model_home, tmp_path)
+    with TestClient(create_app(settings)) as c:  # makes the log's tables
+        c.headers["X-API-Key"] = READER
+        assert _post_recording(c, recording.read_bytes()).status_code == 200
+    db = tmp_path / "predictions.db"
+    read_only = api_settings(
+        model_home, tmp_path, prediction_db_url=f"sqlite:///file:{db}?mode=ro&uri=true"
+    )
+    with TestClient(create_app(read_only)) as c:
+        c.headers["X-API-Key"] = READER
+        assert c.get("/readyz").status_code == 200
+        refused = _post_recording(c, recording.read_bytes(), timestamp="2004-01-02T00:00:00")
+        assert refused.status_code == 503, refused.text
+        body = _shape(refused)
+        assert "read-only" in body["detail"] and "retry" in body["detail"]
+        assert str(tmp_path) not in refused.text and refused.headers["Retry-After"] == "30"
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "prediction log" in ready.json()["detail"]

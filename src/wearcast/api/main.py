@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from wearcast import __version__
@@ -40,6 +41,7 @@ from wearcast.api.routes import (
     ui,
     v2,
 )
+from wearcast.api.routes.health import LogTrouble
 from wearcast.api.security import KeyRing
 from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
 from wearcast.config import Settings
@@ -124,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = keys
     app.state.metrics = Metrics()
+    app.state.log_trouble = LogTrouble()
     app.state.store = ModelStore(settings, on_swap=app.state.metrics.model_version.set)
     # Parsing and scoring wait here for a token, without holding a thread, so that a burst of
     # heavy requests leaves the thread pool and the event loop to everyone else (probes first).
@@ -177,6 +180,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = error(request, exc.status_code, _KINDS.get(exc.status_code, "error"), exc.detail)
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        return response
+
+    @app.exception_handler(OperationalError)
+    async def log_failing(request: Request, exc: OperationalError) -> JSONResponse:
+        # Locked past its busy timeout, read-only, full or unreachable: the server's state,
+        # not the client's request, and one that passes.
+        trouble = app.state.log_trouble
+        trouble.report(exc)
+        log.error("prediction log failed on %s %s: %s", request.method, request.url.path, exc)
+        response = error(
+            request,
+            503,
+            "unavailable",
+            f"the prediction log could not be used ({trouble.reason}); the request was not "
+            f"answered: retry after {trouble.hold_s:g} s",
+        )
+        response.headers["Retry-After"] = f"{trouble.hold_s:g}"
         return response
 
     @app.exception_handler(Exception)
