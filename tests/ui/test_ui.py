@@ -80,6 +80,18 @@ def test_signing_in_sets_a_strict_http_only_cookie_that_opens_the_pages(app):
         assert out.status_code == 303 and client.get("/ui").status_code == 303
 
 
+def test_in_production_the_cookie_is_only_sent_over_tls(model_home, tmp_path):
+    """Behind a proxy that ends TLS the server sees http, and the key's cookie had no Secure
+    flag (found by an operations trial): in production it always has."""
+    settings = api_settings(model_home, tmp_path, env="production")
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        response = client.post("/ui/login", data={"key": READER, "next": "/ui"})
+        assert response.status_code == 303 and "secure" in response.headers["set-cookie"].lower()
+    with TestClient(create_app(api_settings(model_home, tmp_path)), follow_redirects=False) as c:
+        response = c.post("/ui/login", data={"key": READER, "next": "/ui"})
+        assert "secure" not in response.headers["set-cookie"].lower()  # http on loopback
+
+
 def test_a_reader_key_in_the_header_works_too(app):
     with TestClient(app) as client:
         response = client.get("/ui", headers={"X-API-Key": READER})

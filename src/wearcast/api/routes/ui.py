@@ -149,7 +149,9 @@ def login(
         path=PREFIX,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        # The cookie is an API key: in production never sent in clear, whatever scheme a
+        # TLS-terminating proxy in front of the server makes the request look like.
+        secure=request.app.state.settings.env == "production" or request.url.scheme == "https",
     )
     return response
 
