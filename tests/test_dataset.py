@@ -79,6 +79,17 @@ def test_rerun_reads_only_new_or_changed_files(sim_data, tmp_path, settings):
     replaced = table[table.file == str(victim.relative_to(data))].sort_values("bearing")
     original = table[table.file == str(donor.relative_to(data))].sort_values("bearing")
     assert np.allclose(replaced["std"].to_numpy(), original["std"].to_numpy())
+    # A recording deleted (and a quarantined one) leaves the table and the quarantine list:
+    # its rows stayed for good (found by an operations trial).
+    quarantined = json.loads((tmp_path / "t" / "quarantine.json").read_text())[0]["file"]
+    victim.unlink()
+    (data / quarantined).unlink()
+    result = featurize(data, tmp_path / "t", settings)
+    table = read_table(tmp_path / "t")
+    assert result.processed == 0 and len(table) == (2 * 58 + 5 - 1) * 4 == result.rows
+    assert str(victim.relative_to(data)) not in set(table.file)
+    left = [q["file"] for q in json.loads((tmp_path / "t" / "quarantine.json").read_text())]
+    assert quarantined not in left and len(left) == result.quarantined == 3
 
 
 @pytest.mark.slow

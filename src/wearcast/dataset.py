@@ -11,8 +11,8 @@ Layout of a table folder::
 
 A table is built from one data folder: given another, it is refused (a second folder merged in
 once relabelled the first one's runs as never failed). :func:`table_folder` names a table
-folder per data folder. Rows of runs no longer in the folder leave the table, and every run is
-labelled from its own run.json.
+folder per data folder. Rows of runs and recordings no longer in the folder leave the table,
+and every run is labelled from its own run.json.
 
 A rerun reads the manifests and processes only files that are new or changed (size or mtime
 differ, or their run's run.json now describes them otherwise), so a crash loses at most the
@@ -539,10 +539,19 @@ def build_table(
         unreadable = []
         runs = discover_runs(data_dir, unreadable=unreadable)
     _check_one_feature_set(runs, settings)
+    # Only files still there: a deleted recording's rows and quarantine entry leave too.
+    present = sorted(
+        str(path.relative_to(data_dir))
+        for run in runs
+        for path in [p for _, p in run.recordings] + [p for p, _ in run.rejected]
+    )
+    still_there = set(present)
+    latest = {key: entry for key, entry in latest.items() if key in still_there}
     infos = {run.info.name: run.info for run in runs}
     described = json.dumps([infos[n].as_dict() for n in sorted(infos)], sort_keys=True)
     state = {
         "manifests": hashlib.blake2b("\n".join(manifests).encode(), digest_size=16).hexdigest(),
+        "files": hashlib.blake2b("\n".join(present).encode(), digest_size=16).hexdigest(),
         "runs": hashlib.blake2b(described.encode(), digest_size=16).hexdigest(),
         "label_strategy": settings.label_strategy,
         "unreadable": sorted(q.file for q in unreadable),
