@@ -20,7 +20,7 @@ from wearcast.config import Settings
 _settings = Settings()
 FEATURE_TABLE = Asset(
     name="wearcast_feature_table",
-    uri=f"file://{_settings.tables_dir / 'default' / 'table.parquet'}",
+    uri=f"file://{_settings.watched_table_dir / 'table.parquet'}",
 )
 
 
@@ -54,7 +54,7 @@ def wearcast_retrain():
         from wearcast.dataset import pending_files, write_batches
 
         settings = Settings()
-        table_dir = settings.tables_dir / "default"
+        table_dir = settings.watched_table_dir
         unreadable = []
         tasks = pending_files(settings.watched_data_dir, table_dir, unreadable=unreadable)
         for folder in unreadable:
@@ -67,7 +67,7 @@ def wearcast_retrain():
         from wearcast.dataset import featurize_batch
 
         settings = Settings()
-        return featurize_batch(manifest, settings.tables_dir / "default", settings)
+        return featurize_batch(manifest, settings.watched_table_dir, settings)
 
     # Runs when nothing was new too (the mapped task is then skipped), so that a run that
     # failed after featurizing is completed by the next one.
@@ -78,7 +78,7 @@ def wearcast_retrain():
         from wearcast.dataset import build_table
 
         settings = Settings()
-        table_dir = settings.tables_dir / "default"
+        table_dir = settings.watched_table_dir
         result = build_table(settings.watched_data_dir, table_dir, settings)
         shutil.rmtree(table_dir / "batches", ignore_errors=True)  # one run at a time
         return {

@@ -15,14 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wearcast.config import Settings
+from wearcast.config import Settings, table_folder
 from wearcast.dataset import (
     degradation_onset,
     featurize,
     label_table,
     model_columns,
     read_table,
-    table_folder,
 )
 from wearcast.rig import Defect, RunInfo
 from wearcast.simulate import plan_simulation, simulate

@@ -795,7 +795,7 @@ def pipeline(
     ] = None,
 ) -> None:
     """The main job: (simulate ->) featurize -> train -> register -> promote through the gate."""
-    from wearcast.dataset import table_folder
+    from wearcast.config import table_folder
 
     settings = settings_of(ctx)
     if data_dir is None:

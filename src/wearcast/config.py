@@ -6,6 +6,7 @@ Nothing happens at import: folders are made by the code that writes into them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "table_folder"]
+
+
+def table_folder(tables_dir: Path, data_dir: Path) -> Path:
+    """The table folder of a data folder under ``tables_dir``: one table per folder."""
+    source = Path(data_dir).resolve()
+    tag = hashlib.blake2b(str(source).encode(), digest_size=4).hexdigest()
+    return Path(tables_dir) / f"{source.name or 'data'}-{tag}"
 
 
 class Settings(BaseSettings):
@@ -196,6 +204,11 @@ class Settings(BaseSettings):
     @cached_property
     def tables_dir(self) -> Path:
         return self.home / "tables"
+
+    @property
+    def watched_table_dir(self) -> Path:
+        """The watched folder's table: the retraining DAG's, and `wearcast pipeline`'s on it."""
+        return table_folder(self.tables_dir, self.watched_data_dir)
 
     @cached_property
     def reports_dir(self) -> Path:

@@ -10,9 +10,9 @@ Layout of a table folder::
     source.json                 the one data folder the table is built from
 
 A table is built from one data folder: given another, it is refused (a second folder merged in
-once relabelled the first one's runs as never failed). :func:`table_folder` names a table
-folder per data folder. Rows of runs and recordings no longer in the folder leave the table,
-and every run is labelled from its own run.json.
+once relabelled the first one's runs as never failed). :func:`wearcast.config.table_folder`
+names a table folder per data folder. Rows of runs and recordings no longer in the folder leave
+the table, and every run is labelled from its own run.json.
 
 A rerun reads the manifests and processes only files that are new or changed (size or mtime
 differ, or their run's run.json now describes them otherwise), so a crash loses at most the
@@ -89,7 +89,6 @@ __all__ = [
     "feature_columns",
     "model_columns",
     "table_digest",
-    "table_folder",
     "degradation_onset",
 ]
 
@@ -399,13 +398,6 @@ def _unseen(tasks: Iterable[Task], table_dir: Path) -> list[Task]:
             continue
         unseen.append(task)
     return unseen
-
-
-def table_folder(tables_dir: Path, data_dir: Path) -> Path:
-    """The table folder of a data folder under ``tables_dir``: one table per folder."""
-    source = Path(data_dir).resolve()
-    tag = hashlib.blake2b(str(source).encode(), digest_size=4).hexdigest()
-    return Path(tables_dir) / f"{source.name or 'data'}-{tag}"
 
 
 def _check_source(data_dir: Path, table_dir: Path, *, bind: bool = False) -> None:

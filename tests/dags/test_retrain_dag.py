@@ -136,7 +136,7 @@ def test_two_runs_then_a_forced_failure(world, monkeypatch):
         sum(ti.xcom_pull(task_ids="featurize_batch", map_indexes=ti.map_index) for ti in batches)
         == 120
     )
-    table = read_table(settings.tables_dir / "default")
+    table = read_table(settings.watched_table_dir)
     assert len(table) == (120 - 2) * 4  # two faulty recordings quarantined
     assert registry.champion_version(client, settings) == 1
     assert client.get_model_version(settings.model_name, "1").tags["gate_decision"] == "promoted"
@@ -156,7 +156,7 @@ def test_two_runs_then_a_forced_failure(world, monkeypatch):
         sum(ti.xcom_pull(task_ids="featurize_batch", map_indexes=ti.map_index) for ti in batches)
         == 40
     )
-    assert len(read_table(settings.tables_dir / "default")) == (160 - 2) * 4
+    assert len(read_table(settings.watched_table_dir)) == (160 - 2) * 4
     v2 = client.get_model_version(settings.model_name, "2")
     decision = v2.tags["gate_decision"]
     assert decision in ("promoted", "challenger") and v2.tags["gate_reason"]
