@@ -50,6 +50,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    null,
     or_,
     select,
     text,
@@ -731,6 +732,25 @@ class PredictionLog:
                     _Outbox.delivered_at.is_not(None), _Outbox.delivered_at < cutoff
                 )
             ).rowcount
+
+    def compact(self, older_than: timedelta, *, chunk: int = 5000) -> int:
+        """Drop the stored answer and features of predictions logged longer ago than
+        ``older_than`` (the numbers stay: history, episodes, ages and baselines are intact);
+        returns how many. In chunks, so that writers wait for one short transaction at most."""
+        cutoff = datetime.now(UTC) - older_than
+        detailed = (_Prediction.answer.is_not(None)) | (_Prediction.features.is_not(None))
+        done = 0
+        while True:
+            ids = select(_Prediction.id).where(_Prediction.created_at < cutoff, detailed)
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    update(_Prediction)
+                    .where(_Prediction.id.in_(ids.limit(chunk).scalar_subquery()))
+                    .values(answer=null(), features=null())  # SQL NULL, not JSON null
+                ).rowcount
+            done += changed
+            if changed < chunk:
+                return done
 
     def outbox_pending(self) -> int:
         with self._session() as session:

@@ -277,3 +277,41 @@ def test_a_bearing_logged_last_in_alarm_gets_its_longer_history(log):
     assert len(short.recent[("m", 2)]) == 5
     # Where the open episode began, however far back: the first of its 10 alarm predictions.
     assert short.open_alarms == {("m", 1): (records[40].recorded_at, 10)}
+
+
+def test_compacting_drops_old_answers_and_features_and_keeps_the_numbers(log):
+    """The log grew by its stored answer and features (about 6 KB a row) with no bound (found by
+    an operations trial): past the retention they go, in chunks, and what history, episodes and
+    scoring read stays as it was."""
+    records = [
+        replace(
+            _record("c", i),
+            bearing=1,
+            state="alarm" if i >= 5 else "ok",
+            health=float(i),
+            answer={"rul_method": "x", "wear": i / 100},
+            features={"std": float(i)},
+        )
+        for i in range(12)
+    ]
+    log.commit(records)
+    with log.engine.begin() as conn:  # the first 7 logged long ago
+        conn.execute(
+            text("UPDATE predictions SET created_at = :at WHERE recorded_at < :kept"),
+            {"at": datetime(2000, 1, 1), "kept": records[7].recorded_at},
+        )
+    before = log.history("c", 1)
+    later = datetime(2004, 1, 2)
+    reads = log.scoring_history([("c", 1, later)], baseline_recordings=5, window=20)
+    assert log.compact(timedelta(days=90), chunk=3) == 7
+    assert log.compact(timedelta(days=90), chunk=3) == 0  # done once
+    after = log.history("c", 1)
+    strip = lambda r: replace(r, answer=None, features=None)  # noqa: E731
+    assert [strip(r) for r in after] == [strip(r) for r in before]
+    assert [r.answer is None and r.features is None for r in after] == [True] * 7 + [False] * 5
+    again = log.scoring_history([("c", 1, later)], baseline_recordings=5, window=20)
+    assert (again.recent, again.open_alarms, again.first_times) == (
+        reads.recent,
+        reads.open_alarms,
+        reads.first_times,
+    )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import anyio
 from fastapi import FastAPI, Request
@@ -74,6 +75,23 @@ async def _first_load(store: ModelStore) -> None:
         log.warning("no model served yet (%s); /readyz answers 503 until one is", store.problem)
 
 
+_COMPACT_EVERY_S = 3600.0
+
+
+async def _compact_log(prediction_log: PredictionLog, keep_days: float) -> None:
+    """Hourly, the stored answers and features of predictions older than ``keep_days`` go
+    (one worker an hour: the others find the lease taken)."""
+    while True:
+        try:
+            if await asyncio.to_thread(prediction_log.claim_lease, "compact", _COMPACT_EVERY_S):
+                gone = await asyncio.to_thread(prediction_log.compact, timedelta(days=keep_days))
+                if gone:
+                    log.info("prediction log: details of %d predictions dropped", gone)
+        except Exception:  # noqa: BLE001 - the next hour tries again
+            log.exception("prediction log: compacting failed")
+        await asyncio.sleep(_COMPACT_EVERY_S)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = _check_security(settings)  # fail before serving anything
@@ -105,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [first_load, poller] if poller else [first_load]
         if settings.drift_interval_s > 0:
             background.append(asyncio.create_task(app.state.drift.run()))
+        if settings.prediction_detail_keep_days:
+            keep = settings.prediction_detail_keep_days
+            background.append(asyncio.create_task(_compact_log(app.state.log, keep)))
         if settings.webhook_url:
             notifier = Notifier(settings, app.state.log, app.state.metrics)
             background.append(asyncio.create_task(notifier.run()))

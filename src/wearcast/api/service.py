@@ -467,8 +467,11 @@ def _check_conflicts(
 
 
 def _replay(logged: LoggedAnswer) -> BearingPrediction:
-    if logged.answer is None:  # logged by a wearcast without stored answers
-        raise ConflictingRecording("this recording was logged before answers were kept")
+    if logged.answer is None:  # past prediction_detail_keep_days, or an old wearcast's
+        raise ConflictingRecording(
+            "this recording was answered long ago and its full answer is no longer kept "
+            "(WEARCAST_PREDICTION_DETAIL_KEEP_DAYS); GET /v1/bearings/{id} has its numbers"
+        )
     # Answers logged before they carried their version take it from the log's column.
     return BearingPrediction.model_validate({"model_version": logged.model_version} | logged.answer)
 
