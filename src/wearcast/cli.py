@@ -484,7 +484,14 @@ def train(
         str | None, typer.Option(help="both, relative or absolute (default: searched)")
     ] = None,
     budget: Annotated[float | None, typer.Option(help="search budget in seconds")] = None,
-    max_trials: Annotated[int | None, typer.Option(min=1)] = None,
+    max_trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="trials of each search: the same model on any machine, the budget only a cap "
+            "(default: WEARCAST_SEARCH_MAX_TRIALS, else as many as the budget allows)",
+        ),
+    ] = None,
     register: Annotated[bool, typer.Option(help="log to MLflow, register and gate")] = True,
     as_json: JsonOpt = False,
 ) -> None:

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         20, gt=0, description="first recordings of a bearing that define its healthy baseline"
     )
     search_budget_s: float = Field(60.0, gt=0, description="time budget of the model search")
+    search_max_trials: int | None = Field(
+        None,
+        ge=1,
+        description="trials of each model search: set, the search is reproducible on any "
+        "machine (the budget only caps it); None: as many as the budget allows",
+    )
     random_state: int = 0
     model_name: str = "wearcast-wear"
     tracking_uri: str | None = Field(

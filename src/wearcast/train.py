@@ -97,8 +97,11 @@ def search(
 ) -> SearchResult:
     """Find the configuration with the lowest grouped cross-validated wear MAE within budget.
 
-    Every family is tried once with its defaults first, so each is on the leaderboard.
+    Every family is tried once with its defaults first, so each is on the leaderboard. The
+    sampler is seeded: ``max_trials`` (default ``search_max_trials``) trials are the same
+    trials on any machine, while a budget alone stops wherever the machine's speed has got.
     """
+    max_trials = max_trials or settings.search_max_trials
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise ValueError("the search needs at least two bearings (groups) to cross-validate")
