@@ -400,8 +400,8 @@ def _usage_by_service(stack: Stack) -> dict[str, tuple[float, float]]:
     return {name: (mb, cpu) for name, (mb, cpu) in sorted(usage.items())}
 
 
-def _manifest_files(home: Path) -> list[str]:
-    parts = home / "tables" / "default" / "parts"
+def _manifest_files(table_dir: Path) -> list[str]:
+    parts = table_dir / "parts"
     return [e["file"] for p in sorted(parts.glob("part-*.json")) for e in json.loads(p.read_text())]
 
 
@@ -413,6 +413,7 @@ def test_stack_retrains_serves_and_survives_a_lost_worker(stack: Stack):
     home = Path(stack.env["WEARCAST_HOME"])
     urls = stack.env["API_URLS"].split(",")
     settings = Settings(home=home)
+    table_dir = settings.watched_table_dir  # the DAG's
     assert [_get(f"{u}/readyz").status_code for u in urls] == [503, 503]  # no model yet
 
     # --- run 1: the first recordings, a first champion on both replicas ----------------
@@ -478,9 +479,9 @@ def test_stack_retrains_serves_and_survives_a_lost_worker(stack: Stack):
     assert len(batches) == 3 and all(t["state"] == "success" for t in batches.values())
     assert batches[killed["map_index"]]["try_number"] >= 2  # retried on the other worker
     assert champion_before_gate == {1}
-    files = _manifest_files(home)
+    files = _manifest_files(table_dir)
     assert len(files) == len(set(files)) == 80 + 120  # each file featurized exactly once
-    table = read_table(home / "tables" / "default")
+    table = read_table(table_dir)
     assert not table.duplicated(["run", "bearing", "timestamp"]).any()
     assert len(table) == (80 - 2 + 120) * 4
     champion = _champion(stack)
