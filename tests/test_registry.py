@@ -124,6 +124,28 @@ def test_the_champions_configuration_retrained_on_more_data_is_promoted(world, t
         decision = gate_challenger(settings, table, again)
         assert not decision.promoted and why in decision.reason, decision.reason
     assert registry.champion_version(client, settings) == v2
+    # Another configuration on newer data need only be as good: a tie within the comparison's
+    # noise serves the newer data; worse beyond it is kept out.
+    late = frame[frame.run == frame.run.iloc[0]]
+    for week, extra in (("third-week", 1), ("fourth-week", 2)):
+        (tmp_path / week).mkdir()
+        grown = pd.concat([frame] + [late.assign(run=f"late_{i}") for i in range(extra)])
+        grown.to_parquet(tmp_path / week / "table.parquet")
+    other = {**GOOD, "params": {"n_estimators": 61}}
+    worse = {**GOOD, "params": {"n_estimators": 62}}
+    per_bearing = {
+        json.dumps(GOOD): [0.10, 0.20, 0.10, 0.20],
+        json.dumps(other): [0.11, 0.19, 0.12, 0.19],  # +0.0025: a tie
+        json.dumps(worse): [0.20, 0.30, 0.20, 0.30],  # +0.1 over other's: worse
+    }
+    fake = lambda config: _evaluation(per_bearing[json.dumps(config)])  # noqa: E731
+    v3 = train_challenger(settings, tmp_path / "third-week", config=other)["version"]
+    decision = registry.gate(client, settings, v3, fake)
+    assert decision.promoted and "ties go to the newer data" in decision.reason, decision.reason
+    v4 = train_challenger(settings, tmp_path / "fourth-week", config=worse)["version"]
+    decision = registry.gate(client, settings, v4, fake)
+    assert not decision.promoted and "worse by more than" in decision.reason, decision.reason
+    assert registry.champion_version(client, settings) == v3
 
 
 def test_the_gate_keeps_a_champion_of_another_rig_and_says_why(world, tmp_path):

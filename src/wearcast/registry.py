@@ -253,10 +253,11 @@ def gate(
     both. The challenger must lower the wear MAE, averaged over held-out bearings, by more than
     ``promotion_margin`` and more than the noise the comparison itself shows (twice the standard
     error of the per-bearing differences), and miss no more failures and raise no more false
-    alarms. The champion's own configuration trained again (the weekly retraining of a model
-    that already wins) cannot beat itself: it is promoted if fitted on another table at least as
-    large. A version already gated keeps its decision, so running the gate twice changes
-    nothing.
+    alarms. A version trained on another table at least as large as the champion's (the
+    retraining cycle's new data) need only be as good, within that noise: ties go to the newer
+    data, and the champion's own configuration trained again, which ties with itself by
+    construction, is promoted without a comparison. A version already gated keeps its
+    decision, so running the gate twice changes nothing.
     """
     tags = client.get_model_version(settings.model_name, str(version)).tags
     if "gate_decision" in tags:
@@ -286,8 +287,18 @@ def gate(
         )
     champion_tags = client.get_model_version(settings.model_name, str(current)).tags
     champion_config = json.loads(champion_tags["config"])
+    fresher, data_said = _fresher_data(tags, champion_tags)
     if json.loads(tags["config"]) == champion_config:
-        return _refit_or_keep(client, settings, version, current, tags, champion_tags)
+        # Compared with itself on one table it ties by construction: only the data differs.
+        if not fresher:
+            why = f"version {version} is its configuration trained again on {data_said}"
+            return _keep_champion(client, settings, version, current, why)
+        reason = (
+            f"refits version {current}'s configuration on {data_said}: a configuration compared "
+            "with itself ties, so the model of the newer data serves"
+        )
+        promote(client, settings, version, reason)
+        return GateDecision(version, True, reason, current)
     champion = evaluate_config(champion_config)
     challenger = evaluate_config(json.loads(tags["config"]))
     theirs = {(b.run, b.bearing): b.wear_mae for b in champion.bearings}
@@ -296,7 +307,13 @@ def gate(
     needed = max(settings.promotion_margin, noise)
     margin = settings.promotion_margin
     problems = []
-    if not diffs.mean() < -needed:
+    if fresher and diffs.mean() > needed:
+        problems.append(
+            f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's is worse "
+            f"by more than {needed:.4f} (the margin {margin:g}, or twice the standard error of "
+            f"the {len(diffs)} per-bearing differences, {noise:.4f})"
+        )
+    elif not fresher and not diffs.mean() < -needed:
         problems.append(
             f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's does not "
             f"beat it by {needed:.4f} (the margin {margin:g}, or twice the standard error of "
@@ -317,42 +334,30 @@ def gate(
         )
     if problems:
         return _keep_champion(client, settings, version, current, "; ".join(problems))
-    reason = (
-        f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < {champion.wear_mae:.4f} "
-        f"(per held-out bearing {diffs.mean():+.4f}, needed {-needed:+.4f})"
-    )
+    if diffs.mean() < -needed:
+        reason = (
+            f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < "
+            f"{champion.wear_mae:.4f} (per held-out bearing {diffs.mean():+.4f}, needed "
+            f"{-needed:+.4f})"
+        )
+    else:
+        reason = (
+            f"as good as version {current} (wear MAE per held-out bearing {diffs.mean():+.4f}, "
+            f"within {needed:.4f}) and trained on {data_said}: ties go to the newer data"
+        )
     promote(client, settings, version, reason)
     return GateDecision(version, True, reason, current)
 
 
-def _refit_or_keep(
-    client: MlflowClient,
-    settings: Settings,
-    version: int,
-    current: int,
-    tags: dict,
-    champion_tags: dict,
-) -> GateDecision:
-    """The champion's own configuration, trained again: compared on the same table it ties
-    with itself by construction, so what differs is the data each was fitted on. A newer table
-    at least as large is the retraining cycle's purpose: promoted."""
+def _fresher_data(tags: dict, champion_tags: dict) -> tuple[bool, str]:
+    """Whether a version was trained on another table at least as large as the champion's
+    (a later retraining's), and the table said in words."""
     rows, champion_rows = (int(t.get("rows") or 0) for t in (tags, champion_tags))
     if tags.get("table_digest") == champion_tags.get("table_digest"):
-        why = f"version {version} is its configuration trained again on the same table"
-        return _keep_champion(client, settings, version, current, why)
+        return False, "the same table"
     if rows < champion_rows:
-        why = (
-            f"version {version} is its configuration trained on a smaller table ({rows} rows, "
-            f"the champion's {champion_rows})"
-        )
-        return _keep_champion(client, settings, version, current, why)
-    reason = (
-        f"refits version {current}'s configuration on a newer table ({rows} rows, the "
-        f"champion's {champion_rows or 'not recorded'}): a configuration compared with itself "
-        "ties, so the model of the newer data serves"
-    )
-    promote(client, settings, version, reason)
-    return GateDecision(version, True, reason, current)
+        return False, f"a smaller table ({rows} rows, the champion's {champion_rows})"
+    return True, f"a newer table ({rows} rows, the champion's {champion_rows or 'not recorded'})"
 
 
 def _keep_champion(
