@@ -59,6 +59,7 @@ from wearcast.config import Settings
 from wearcast.features import FeatureSpec, recording_features
 from wearcast.formats import resolve_rig
 from wearcast.ingest import (
+    ClippedSignal,
     Quarantined,
     RecordingError,
     RunFiles,
@@ -133,6 +134,7 @@ class Task(NamedTuple):
     rig: dict  # the run's own rig facts (RunInfo.rig_fields), its format's defaults for the rest
     timestamp: str | None  # ISO 8601; None for a file rejected before reading
     problem: str | None  # why the file is rejected before reading
+    score_clipped: bool = False  # scoring, not training: a clipped signal is read (ClippedSignal)
 
     def digest(self) -> str:
         """What the file's rows depend on besides its bytes: a run.json edit changes it."""
@@ -190,14 +192,19 @@ def _process(task: Task) -> dict:
             raise RecordingError(f"cannot read: {exc.strerror}") from None
         entry["crc32"] = zlib.crc32(content)
         rig, spec = _rig_and_spec(task)
-        data = read_samples(
-            Path(task.path),
-            rig,
-            settings,
-            expected_channels=task.channels,
-            content=content,
-            problem=task.problem,
-        )
+        try:
+            data = read_samples(
+                Path(task.path),
+                rig,
+                settings,
+                expected_channels=task.channels,
+                content=content,
+                problem=task.problem,
+            )
+        except ClippedSignal as exc:
+            if not task.score_clipped:
+                raise
+            data, entry["warning"] = exc.data, exc.warning
         if channel_map is None:
             raise RecordingError("the run's channel count could not be determined")
         _, rows = recording_features(data, channel_map, spec)
@@ -221,7 +228,8 @@ def _process(task: Task) -> dict:
 def run_tasks(run: RunFiles, data_dir: Path, *, to_label: bool = False) -> list[Task]:
     """One task per file of the run that is to be read (ignored files are not). ``to_label``:
     for the training table, where a recording outside the run's declared start and end cannot
-    be labelled (it is quarantined with the reason; `predict` scores it)."""
+    be labelled, nor a clipped one used (both are quarantined with the reason; `predict`
+    scores them, a clipped one with a warning)."""
 
     def task(path: Path, when: datetime | None, problem: str | None) -> Task:
         return Task(
@@ -233,6 +241,7 @@ def run_tasks(run: RunFiles, data_dir: Path, *, to_label: bool = False) -> list[
             run.info.rig_fields(),
             when.isoformat() if when else None,
             problem,
+            not to_label,
         )
 
     dated = [

@@ -43,6 +43,7 @@ from wearcast.rig import (
 )
 
 __all__ = [
+    "ClippedSignal",
     "Recording",
     "RecordingError",
     "Quarantined",
@@ -324,6 +325,22 @@ def discover_runs(data_dir: Path, *, unreadable: list[Quarantined] | None = None
     return runs
 
 
+class ClippedSignal(RecordingError):
+    """A recording whose signal is flat-topped at the sensor's range. Training cannot use it
+    (clipping bends the spectrum); scoring can, since a bearing that saturates its sensor is
+    at least as bad as the levels say, near its failure most often (PRONOSTIA Bearing1_1, two
+    minutes before its end). It carries the samples for that."""
+
+    def __init__(self, reason: str, data: np.ndarray, **where):
+        super().__init__(reason, **where)
+        self.data = data
+
+    @property
+    def warning(self) -> str:
+        """What the answer says beside it when scoring reads it anyway."""
+        return f"{self} (scored: its levels are at least those reported)"
+
+
 def validate_signal(
     data: np.ndarray,
     settings: Settings,
@@ -371,9 +388,10 @@ def validate_signal(
             # `run` consecutive samples at the extreme: the signal is flat-topped.
             if len(pinned) >= run and np.any(pinned[run - 1 :] - pinned[: 1 - run] == run - 1):
                 first = int(pinned[0]) + 1
-                raise RecordingError(
+                raise ClippedSignal(
                     f"channel {ch + 1} is clipped: {run}+ consecutive samples pinned at "
                     f"{extreme:g} g (first at line {first})",
+                    data,
                     line=first,
                     column=ch + 1,
                 )
@@ -404,7 +422,14 @@ def read_samples(
         except OSError as exc:
             raise RecordingError(f"cannot read: {exc.strerror}") from None
     data = fmt.parse(content)
-    validate_signal(data, settings, expected_rows=rig.samples, expected_channels=expected_channels)
+    try:
+        validate_signal(
+            data, settings, expected_rows=rig.samples, expected_channels=expected_channels
+        )
+    except ClippedSignal:
+        if problem is not None:  # what discovery found is the reason, not what scoring forgives
+            raise RecordingError(problem) from None
+        raise
     if problem is not None:
         raise RecordingError(problem)
     return data

@@ -46,12 +46,15 @@ def score_path(
         raise FileNotFoundError(f"{path}: no such file or folder")
     tasks = [t for run in runs for t in run_tasks(run, root)]
     by_run: dict[str, list[pd.DataFrame]] = {}
+    warnings: dict[str, str] = {}  # by file: scored, with something to say (clipped)
     for entry in process_files(tasks, settings):
         if entry["status"] != "ingested":
             bad.append(
                 Quarantined(entry["file"], entry["reason"], entry.get("line"), entry.get("column"))
             )
             continue
+        if "warning" in entry:
+            warnings[entry["file"]] = entry["warning"]
         frame = pd.DataFrame(entry["rows"], columns=result_columns(entry, settings))
         frame.insert(0, "bearing", entry["bearings"])
         frame.insert(0, "timestamp", pd.Timestamp(entry["timestamp"]))
@@ -95,13 +98,15 @@ def score_path(
             stamps = group["timestamp"]
             common["episodes"] = [_episode_answer(e, stamps) for e in episodes]
         for i, status in enumerate(statuses):
+            file = group["file"].iloc[i]
             results.append(
                 {
-                    "file": group["file"].iloc[i],
+                    "file": file,
                     "timestamp": group["timestamp"].iloc[i].isoformat(),
                     "wear": float(group["wear"].iloc[i]),
                     **status,
                     **{k: v for k, v in common.items() if k != "episodes"},
+                    **({"warning": warnings[file]} if file in warnings else {}),
                 }
             )
         if "episodes" in common and results:

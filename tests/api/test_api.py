@@ -460,6 +460,39 @@ def test_not_ready_without_a_model(tmp_path):
         assert response.status_code == 503 and "no model" in response.json()["detail"]
 
 
+def test_a_clipped_recording_is_scored_with_a_warning_and_kept_out_of_training(
+    client, model_home, tmp_path
+):
+    """A sensor saturated by a failing bearing (PRONOSTIA Bearing1_1's, two minutes before
+    its end) was quarantined by `wearcast predict` and refused by the API: no answer when it
+    mattered most (found by a real-data trial). Both score it and say it is clipped; training
+    still leaves it out (clipping bends the spectrum)."""
+    settings, data = model_home
+    run = tmp_path / "data" / "sim_run_01"
+    shutil.copytree(data / "sim_run_01", run)
+    last = sorted(run.glob("2004.*"))[-1]
+    samples = np.loadtxt(last)
+    limit = 0.3 * np.abs(samples[:, 0]).max()
+    samples[:, 0] = np.clip(samples[:, 0], -limit, limit)
+    last.write_text("\n".join("\t".join(f"{v:.3f}" for v in row) for row in samples) + "\n")
+    model, version = registry.load_model(settings, 1)
+    prognostics = registry.load_prognostics(registry.client(settings), settings, 1)
+    results, bad = score_path(run, model, version, settings, prognostics)
+    assert not bad
+    flagged = [r for r in results if "warning" in r]
+    assert sorted(r["bearing"] for r in flagged) == [1, 2, 3, 4]
+    assert {r["file"] for r in flagged} == {last.name}
+    assert all("channel 1 is clipped" in r["warning"] for r in flagged)
+    response = _upload(client, last, machine="saturated")
+    assert response.status_code == 200, response.text
+    assert len(response.json()["bearings"]) == 4
+    assert ["channel 1 is clipped" in w for w in response.json()["warnings"]] == [True]
+    featurize(tmp_path / "data", tmp_path / "table", settings)
+    quarantined = json.loads((tmp_path / "table" / "quarantine.json").read_text())
+    assert [q["file"] for q in quarantined] == [f"sim_run_01/{last.name}"]
+    assert "clipped" in quarantined[0]["reason"]
+
+
 def test_served_answers_match_batch_scoring(client, batch, recordings):
     """Served one recording at a time, every bearing gets the same wear, health indicator,
     alarm states, remaining life and episodes as `wearcast predict` on the folder."""

@@ -111,6 +111,11 @@ class PredictionResponse(BaseModel):
         description="the version that made these answers; the served one where they differ"
     )
     bearings: list[BearingPrediction]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the answers stand beside, e.g. a clipped channel (its levels are at "
+        "least those reported)",
+    )
 
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

@@ -22,7 +22,7 @@ from wearcast.api.schemas import (
 from wearcast.api.service import responses
 from wearcast.config import Settings
 from wearcast.formats import FORMATS, detect_format, refuse_binary
-from wearcast.ingest import RecordingError, validate_signal
+from wearcast.ingest import ClippedSignal, RecordingError, validate_signal
 from wearcast.model import ForeignRig, check_rig
 from wearcast.prediction_log import LayoutConflict
 from wearcast.rig import Rig, bearing_channels, parse_timestamp
@@ -221,10 +221,14 @@ async def post_recording(
         when = _timestamp(timestamp, name)
 
     def work() -> PredictionResponse:
+        warnings = []
         try:
             check_layout(content, settings, rig)
             data = reader.parse(content)
-            validate_signal(data, settings, expected_rows=rig.samples)
+            try:
+                validate_signal(data, settings, expected_rows=rig.samples)
+            except ClippedSignal as exc:  # scored: a saturated sensor is news, not noise
+                warnings.append(exc.warning)
         except RecordingError as exc:
             hint = _format_hint(name, format, content)
             if hint is None:
@@ -252,6 +256,7 @@ async def post_recording(
                 "another machine id)",
             ) from None
         metrics.count(answers)
-        return responses(request_id, inputs, answers, model)[0]
+        answer = responses(request_id, inputs, answers, model)[0]
+        return answer.model_copy(update={"warnings": warnings})
 
     return await anyio.to_thread.run_sync(work, limiter=request.app.state.scoring_slots)
