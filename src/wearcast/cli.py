@@ -688,6 +688,8 @@ def predict(
                 f"bearing {r['run']}:{r['bearing']} {e['level']} episode from {e['start']}"
                 f" to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at {e['peak']}"
             )
+    for file, warning in dict((r["file"], r["warning"]) for r in results if "warning" in r).items():
+        err.print(f"[yellow]warning:[/yellow] {escape(file)}: {escape(warning)}", soft_wrap=True)
 
 
 @app.command()

@@ -13,10 +13,12 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from wearcast import registry
 from wearcast.api.main import create_app
 from wearcast.api.model_store import ModelStore
+from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.dataset import featurize
 from wearcast.model import ForeignRig
@@ -483,6 +485,11 @@ def test_a_clipped_recording_is_scored_with_a_warning_and_kept_out_of_training(
     assert sorted(r["bearing"] for r in flagged) == [1, 2, 3, 4]
     assert {r["file"] for r in flagged} == {last.name}
     assert all("channel 1 is clipped" in r["warning"] for r in flagged)
+    home = {"WEARCAST_HOME": str(settings.home)}
+    shown = CliRunner().invoke(app, ["predict", str(run)], env=home)
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.stderr.split())
+    assert f"warning: {last.name}: line" in said and "channel 1 is clipped" in said
     response = _upload(client, last, machine="saturated")
     assert response.status_code == 200, response.text
     assert len(response.json()["bearings"]) == 4
