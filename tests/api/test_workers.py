@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +43,7 @@ def two_workers(model_home, tmp_path):
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped whole at the end, workers included
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -58,7 +61,11 @@ def two_workers(model_home, tmp_path):
         yield url, log
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def test_every_scrape_counts_the_requests_of_every_worker(two_workers):
@@ -91,11 +98,18 @@ def test_several_workers_need_the_registry_poll(model_home):
     model for ever, so the server refuses to start."""
     settings, _ = model_home
     env = {**os.environ, "WEARCAST_HOME": str(settings.home), "WEARCAST_RELOAD_INTERVAL_S": "0"}
-    done = subprocess.run(
+    server = subprocess.Popen(
         [sys.executable, "-m", "wearcast", "serve", "--workers", "2"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=300,
+        start_new_session=True,  # a server that does start is stopped whole, workers included
     )
-    assert done.returncode != 0 and "registry poll" in done.stderr + done.stdout
+    try:
+        said, _ = server.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        pytest.fail("the server started with several workers and no registry poll")
+    assert server.returncode != 0 and "registry poll" in said
