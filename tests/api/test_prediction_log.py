@@ -200,7 +200,13 @@ def test_scoring_reads_and_writes_search_the_index_never_scan_the_table(tmp_path
     rows through an index. (Logged answers were once read with a row-value IN list, which
     SQLite answers by scanning every prediction ever logged.)"""
     log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
-    log.commit([_record(f"m{k}", i) for k in range(3) for i in range(40)])
+    log.commit(
+        [
+            replace(_record(f"m{k}", i), state="alarm" if i > 20 else "ok")
+            for k in range(3)
+            for i in range(40)
+        ]
+    )
     statements = []
 
     def seen(conn, cursor, statement, parameters, context, executemany):
@@ -216,9 +222,11 @@ def test_scoring_reads_and_writes_search_the_index_never_scan_the_table(tmp_path
         [replace(_record("m1", 100), recorded_at=when + timedelta(days=1))],
         sampled=([("m1", 1)], 20),
     )
+    log.compact(timedelta(days=-1))  # every prediction logged before tomorrow
     event.remove(log.engine, "before_cursor_execute", seen)
-    reads = [(s, p) for s, p in statements if s.lstrip().upper().startswith(("SELECT", "DELETE"))]
-    assert len(reads) >= 5
+    kinds = ("SELECT", "DELETE", "UPDATE")
+    reads = [(s, p) for s, p in statements if s.lstrip().upper().startswith(kinds)]
+    assert len(reads) >= 8 and any("state" in s and "max" in s for s, _ in reads)
     with log.engine.connect() as conn:
         for statement, parameters in reads:
             plan = [
