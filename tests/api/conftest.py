@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -97,6 +99,21 @@ def bearing_rows_with_gain(model_home, gain: float) -> list[dict]:
             }
         )
     return out
+
+
+def wait_until_ready(process: subprocess.Popen, url: str, log: Path, tries: int = 1200) -> None:
+    """Until the server at ``url`` answers /readyz with 200: bounded by tries, not seconds (a
+    busy machine starts servers slowly); fails with its log if it stops or never gets there."""
+    for _ in range(tries):
+        if process.poll() is not None:
+            pytest.fail(f"the server stopped: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the server never became ready: {log.read_text()[-3000:]}")
 
 
 def free_port() -> int:

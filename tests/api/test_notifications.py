@@ -27,7 +27,7 @@ from wearcast.dataset import read_table
 from wearcast.prediction_log import OutboxEvent, PredictionLog, PredictionRecord
 from wearcast.train import prepare
 
-from .conftest import READER, free_port
+from .conftest import READER, free_port, wait_until_ready
 
 SECRET = "webhook-secret-for-tests"
 GUARD_S = 180  # only against a hang: every wait below ends as soon as its condition holds
@@ -225,16 +225,7 @@ class ApiProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + GUARD_S
-        while True:
-            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the API did not start"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(self.proc, self.url, self.log_path)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no lifespan exit, leases held die with the process."""

@@ -16,7 +16,7 @@ import pytest
 
 from wearcast.api.security import hash_key
 
-from .conftest import ADMIN, free_port
+from .conftest import ADMIN, free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -47,17 +47,7 @@ def two_workers(model_home, tmp_path):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(1200):  # bounded by tries: a busy machine starts workers slowly
-            if server.poll() is not None:
-                pytest.fail(f"the server stopped: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"the server never became ready: {log.read_text()[-2000:]}")
+        wait_until_ready(server, url, log)
         yield url, log
     finally:
         server.terminate()
