@@ -764,7 +764,8 @@ def serve(
     }
     with ExitStack() as stack:
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            # Every worker's metrics in one scrape (wearcast.api.metrics), fresh for this run.
+            # The workers' shared state, fresh for this run: every worker's metrics in one
+            # scrape (wearcast.api.metrics), a failing prediction log (routes/health.py).
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="wearcast-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         uvicorn.run(

@@ -287,10 +287,10 @@ class Settings(BaseSettings):
     outbox_keep_days: float = Field(
         7.0, gt=0, description="delivered notifications are deleted from the outbox after this"
     )
-    prediction_detail_keep_days: float | None = Field(
+    prediction_detail_keep_days: float = Field(
         90.0,
-        gt=0,
+        ge=0,
         description="after this many days a logged prediction keeps its numbers (wear, health, "
         "state, remaining life) and drops its stored answer and features, most of its size; a "
-        "retry of such a recording is then a 409. None: keep everything",
+        "retry of such a recording is then a 409. 0: keep everything",
     )

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -471,7 +472,7 @@ def test_the_serving_process_imports_neither_the_search_nor_plotting():
 
 
 def test_a_prediction_log_that_cannot_be_written_is_a_503_and_not_ready(
-    model_home, tmp_path, recording
+    model_home, tmp_path, recording, monkeypatch
 ):
     """A read-only (or locked) prediction log was a 500 while /readyz said ready (found by an
     operations trial): now a 503 that says to retry, with Retry-After, no driver text (it may
@@ -482,8 +483,13 @@ def test_a_prediction_log_that_cannot_be_written_is_a_503_and_not_ready(
         assert _post_recording(c, recording.read_bytes()).status_code == 200
     db = tmp_path / "predictions.db"
     read_only = api_settings(
-        model_home, tmp_path, prediction_db_url=f"sqlite:///file:{db}?mode=ro&uri=true"
+        model_home,
+        tmp_path,
+        prediction_db_url=f"sqlite:///file:{db}?mode=ro&uri=true",
+        prediction_detail_keep_days=0,  # no compaction at start: a request meets the failure
     )
+    # As `wearcast serve --workers 2` runs its workers: a folder of their own.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     with TestClient(create_app(read_only)) as c:
         c.headers["X-API-Key"] = READER
         assert c.get("/readyz").status_code == 200
@@ -494,3 +500,18 @@ def test_a_prediction_log_that_cannot_be_written_is_a_503_and_not_ready(
         assert str(tmp_path) not in refused.text and refused.headers["Retry-After"] == "30"
         ready = c.get("/readyz")
         assert ready.status_code == 503 and "prediction log" in ready.json()["detail"]
+        # Another worker process of the same server, which met no failure itself, says so too
+        # (each kept its own: /readyz flipped between ready and not with --workers 2).
+        with TestClient(create_app(read_only)) as other:
+            ready = other.get("/readyz")
+            assert ready.status_code == 503 and "read-only" in ready.json()["detail"]
+    # Alone, with retention on: its first compaction at start meets the failure and says so
+    # (it logged a traceback while /readyz said ready).
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    compacting = read_only.model_copy(update={"prediction_detail_keep_days": 90.0})
+    with TestClient(create_app(compacting)) as c:
+        for _ in range(400):  # the compaction runs beside start-up: until it has met it
+            if (ready := c.get("/readyz")).status_code == 503:
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 503 and "read-only" in ready.json()["detail"]

@@ -42,7 +42,7 @@ from wearcast.api.routes import (
     ui,
     v2,
 )
-from wearcast.api.routes.health import LogTrouble
+from wearcast.api.routes.health import LogTrouble, log_trouble
 from wearcast.api.security import KeyRing
 from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
 from wearcast.config import Settings
@@ -78,15 +78,21 @@ async def _first_load(store: ModelStore) -> None:
 _COMPACT_EVERY_S = 3600.0
 
 
-async def _compact_log(prediction_log: PredictionLog, keep_days: float) -> None:
+async def _compact_log(
+    prediction_log: PredictionLog, keep_days: float, trouble: LogTrouble
+) -> None:
     """Hourly, the stored answers and features of predictions older than ``keep_days`` go
-    (one worker an hour: the others find the lease taken)."""
+    (one worker an hour: the others find the lease taken). A log that cannot be written is
+    reported as requests report it (/readyz), without a traceback."""
     while True:
         try:
             if await asyncio.to_thread(prediction_log.claim_lease, "compact", _COMPACT_EVERY_S):
                 gone = await asyncio.to_thread(prediction_log.compact, timedelta(days=keep_days))
                 if gone:
                     log.info("prediction log: details of %d predictions dropped", gone)
+        except OperationalError as exc:
+            trouble.report(exc)
+            log.error("prediction log: compacting failed: %s", trouble.reason)
         except Exception:  # noqa: BLE001 - the next hour tries again
             log.exception("prediction log: compacting failed")
         await asyncio.sleep(_COMPACT_EVERY_S)
@@ -125,7 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.append(asyncio.create_task(app.state.drift.run()))
         if settings.prediction_detail_keep_days:
             keep = settings.prediction_detail_keep_days
-            background.append(asyncio.create_task(_compact_log(app.state.log, keep)))
+            compacting = _compact_log(app.state.log, keep, app.state.log_trouble)
+            background.append(asyncio.create_task(compacting))
         if settings.webhook_url:
             notifier = Notifier(settings, app.state.log, app.state.metrics)
             background.append(asyncio.create_task(notifier.run()))
@@ -147,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = keys
     app.state.metrics = Metrics()
-    app.state.log_trouble = LogTrouble()
+    app.state.log_trouble = log_trouble()
     app.state.store = ModelStore(settings, on_swap=app.state.metrics.model_version.set)
     # Parsing and scoring wait here for a token, without holding a thread, so that a burst of
     # heavy requests leaves the thread pool and the event loop to everyone else (probes first).
