@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from typer.testing import CliRunner
 
+from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
 from wearcast.predict import score_path
@@ -220,3 +222,17 @@ def test_one_channel_model_scores_two_channel_recordings_and_back(outcome, sim_s
     # Trained on one run of 40 recordings only: above the alarm threshold, not near 1.
     assert last[failing] > sim_settings.alarm_threshold
     assert max(w for b, w in last.items() if b != failing) < last[failing]
+
+
+def test_train_says_when_its_budget_cut_a_search_of_set_trials(sim_table, sim_settings, tmp_path):
+    """--max-trials 3 with a small budget chose knn on one run and ridge on the next without a
+    word (found by a user trial): the budget stopping a search short of its trials is said."""
+    (tmp_path / "table").mkdir()
+    sim_table.to_parquet(tmp_path / "table" / "table.parquet")
+    args = ["train", str(tmp_path / "table"), "--no-register", "--json"]
+    env = {"WEARCAST_HOME": str(sim_settings.home), "WEARCAST_WORKERS": "2"}
+    cut = CliRunner().invoke(app, [*args, "--max-trials", "50", "--budget", "0.001"], env=env)
+    assert cut.exit_code == 0, cut.output
+    said = " ".join(cut.stderr.split())
+    trials = json.loads(cut.stdout)["search_trials"]
+    assert trials < 50 and f"stopped the search after {trials} of 50 trials" in said

@@ -519,6 +519,14 @@ def train(
         )
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
+    wanted = max_trials or settings.search_max_trials
+    if wanted and summary.get("search_trials", wanted) < wanted:
+        err.print(
+            f"[yellow]note:[/yellow] the budget ({settings.search_budget_s:g} s) stopped the "
+            f"search after {summary['search_trials']} of {wanted} trials: another machine may "
+            "choose another model; give a larger --budget for the same one",
+            soft_wrap=True,
+        )
     if as_json:
         print(json.dumps(summary, indent=2, default=_json_default))
     else:

@@ -117,6 +117,7 @@ def train_challenger(
         "report": str(report),
         "config": outcome.config,
         "cv_wear_mae": outcome.search.best_mae,
+        "search_trials": outcome.search.trials,
         "metrics": outcome.evaluation.metrics(),
         "bearings": [vars(b) for b in outcome.evaluation.bearings],
         "table_digest": digest,
