@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from wearcast.api.model_store import ModelStore
 from wearcast.api.service import Scorer
@@ -262,7 +262,8 @@ def test_the_html_report_shows_the_verdicts(served, tmp_path):
 def test_an_old_log_gains_the_features_column_and_its_rows_are_left_out(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = PredictionLog(url)
-    with old.engine.begin() as conn:  # the schema before drift monitoring
+    with old.engine.begin() as conn:  # the schema before drift monitoring (and retention)
+        conn.execute(text("DROP INDEX ix_predictions_detailed_created"))
         conn.execute(text("ALTER TABLE predictions DROP COLUMN features"))
     old.close()
     log = PredictionLog(url)
@@ -272,5 +273,7 @@ def test_an_old_log_gains_the_features_column_and_its_rows_are_left_out(tmp_path
         later = replace(record, recorded_at=stamp.replace(hour=1), features={"rms": 1.0})
         log.commit([record, later])
         assert log.recent_features(10) == {"m1": [(1, later.recorded_at, {"rms": 1.0})]}
+        indexes = {i["name"] for i in inspect(log.engine).get_indexes("predictions")}
+        assert "ix_predictions_detailed_created" in indexes  # retention's, on the new column
     finally:
         log.close()

@@ -340,8 +340,6 @@ class PredictionLog:
                 # tables (one of them then died at start-up): one at a time.
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wearcast-schema'))"))
             _Base.metadata.create_all(conn)
-            for index in _Prediction.__table__.indexes:  # added since the log was made
-                index.create(conn, checkfirst=True)
             self._upgrade(conn)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._layouts: dict[str, MachineLayout] = {}  # committed: stored once, never changed
@@ -366,6 +364,7 @@ class PredictionLog:
             if column.name not in columns and column.nullable:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(text(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}"))
+        _Prediction.__table_args__[1].create(conn, checkfirst=True)  # on the columns above
         try:
             with conn.begin_nested():  # a failure must not end the whole transaction
                 _Prediction.__table_args__[0].create(conn, checkfirst=True)
