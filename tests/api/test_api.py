@@ -314,6 +314,11 @@ def test_models_and_metrics(client, recordings):
     assert 'wearcast_requests_total{method="POST",route="/v1/recordings",status="200"}' in text
     assert "wearcast_request_seconds_bucket" in text and "wearcast_model_version 1.0" in text
     assert 'wearcast_predictions_total{alarm_state="ok"}' in text
+    # Every swap counts, the start-up load and the poll's too: only admin reloads did, so the
+    # dashboard's "reloads by outcome" missed what a two-worker server's polls did.
+    assert 'wearcast_model_reloads_total{outcome="swapped"} 1.0' in text
+    client.app.state.store.sync()  # one registry poll: the champion is served already
+    assert 'wearcast_model_reloads_total{outcome="swapped"} 1.0' in client.get("/metrics").text
 
 
 def test_champion_swap_under_load_loses_no_request(model_home, tmp_path, recordings):

@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.metrics = Metrics()
     app.state.log_trouble = log_trouble()
-    app.state.store = ModelStore(settings, on_swap=app.state.metrics.model_version.set)
+    app.state.store = ModelStore(settings, app.state.metrics)
     # Parsing and scoring wait here for a token, without holding a thread, so that a burst of
     # heavy requests leaves the thread pool and the event loop to everyone else (probes first).
     app.state.scoring_slots = anyio.CapacityLimiter(settings.max_concurrent_scoring)

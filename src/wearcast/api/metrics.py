@@ -48,7 +48,10 @@ class Metrics:
             multiprocess_mode="liveall",  # one series per worker: a worker left behind shows
         )
         self.reloads = Counter(
-            "wearcast_model_reloads_total", "model swaps", ["outcome"], registry=self.registry
+            "wearcast_model_reloads_total",
+            "model reloads: swapped, unchanged (admin), failed (admin or poll)",
+            ["outcome"],
+            registry=self.registry,
         )
 
         self.outbox_pending = Gauge(
@@ -97,6 +100,11 @@ class Metrics:
             for g in m.groups:
                 self.drift_features.labels(m.machine, g.group).set(g.drifted_features)
                 self.drift_min_q.labels(m.machine, g.group).set(g.min_q_value)
+
+    def swapped(self, version: int) -> None:
+        """A model swap, whoever asked for it (an admin, the registry poll)."""
+        self.model_version.set(version)
+        self.reloads.labels("swapped").inc()
 
     def count(self, predictions) -> None:
         for p in predictions:

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from wearcast import registry
+from wearcast.api.metrics import Metrics
 from wearcast.api.schemas import ModelInfo
 from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
@@ -97,9 +97,9 @@ def _refuse_infinite(bad: np.ndarray) -> None:
 class ModelStore:
     """The served model and the registry's versions, both refreshed by one poller."""
 
-    def __init__(self, settings: Settings, on_swap: Callable[[int], None] = lambda _version: None):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
-        self.on_swap = on_swap  # told the version now served, at every swap
+        self.metrics = metrics  # told of every swap, and of the poll's failures
         self.current: LoadedModel | None = None
         self.versions: list[ModelInfo] | None = None  # None: not read yet
         self.reloads = 0
@@ -150,7 +150,8 @@ class ModelStore:
         previous = self.current.version if self.current else None
         self.current = candidate  # the swap: one reference assignment
         self.reloads += 1
-        self.on_swap(target)
+        if self.metrics is not None:
+            self.metrics.swapped(target)
         log.info("serving %s version %s (was %s)", candidate.name, target, previous)
         return True, f"now serving version {target} (was {previous})"
 
@@ -197,6 +198,8 @@ class ModelStore:
             try:
                 await asyncio.to_thread(self.sync)
             except Exception:  # noqa: BLE001 - a bad new version must not stop the server
+                if self.metrics is not None:
+                    self.metrics.reloads.labels("failed").inc()
                 log.exception(
                     "reload failed; still serving version %s",
                     getattr(self.current, "version", None),

@@ -29,7 +29,8 @@ async def _reload(store, metrics) -> ReloadResponse:
             f"not be loaded or failed its smoke test ({type(exc).__name__}; details in the "
             "server log)",
         ) from None
-    metrics.reloads.labels("swapped" if changed else "unchanged").inc()
+    if not changed:  # a swap is counted where it happens (the poll swaps too)
+        metrics.reloads.labels("unchanged").inc()
     # An admin request reaches one worker process; the others follow at their next poll.
     every = store.settings.reload_interval_s
     detail += (
