@@ -933,8 +933,8 @@ def _open_alarm(conn, key: Key, before: datetime) -> tuple[datetime, int]:
     machine, bearing = key
     earlier = (_Prediction.machine == machine, _Prediction.bearing == bearing, t < before)
     not_alarm = _Prediction.state.is_(None) | (_Prediction.state != ALARM)
-    calm = conn.execute(select(func.max(t)).where(*earlier, not_alarm)).scalar()
-    since = true() if calm is None else t > calm
+    calm = select(func.max(t)).where(*earlier, not_alarm).scalar_subquery()
+    since = calm.is_(None) | (t > calm)  # one statement: no alarm before it, or after the calm
     raised, count = conn.execute(select(func.min(t), func.count()).where(*earlier, since)).one()
     return raised, count
 

@@ -307,17 +307,13 @@ def gate(
     needed = max(settings.promotion_margin, noise)
     margin = settings.promotion_margin
     problems = []
-    if fresher and diffs.mean() > needed:
+    # Newer data need only be as good within the noise; the same data must win beyond it.
+    if not diffs.mean() < (needed if fresher else -needed):
+        missed = "is worse by more than" if fresher else "does not beat it by"
         problems.append(
-            f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's is worse "
-            f"by more than {needed:.4f} (the margin {margin:g}, or twice the standard error of "
-            f"the {len(diffs)} per-bearing differences, {noise:.4f})"
-        )
-    elif not fresher and not diffs.mean() < -needed:
-        problems.append(
-            f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's does not "
-            f"beat it by {needed:.4f} (the margin {margin:g}, or twice the standard error of "
-            f"the {len(diffs)} per-bearing differences, {noise:.4f})"
+            f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's {missed} "
+            f"{needed:.4f} (the margin {margin:g}, or twice the standard error of the "
+            f"{len(diffs)} per-bearing differences, {noise:.4f})"
         )
     if challenger.missed_failures > champion.missed_failures:
         problems.append(

@@ -102,7 +102,6 @@ class ModelStore:
         self.metrics = metrics  # told of every swap, and of the poll's failures
         self.current: LoadedModel | None = None
         self.versions: list[ModelInfo] | None = None  # None: not read yet
-        self.reloads = 0
         # Why no model is served (None once one is): every "not ready" answer says this.
         self.problem: str | None = (
             "the registry has not been read yet (the first read is under way)"
@@ -149,7 +148,6 @@ class ModelStore:
         candidate = self.load(target)
         previous = self.current.version if self.current else None
         self.current = candidate  # the swap: one reference assignment
-        self.reloads += 1
         if self.metrics is not None:
             self.metrics.swapped(target)
         log.info("serving %s version %s (was %s)", candidate.name, target, previous)
