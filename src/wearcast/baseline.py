@@ -1,10 +1,11 @@
 """A bearing's healthy baseline: the one definition, used by training, batch scoring and the API.
 
 A bearing's baseline is the per-feature median of its first ``baseline_recordings`` recordings
-**by time** (missing values ignored). Every row of the bearing is compared with that same
-baseline, so a prediction does not depend on the order recordings arrived in, nor on which API
-worker served them. Until a bearing has that many recordings its baseline is the median of
-those it has (and the answer says how many).
+**by time** (missing values ignored), so it does not depend on the order recordings arrived
+in, nor on which API worker served them. Training compares every row of a run with that whole
+baseline; scoring (`wearcast predict`, the API, one recording or a batch) compares a recording
+with the samples up to its own time, so a folder cut at any recording scores it the same, and
+the answer says how many samples its baseline has.
 """
 
 from __future__ import annotations

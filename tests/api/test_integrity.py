@@ -191,11 +191,13 @@ def test_answers_do_not_depend_on_how_rows_are_batched(model_home, tmp_path):
         assert response.status_code == 200, response.text
         batched = [r["bearings"][0] for r in response.json()[1:]]
     assert any(a["alarm_state"] == "alarm" for a in alone)
-    # Once the bearing's baseline is complete, as it is for every row of the batch (its first
-    # recordings by time are the baseline samples before any row is scored).
+    # Every row, the batch's first ones included: each uses the baseline samples up to its
+    # own time (the batch's first rows used all its first 20 before: not causal).
     k = api_settings(model_home, tmp_path).baseline_recordings
     assert len(alone) == len(batched) > k + 20
-    for a, b in zip(alone[k - 1 :], batched[k - 1 :], strict=True):
+    assert [b["baseline_recordings"] for b in batched[:k]] == list(range(1, k + 1))
+    for a, b in zip(alone, batched, strict=True):
+        assert b["baseline_recordings"] == a["baseline_recordings"]
         assert (b["alarm_state"], b["rul_method"]) == (a["alarm_state"], a["rul_method"])
         assert [b[f] for f in numbers] == pytest.approx([a[f] for f in numbers], rel=1e-9)
 
@@ -289,7 +291,7 @@ def test_a_refused_request_leaves_no_baseline_samples(model_home, tmp_path):
         }
     assert kept == 0
     poison, fresh = ([r["bearings"][0] for r in answers[m]] for m in ("poison", "fresh"))
-    assert [b["baseline_recordings"] for b in poison] == [6] * 6  # one batch, one baseline
+    assert [b["baseline_recordings"] for b in poison] == [1, 2, 3, 4, 5, 6]  # each up to its time
     assert [{**b, "bearing_id": "x"} for b in poison] == [{**b, "bearing_id": "x"} for b in fresh]
 
 

@@ -11,6 +11,7 @@ time a conflict.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import uuid
@@ -272,7 +273,8 @@ class Scorer:
         sample times.
 
         The bearing's recordings in this request that are among its first by time become
-        samples first, so every row of a bearing uses the same baseline, as in training."""
+        samples first; each row then uses the samples up to its own time, as `wearcast
+        predict` and one-at-a-time uploads do: a batch's early rows never see later ones."""
         k = self.settings.baseline_recordings
         own = [j for j, item in enumerate(inputs) if item.baseline is None]
         keys = sorted({(inputs[j].machine, inputs[j].bearing) for j in own})
@@ -287,23 +289,41 @@ class Scorer:
         if candidates:
             self.log.add_baseline_samples(list(candidates.values()))
             times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
-        stale = [key for key in keys if self._cached(key, times[key]) is None]
-        for key, samples in self.log.baseline_samples(stale, k).items():
-            medians = sample_medians([sample for _, sample in samples])
-            self._remember(key, Baseline(tuple(t for t, _ in samples), medians))
+        # Rows before a bearing's last sample (its first recordings, or a late arrival) use a
+        # prefix of the samples; the rest, the whole baseline, which is cached.
+        partial = {
+            (inputs[j].machine, inputs[j].bearing)
+            for j in own
+            if inputs[j].timestamp < times[(inputs[j].machine, inputs[j].bearing)][-1]
+        }
+        stale = {key for key in keys if self._cached(key, times[key]) is None}
+        samples = self.log.baseline_samples(sorted(stale | partial), k)
+        for key in stale:
+            found = samples[key]
+            self._remember(
+                key, Baseline(tuple(t for t, _ in found), sample_medians([s for _, s in found]))
+            )
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
-        rows: dict[tuple[str, int], np.ndarray] = {}  # each bearing's, in needed order
+        rows: dict[tuple[str, int, int], np.ndarray] = {}  # (bearing, samples): in needed order
         for j, item in enumerate(inputs):
             if item.baseline is not None:
                 baselines[j] = [item.baseline[f] for f in needed]
                 continue
             key = (item.machine, item.bearing)
-            baseline = self._baselines[key]
-            if key not in rows:
-                rows[key] = np.array([baseline.medians.get(f, np.nan) for f in needed])
-            baselines[j] = rows[key]
-            counts[j] = len(baseline.times)
+            n = (
+                bisect.bisect_right(times[key], item.timestamp)
+                if key in partial
+                else len(times[key])
+            )
+            if (*key, n) not in rows:
+                if n == len(times[key]):
+                    medians = self._baselines[key].medians
+                else:
+                    medians = sample_medians([s for _, s in samples[key][:n]])
+                rows[(*key, n)] = np.array([medians.get(f, np.nan) for f in needed])
+            baselines[j] = rows[(*key, n)]
+            counts[j] = n
         return baselines, counts, list(candidates)
 
     def _cached(self, key: tuple[str, int], times: list[datetime]) -> Baseline | None:
