@@ -751,6 +751,7 @@ def serve(
     from uvicorn.config import LOGGING_CONFIG
 
     from wearcast.api.main import create_app
+    from wearcast.prediction_log import PredictionLog
 
     settings = settings_of(ctx)
     if workers > 1 and not settings.reload_interval_s:
@@ -760,6 +761,8 @@ def serve(
         )
     try:
         create_app(settings)  # refuse bad security settings before binding the port
+        # and a prediction log that cannot be opened (no driver, database down), in one line
+        PredictionLog(settings.resolved_prediction_db_url).engine.dispose()
     except (RuntimeError, ValueError) as exc:
         raise fail(str(exc)) from None
     os.environ["WEARCAST_HOME"] = str(settings.home)  # worker processes build the same settings

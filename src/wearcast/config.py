@@ -182,6 +182,25 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("prediction_db_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL: expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
+            ) from None
+        # SQLAlchemy reads a bare postgresql:// as psycopg 3; wearcast ships psycopg2.
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg2")
+        return url.render_as_string(hide_password=False)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         low, high = self.envelope_band_hz

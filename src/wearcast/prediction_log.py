@@ -50,6 +50,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    make_url,
     null,
     or_,
     select,
@@ -74,6 +75,7 @@ __all__ = [
     "MachineLayout",
     "OutboxEvent",
     "PredictionLog",
+    "PredictionLogUnavailable",
     "PredictionRecord",
     "ScoringHistory",
     "earliest_times",
@@ -312,19 +314,31 @@ def earliest_times(recordings: Iterable[RecordingKey]) -> dict[Key, datetime]:
     return earliest
 
 
+class PredictionLogUnavailable(RuntimeError):
+    """The prediction log cannot be opened: no driver for its URL, or its database does not
+    answer."""
+
+
 class PredictionLog:
     def __init__(self, url: str):
         sqlite = url.startswith("sqlite")
-        self.engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
-            pool_pre_ping=not sqlite,
-            # Every prediction stores its answer and features as JSON, and scoring reads
-            # baseline samples back: pydantic's encoder and parser (Rust) take a fraction of
-            # the standard library's time for them.
-            json_serializer=_json_text,
-            json_deserializer=pydantic_core.from_json,
-        )
+        shown = make_url(url).render_as_string(hide_password=True)
+        try:
+            self.engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
+                pool_pre_ping=not sqlite,
+                # Every prediction stores its answer and features as JSON, and scoring reads
+                # baseline samples back: pydantic's encoder and parser (Rust) take a fraction
+                # of the standard library's time for them.
+                json_serializer=_json_text,
+                json_deserializer=pydantic_core.from_json,
+            )
+        except ImportError as exc:
+            raise PredictionLogUnavailable(
+                f"prediction log {shown}: its database driver is not installed ({exc}); "
+                "wearcast ships SQLite (sqlite:///PATH) and PostgreSQL (postgresql://...)"
+            ) from None
         if sqlite:
 
             @event.listens_for(self.engine, "connect")
@@ -334,13 +348,19 @@ class PredictionLog:
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
 
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # Replicas starting together on one database would race to create the same
-                # tables (one of them then died at start-up): one at a time.
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wearcast-schema'))"))
-            _Base.metadata.create_all(conn)
-            self._upgrade(conn)
+        try:
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # Replicas starting together on one database would race to create the
+                    # same tables (one of them then died at start-up): one at a time.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wearcast-schema'))"))
+                _Base.metadata.create_all(conn)
+                self._upgrade(conn)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise PredictionLogUnavailable(
+                f"prediction log {shown} cannot be opened: {reason}"
+            ) from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._layouts: dict[str, MachineLayout] = {}  # committed: stored once, never changed
         self._insert = (

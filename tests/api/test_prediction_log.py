@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, event, text
 
+from wearcast.config import Settings
 from wearcast.features import Spectra
-from wearcast.prediction_log import PredictionLog, PredictionRecord, RecordingSpectra
+from wearcast.prediction_log import (
+    PredictionLog,
+    PredictionLogUnavailable,
+    PredictionRecord,
+    RecordingSpectra,
+)
 
 
 def _urls():
@@ -323,3 +329,28 @@ def test_compacting_drops_old_answers_and_features_and_keeps_the_numbers(log):
         reads.open_alarms,
         reads.first_times,
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u:p@db:5432/log", "postgresql+psycopg2://u:p@db:5432/log"),
+        ("postgres://u:p@db/log", "postgresql+psycopg2://u:p@db/log"),
+        ("postgresql+psycopg2://u:p@db/log", "postgresql+psycopg2://u:p@db/log"),
+        ("sqlite:////var/wearcast/log.db", "sqlite:////var/wearcast/log.db"),
+    ],
+)
+def test_a_bare_postgresql_url_uses_the_shipped_driver(given, used):
+    """SQLAlchemy reads postgresql:// as psycopg 3, which wearcast does not ship: the server
+    died at start-up with "No module named 'psycopg'"."""
+    assert Settings(prediction_db_url=given).resolved_prediction_db_url == used
+
+
+def test_a_log_that_cannot_be_opened_is_said_in_one_line_without_its_password(tmp_path):
+    with pytest.raises(PredictionLogUnavailable, match=r"driver is not installed") as missing:
+        PredictionLog("mysql://reader:s3cret@db/log")
+    with pytest.raises(PredictionLogUnavailable, match=r"cannot be opened: unable to open"):
+        PredictionLog(f"sqlite:///{tmp_path / 'no such folder' / 'log.db'}")
+    assert "s3cret" not in str(missing.value) and "reader:***@db" in str(missing.value)
+    with pytest.raises(ValueError, match="not a database URL"):
+        Settings(prediction_db_url="predictions.db")

@@ -103,3 +103,23 @@ def test_several_workers_need_the_registry_poll(model_home):
         server.wait()
         pytest.fail("the server started with several workers and no registry poll")
     assert server.returncode != 0 and "registry poll" in said
+
+
+def test_a_prediction_log_that_cannot_be_opened_stops_the_server_with_one_line(model_home):
+    """A database that does not answer was a page of traceback from every worker."""
+    settings, _ = model_home
+    env = {
+        **os.environ,
+        "WEARCAST_HOME": str(settings.home),
+        "WEARCAST_PREDICTION_DB_URL": f"sqlite:///{settings.home / 'missing' / 'log.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "wearcast", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "prediction log sqlite:///" in done.stderr and "cannot be opened" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
