@@ -81,15 +81,7 @@ def score_path(
         hours = (
             (group["timestamp"] - group["timestamp"].iloc[0]).dt.total_seconds() / 3600
         ).to_numpy()
-        history = min(len(group), k)
-        common = {
-            "run": run,
-            "bearing": int(bearing),
-            "baseline": "this recording alone (no history: no change can show yet)"
-            if len(group) == 1
-            else f"this bearing's first {history} recordings",
-            "model_version": version,
-        }
+        common = {"run": run, "bearing": int(bearing), "model_version": version}
         if prognostics is None:
             statuses = _wear_statuses(hours, group["wear"].to_numpy(), settings)
         else:
@@ -104,6 +96,8 @@ def score_path(
                     "file": file,
                     "timestamp": group["timestamp"].iloc[i].isoformat(),
                     "wear": float(group["wear"].iloc[i]),
+                    # its baseline: the bearing's recordings up to it, at most the first k
+                    "baseline_recordings": min(i + 1, k),
                     **status,
                     **{k: v for k, v in common.items() if k != "episodes"},
                     **({"warning": warnings[file]} if file in warnings else {}),

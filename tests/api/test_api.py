@@ -518,6 +518,7 @@ def test_served_answers_match_batch_scoring(client, batch, recordings):
     for i, answer in enumerate(served):
         expected = batch[(answer["bearing"], stamps[i // 4])]
         assert answer["wear"] == pytest.approx(expected["wear"], rel=1e-6)
+        assert answer["baseline_recordings"] == expected["baseline_recordings"]
         assert answer["alarm_state"] == expected["alarm_state"]
         assert answer["health"] == pytest.approx(expected["health"], rel=1e-4)
         assert answer["rul_h"] == pytest.approx(expected["rul_h"], rel=1e-4)

@@ -76,6 +76,7 @@ async def promote(
         await run_in_threadpool(work)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            log.warning("admin: no version %s of %s to promote", version, settings.model_name)
             raise HTTPException(
                 404, detail=f"model {settings.model_name!r} has no version {version}"
             ) from None
