@@ -24,7 +24,7 @@ import numpy as np
 from wearcast.alarms import ALARM, OK, bearing_status
 from wearcast.api.model_store import LoadedModel, UnusableInput
 from wearcast.api.schemas import BearingPrediction, PredictionResponse
-from wearcast.baseline import sample_medians
+from wearcast.baseline import baseline_median, sample_medians
 from wearcast.config import Settings
 from wearcast.features import Analysis, FeatureSpec, analyse, bearing_features, bearing_spectra
 from wearcast.formats import FORMATS
@@ -297,7 +297,7 @@ class Scorer:
             if inputs[j].timestamp < times[(inputs[j].machine, inputs[j].bearing)][-1]
         }
         stale = {key for key in keys if self._cached(key, times[key]) is None}
-        samples = self.log.baseline_samples(sorted(stale | partial), k)
+        samples = self.log.baseline_samples(sorted(stale | partial), k) if stale | partial else {}
         for key in stale:
             found = samples[key]
             self._remember(
@@ -306,6 +306,7 @@ class Scorer:
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
         rows: dict[tuple[str, int, int], np.ndarray] = {}  # (bearing, samples): in needed order
+        matrices: dict[tuple[str, int], np.ndarray] = {}  # a partial bearing's samples, by time
         for j, item in enumerate(inputs):
             if item.baseline is not None:
                 baselines[j] = [item.baseline[f] for f in needed]
@@ -319,9 +320,16 @@ class Scorer:
             if (*key, n) not in rows:
                 if n == len(times[key]):
                     medians = self._baselines[key].medians
+                    rows[(*key, n)] = np.array([medians.get(f, np.nan) for f in needed])
                 else:
-                    medians = sample_medians([s for _, s in samples[key][:n]])
-                rows[(*key, n)] = np.array([medians.get(f, np.nan) for f in needed])
+                    if key not in matrices:
+                        matrices[key] = np.array(
+                            [
+                                [np.nan if s.get(f) is None else s[f] for f in needed]
+                                for _, s in samples[key]
+                            ]
+                        )
+                    rows[(*key, n)] = baseline_median(matrices[key][:n])
             baselines[j] = rows[(*key, n)]
             counts[j] = n
         return baselines, counts, list(candidates)
