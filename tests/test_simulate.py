@@ -141,3 +141,25 @@ def test_run_json_holds_the_true_onset_of_each_failing_bearing(tmp_path):
             assert after.any() and not after.all()
             assert (run.severity[bearing][~after] == 0).all()
             assert (run.severity[bearing][after] > 0).all()
+
+
+def test_lives_scatter_as_rolling_bearings_lives_do(tmp_path):
+    """Every simulated run failed after exactly --recordings, so the fleet's mean life minus
+    the age was an exact remaining life, a trivial estimator no real fleet allows."""
+    settings = Settings(home=tmp_path)
+    same = plan_simulation(settings, runs=40, recordings=300, seed=5)
+    assert {len(run.timestamps) for run in same.runs} == {300}
+    plan = plan_simulation(settings, runs=40, recordings=300, seed=5, life_spread=0.85)
+    lives = np.array([len(run.timestamps) for run in plan.runs])
+    assert 0.65 < np.std(np.log(lives)) < 1.05
+    assert 200 < np.median(lives) < 450
+    for run in plan.runs:  # each failure's onset and impacts follow its own run's length
+        ((bearing, severity),) = run.severity.items()
+        assert len(severity) == len(run.timestamps) and severity[-1] > 0
+        onset = run.info.onsets[bearing]
+        assert run.timestamps[0] < onset < run.timestamps[-1] == run.info.end
+    # A run where nothing fails has no life to draw: it keeps its length.
+    healthy = plan_simulation(settings, runs=3, recordings=50, failures={}, life_spread=0.85)
+    assert {len(run.timestamps) for run in healthy.runs} == {50}
+    with pytest.raises(ValueError, match="life_spread"):
+        plan_simulation(settings, runs=1, recordings=50, life_spread=-1)

@@ -103,6 +103,15 @@ def simulate(
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
     faults: Annotated[int, typer.Option(min=0, help="faulty recordings per run")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
+    life_spread: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=2.0,
+            help="standard deviation of log life: each failing run's length is drawn "
+            "(median --recordings); 0: every run fails at --recordings",
+        ),
+    ] = 0.0,
 ) -> None:
     """Write an IMS-format run-to-failure dataset from the physical simulator."""
     from wearcast.simulate import plan_simulation
@@ -120,6 +129,7 @@ def simulate(
             failures=_parse_failures(failure),
             faults_per_run=faults,
             seed=seed,
+            life_spread=life_spread,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

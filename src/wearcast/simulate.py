@@ -131,11 +131,16 @@ def plan_simulation(
     seed: int = 0,
     start: datetime = datetime(2004, 1, 5, 9, 0, 0),
     run_prefix: str = "sim_run",
+    life_spread: float = 0.0,
 ) -> SimulationPlan:
     """Draw everything random about the runs; rendering a recording then needs only its seed.
 
     ``failures`` applies to every run (``{}``: nothing fails); by default run i fails bearing
     (i mod bearings) + 1 with the outer race, inner race and rolling element defects in turn.
+    A run that fails lasts ``recordings`` recordings, or with ``life_spread`` (the standard
+    deviation of log life) a log-normal draw of median ``recordings``: bearings of one type
+    under one load fail at widely different times (rolling bearings' lives scatter with a
+    Weibull shape near 1.5, a log-life standard deviation near 0.85).
     """
     if recordings < 2:
         raise ValueError("a run needs at least 2 recordings")
@@ -143,6 +148,8 @@ def plan_simulation(
         raise ValueError("channels_per_bearing must be 1 or 2")
     if faults_per_run >= recordings:
         raise ValueError("faults_per_run must be smaller than recordings")
+    if not 0 <= life_spread <= 2:
+        raise ValueError(f"life_spread must lie between 0 and 2, not {life_spread}")
     for b in failures or {}:
         if not 1 <= b <= bearings:
             raise ValueError(f"failing bearing {b} is not one of bearings 1..{bearings}")
@@ -156,7 +163,11 @@ def plan_simulation(
             else failures
         )
         run_start = start + timedelta(days=40 * r)
-        stamps = [run_start + timedelta(minutes=cadence_min * i) for i in range(recordings)]
+        length = recordings
+        if life_spread and run_failures:  # drawn only then: seeds without it keep their runs
+            draw = recordings * math.exp(life_spread * rng.standard_normal())
+            length = max(round(draw), 2 * faults_per_run + 4, 4)
+        stamps = [run_start + timedelta(minutes=cadence_min * i) for i in range(length)]
         n_channels = bearings * channels_per_bearing
         channels = [
             ChannelPlan(
@@ -172,10 +183,10 @@ def plan_simulation(
         faults: dict[int, Fault] = {}
         if faults_per_run:
             # Spread over the healthy first half so the failure trajectory stays whole.
-            slots = rng.choice(np.arange(1, recordings // 2), size=faults_per_run, replace=False)
+            slots = rng.choice(np.arange(1, length // 2), size=faults_per_run, replace=False)
             kinds = list(Fault)
             faults = {int(i): kinds[k % len(kinds)] for k, i in enumerate(sorted(slots))}
-        drawn = {b: _severity(rng, recordings) for b in run_failures}
+        drawn = {b: _severity(rng, length) for b in run_failures}
         span = stamps[-1] - stamps[0]
         plans.append(
             RunPlan(
