@@ -306,30 +306,34 @@ class Scorer:
         baselines = np.full_like(values, np.nan)
         counts = [0] * len(inputs)
         rows: dict[tuple[str, int, int], np.ndarray] = {}  # (bearing, samples): in needed order
-        matrices: dict[tuple[str, int], np.ndarray] = {}  # a partial bearing's samples, by time
+        # A partial bearing's sample times and features (rows by time, in needed order).
+        prefixes = {
+            key: (
+                [t for t, _ in samples[key]],
+                np.array(
+                    [
+                        [np.nan if s.get(f) is None else s[f] for f in needed]
+                        for _, s in samples[key]
+                    ]
+                ),
+            )
+            for key in partial
+        }
         for j, item in enumerate(inputs):
             if item.baseline is not None:
                 baselines[j] = [item.baseline[f] for f in needed]
                 continue
             key = (item.machine, item.bearing)
-            n = (
-                bisect.bisect_right(times[key], item.timestamp)
-                if key in partial
-                else len(times[key])
-            )
-            if (*key, n) not in rows:
-                if n == len(times[key]):
+            if key in prefixes:
+                stamps, matrix = prefixes[key]
+                n = bisect.bisect_right(stamps, item.timestamp)
+                if (*key, n) not in rows:
+                    rows[(*key, n)] = baseline_median(matrix[:n])
+            else:
+                n = len(times[key])
+                if (*key, n) not in rows:
                     medians = self._baselines[key].medians
                     rows[(*key, n)] = np.array([medians.get(f, np.nan) for f in needed])
-                else:
-                    if key not in matrices:
-                        matrices[key] = np.array(
-                            [
-                                [np.nan if s.get(f) is None else s[f] for f in needed]
-                                for _, s in samples[key]
-                            ]
-                        )
-                    rows[(*key, n)] = baseline_median(matrices[key][:n])
             baselines[j] = rows[(*key, n)]
             counts[j] = n
         return baselines, counts, list(candidates)
