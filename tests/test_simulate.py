@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.fft as sfft
+from typer.testing import CliRunner
 
+from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.ingest import IngestReport, check_run, discover_runs, parse_recording
 from wearcast.rig import Defect, load_run_info
@@ -163,3 +166,15 @@ def test_lives_scatter_as_rolling_bearings_lives_do(tmp_path):
     assert {len(run.timestamps) for run in healthy.runs} == {50}
     with pytest.raises(ValueError, match="life_spread"):
         plan_simulation(settings, runs=1, recordings=50, life_spread=-1)
+
+
+def test_simulate_command_says_each_runs_own_length(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEARCAST_HOME", str(tmp_path / "home"))
+    out = tmp_path / "sim"
+    args = ["simulate", str(out), "--runs", "3", "--recordings", "10", "--life-spread", "0.85"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lengths = {run.name: len(list(run.glob("2004.*"))) for run in out.iterdir()}
+    assert len(set(lengths.values())) > 1  # the lives differ ...
+    for name, count in lengths.items():  # ... and each run says its own
+        assert re.search(rf"{name}: {count} recordings, fails at", " ".join(result.output.split()))

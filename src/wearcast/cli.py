@@ -134,14 +134,14 @@ def simulate(
     except ValueError as exc:
         raise fail(str(exc)) from None
     with progress_bar() as bar:
-        task = bar.add_task("simulating", total=runs * recordings)
+        task = bar.add_task("simulating", total=sum(len(run.timestamps) for run in plan.runs))
         run_simulation(
             plan, out_dir, workers=settings.workers, progress=lambda k: bar.advance(task, k)
         )
     for run in plan.runs:
         failed = ", ".join(f"bearing {b} ({d.value})" for b, d in run.info.failures.items())
         console.print(
-            f"{out_dir / run.info.name}: {recordings} recordings, "
+            f"{out_dir / run.info.name}: {len(run.timestamps)} recordings, "
             f"fails at {run.info.end} ({failed})"
         )
 
