@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from wearcast.config import Settings
+from wearcast.config import InvalidSettings, Settings, load_settings
 from wearcast.rig import Defect
 
 app = typer.Typer(
@@ -65,9 +65,10 @@ def main(
     # commands say what matters; MLFLOW_LOGGING_LEVEL set by the user still wins.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
-        ctx.obj = Settings(home=home) if home else Settings()
-    except ValueError as exc:
-        raise fail(f"invalid settings: {exc}") from None
+        ctx.obj = load_settings(home=home) if home else load_settings()
+    except InvalidSettings as exc:
+        problems = str(exc).splitlines()
+        raise fail("\n".join(f"invalid settings: {line}" for line in problems)) from None
 
 
 def _parse_failures(values: list[str]) -> dict[int, Defect] | None:

@@ -12,10 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "table_folder"]
+__all__ = ["InvalidSettings", "Settings", "load_settings", "table_folder"]
 
 
 def table_folder(tables_dir: Path, data_dir: Path) -> Path:
@@ -192,7 +192,7 @@ class Settings(BaseSettings):
 
         try:
             url = make_url(value)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ValueError(
                 "not a database URL: expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
             ) from None
@@ -313,3 +313,21 @@ class Settings(BaseSettings):
         "state, remaining life) and drops its stored answer and features, most of its size; a "
         "retry of such a recording is then a 409. 0: keep everything",
     )
+
+
+class InvalidSettings(ValueError):
+    """Settings that cannot be used: one line per problem, naming the variable, never its value
+    (a database URL holds a password)."""
+
+
+def load_settings(**given) -> Settings:
+    """:class:`Settings` from the environment and ``given``; :class:`InvalidSettings` if any is
+    wrong."""
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False, include_input=False):
+            where = f"WEARCAST_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+            lines.append(where + error["msg"].removeprefix("Value error, "))
+        raise InvalidSettings("\n".join(lines)) from None

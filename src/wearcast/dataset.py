@@ -217,7 +217,7 @@ def _process(task: Task) -> dict:
         bearings=list(channel_map),
         width=max(len(chs) for chs in channel_map.values()),
         rig=rig,
-        rows=rows.astype(np.float32),
+        rows=rows,
     )
     return entry
 

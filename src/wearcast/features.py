@@ -345,9 +345,10 @@ def recording_features(
 ) -> tuple[list[str], np.ndarray]:
     """Per-bearing features of one recording.
 
-    Returns the column names and an array (bearings, columns): the mean over the bearing's
-    channels (unprefixed names), then each channel's own (``ch1_``, ``ch2_``...), bearings in
-    the order of ``channel_map``.
+    Returns the column names and a float32 array (bearings, columns): the mean over the
+    bearing's channels (unprefixed names), then each channel's own (``ch1_``, ``ch2_``...),
+    bearings in the order of ``channel_map``. float32 is the precision the training table
+    stores, so a recording sent to the API scores exactly as the same file does in a batch.
     """
     return bearing_features(analyse(data, spec), channel_map)
 
@@ -364,4 +365,4 @@ def bearing_features(
     for i, chs in enumerate(channel_map.values()):
         rows[i, :f] = per_channel[chs].mean(axis=0)
         rows[i, f : f * (len(chs) + 1)] = per_channel[chs].ravel()
-    return columns, rows
+    return columns, rows.astype(np.float32)

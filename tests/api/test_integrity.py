@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -200,6 +201,37 @@ def test_answers_do_not_depend_on_how_rows_are_batched(model_home, tmp_path):
         assert b["baseline_recordings"] == a["baseline_recordings"]
         assert (b["alarm_state"], b["rul_method"]) == (a["alarm_state"], a["rul_method"])
         assert [b[f] for f in numbers] == pytest.approx([a[f] for f in numbers], rel=1e-9)
+
+
+def test_a_concurrent_requests_samples_count_for_the_age_as_for_the_baseline(model_home, tmp_path):
+    """Another request's earlier recording of the bearing stored between this request's read of
+    the history and of the baseline: the answer counted that recording in its baseline but gave
+    the bearing's age as 0 h (found by a trial of 6 concurrent batches for one new machine).
+    Now it answers as if the two had come one after the other."""
+    first, second = bearing_rows_with_gain(model_home, 1.0)[:2]
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        sequential = [
+            c.post("/v1/predict", json={"rows": [{**row, "machine": "one-by-one"}]}).json()
+            for row in (first, second)
+        ][1][0]["bearings"][0]
+        log = c.app.state.log
+        read_history = log.scoring_history
+
+        def history_then_a_concurrent_sample(*args, **kwargs):
+            history = read_history(*args, **kwargs)
+            when = datetime.fromisoformat(first["timestamp"])
+            log.add_baseline_samples([("raced", 1, when, first["features"])])
+            return history
+
+        log.scoring_history = history_then_a_concurrent_sample
+        response = c.post("/v1/predict", json={"rows": [{**second, "machine": "raced"}]})
+        assert response.status_code == 200, response.text
+        raced = response.json()[0]["bearings"][0]
+    assert raced["baseline_recordings"] == sequential["baseline_recordings"] == 2
+    assert raced["rul_method"] == sequential["rul_method"]
+    assert "given survival to 0 h" not in raced["rul_method"]
+    assert raced["rul_h"] == sequential["rul_h"]
 
 
 def test_a_bearing_long_in_alarm_is_told_the_time_since_its_alarm_as_batch_scoring_says(

@@ -11,7 +11,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import create_engine, event, text
+from typer.testing import CliRunner
 
+from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.features import Spectra
 from wearcast.prediction_log import (
@@ -354,3 +356,26 @@ def test_a_log_that_cannot_be_opened_is_said_in_one_line_without_its_password(tm
     assert "s3cret" not in str(missing.value) and "reader:***@db" in str(missing.value)
     with pytest.raises(ValueError, match="not a database URL"):
         Settings(prediction_db_url="predictions.db")
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:s3cretpw@127.0.0.1:abc/x", "garbage", "", "mysql://u:s3cretpw@db:x/y"]
+)
+def test_bad_settings_are_said_in_one_line_each_without_their_values(url, tmp_path):
+    """A URL with a port that is not a number printed pydantic's four-line dump with the
+    password in it, and said only "invalid literal for int()" (found by a user trial)."""
+    env = {
+        "WEARCAST_HOME": str(tmp_path),
+        "WEARCAST_PREDICTION_DB_URL": url,
+        "WEARCAST_ALARM_N": "five",
+    }
+    result = CliRunner().invoke(app, ["api-key"], env=env)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [  # in the order the settings are defined
+        "error: invalid settings: WEARCAST_ALARM_N: Input should be a valid integer, unable to "
+        "parse string as an integer",
+        "invalid settings: WEARCAST_PREDICTION_DB_URL: not a database URL: expected "
+        "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB",
+    ]
+    assert "s3cret" not in result.output

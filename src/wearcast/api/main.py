@@ -45,7 +45,7 @@ from wearcast.api.routes import (
 from wearcast.api.routes.health import LogTrouble, log_trouble
 from wearcast.api.security import KeyRing
 from wearcast.api.service import ConflictingRecording, Scorer, UnknownFeatures
-from wearcast.config import Settings
+from wearcast.config import Settings, load_settings
 from wearcast.ingest import RecordingError
 from wearcast.prediction_log import PredictionLog
 
@@ -99,7 +99,7 @@ async def _compact_log(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     keys = _check_security(settings)  # fail before serving anything
     reuse_large_blocks()  # every request's recording arrays
 

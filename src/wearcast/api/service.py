@@ -86,6 +86,18 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class BatchBaselines:
+    """The baselines of a request's inputs (:meth:`Scorer._baselines_of`)."""
+
+    rows: np.ndarray  # each input's baseline, in the model's feature order
+    counts: list[int]  # how many recordings made each
+    sampled: list[tuple[str, int, datetime]]  # the recordings stored as new samples
+    # Each bearing's first baseline sample, as read with its samples: its earliest recording
+    # known, so its age counts from the same view of the log as its baseline.
+    first_sample: dict[tuple[str, int], datetime]
+
+
+@dataclass(frozen=True)
 class RawRecording:
     """A validated raw recording, with the features of its rig and its bearings' channels."""
 
@@ -176,16 +188,15 @@ class Scorer:
         fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
         if not fresh:  # a retry: the answers as they were first given
             return logged[inputs[0].key].request_id, [_replay(logged[i.key]) for i in inputs]
-        baselines, counts, sampled = self._baselines_of(
-            inputs, values, model.features, history.baseline_times
-        )
+        baselines = self._baselines_of(inputs, values, model.features, history.baseline_times)
+        sampled = baselines.sampled
         try:
-            X = np.hstack([values, baselines])  # the model's input_columns, in order
+            X = np.hstack([values, baselines.rows])  # the model's input_columns, in order
             wear = model.predict(X)
             health = model.health(X)
             request_id = uuid.uuid4().hex
             answers, before = self._answers(
-                inputs, wear, counts, health, model.version, prognostics, history
+                inputs, wear, baselines, health, model.version, prognostics, history
             )
             records, events = {}, {}
             for j in fresh:  # the first of duplicates within the request is logged
@@ -267,10 +278,8 @@ class Scorer:
         values: np.ndarray,
         needed: list[str],
         logged_times: dict[tuple[str, int], list[datetime]],
-    ) -> tuple[np.ndarray, list[int], list[tuple[str, int, datetime]]]:
-        """Each input's baseline row (in ``needed`` order), how many recordings made it, and
-        the recordings stored as new baseline samples, given each bearing's logged baseline
-        sample times.
+    ) -> BatchBaselines:
+        """Each input's baseline, given each bearing's logged baseline sample times.
 
         The bearing's recordings in this request that are among its first by time become
         samples first; each row then uses the samples up to its own time, as `wearcast
@@ -336,7 +345,10 @@ class Scorer:
                     rows[(*key, n)] = np.array([medians.get(f, np.nan) for f in needed])
             baselines[j] = rows[(*key, n)]
             counts[j] = n
-        return baselines, counts, list(candidates)
+        first_sample = {key: times[key][0] for key in keys} | {
+            key: prefixes[key][0][0] for key in partial
+        }
+        return BatchBaselines(baselines, counts, list(candidates), first_sample)
 
     def _cached(self, key: tuple[str, int], times: list[datetime]) -> Baseline | None:
         cached = self._baselines.get(key)
@@ -354,7 +366,7 @@ class Scorer:
         self,
         inputs: list[BearingInput],
         wear: np.ndarray,
-        counts: list[int],
+        baselines: BatchBaselines,
         health: np.ndarray | None,
         version: int,
         prognostics: Prognostics | None,
@@ -365,9 +377,13 @@ class Scorer:
         bearing's state at its recording before each input (None: none, or not known)."""
         window = self._window(prognostics)
         recent = history.recent
-        # A bearing's age counts from its first recording: logged, or the earliest here.
+        # A bearing's age counts from its first recording: logged, its first baseline sample
+        # (read after the history: a concurrent request's may be there), or the earliest here.
         earliest = earliest_times(i.key for i in inputs)
-        start = {key: min(t, history.first_times[key] or t) for key, t in earliest.items()}
+        start = {
+            key: min(t, history.first_times[key] or t, baselines.first_sample.get(key, t))
+            for key, t in earliest.items()
+        }
         # Each bearing's open alarm episode, in hours of its age, as its answers go on.
         alarms = {
             key: AlarmStart((raised - start[key]).total_seconds() / 3600, count)
@@ -395,7 +411,7 @@ class Scorer:
                     [_nan(p.health) for p in tail] + [float(health[j])],
                     [p.state for p in tail],
                     alarm_before=alarms.get(key),
-                    warming_up=counts[j] < k and item.baseline is None,
+                    warming_up=baselines.counts[j] < k and item.baseline is None,
                 )
                 alarms[key] = step.alarm
                 status = step.answer()
@@ -408,7 +424,7 @@ class Scorer:
                 bearing=item.bearing,
                 bearing_id=f"{item.machine}:{item.bearing}",
                 wear=float(wear[j]),
-                baseline_recordings=counts[j],
+                baseline_recordings=baselines.counts[j],
                 model_version=version,
                 **status,
             )
