@@ -309,6 +309,17 @@ def test_models_and_metrics(client, recordings):
     # The served version's gate decision, as its entry among the versions says (it was null).
     assert models["loaded"]["gate_decision"] == models["versions"][0]["gate_decision"]
     assert models["loaded"]["gate_decision"] == "promoted"
+    # The features a /v1/predict row must carry: exactly these (no baseline: the log keeps it).
+    features = models["loaded"]["features"]
+    assert features and not any(f.startswith("baseline") for f in features)
+    row = {"machine": "by-name", "bearing": 1, "timestamp": "2004-02-12T10:32:39"}
+    answered = client.post(
+        "/v1/predict", json={"rows": [{**row, "features": dict.fromkeys(features, 0.1)}]}
+    )
+    assert answered.status_code == 200, answered.text
+    short = dict.fromkeys(features[1:], 0.1)
+    refused = client.post("/v1/predict", json={"rows": [{**row, "features": short}]})
+    assert refused.status_code == 422 and features[0] in refused.text
     _upload(client, recordings[0], machine="metrics")
     text = client.get("/metrics").text
     assert 'wearcast_requests_total{method="POST",route="/v1/recordings",status="200"}' in text

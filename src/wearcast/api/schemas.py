@@ -218,6 +218,11 @@ class ModelInfo(BaseModel):
         None, description="promoted or challenger (None: not through the promotion gate yet)"
     )
     gate_reason: str | None = Field(None, description="why the gate decided so")
+    features: list[str] | None = Field(
+        None,
+        description="the features each /v1/predict row must carry, as `wearcast featurize` "
+        "names them (the loaded model only)",
+    )
 
 
 class ModelsResponse(BaseModel):

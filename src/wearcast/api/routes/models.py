@@ -42,5 +42,6 @@ async def models_answer(store: ModelStore) -> ModelsResponse:
             aliases=listed.aliases if listed else [],
             gate_decision=listed.gate_decision if listed else None,
             gate_reason=listed.gate_reason if listed else None,
+            features=current.features,
         )
     return ModelsResponse(loaded=loaded, versions=versions)
