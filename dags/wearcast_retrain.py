@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, dag, task
 
-from wearcast.config import Settings
+from wearcast.config import load_settings
 
-_settings = Settings()
+_settings = load_settings()
 FEATURE_TABLE = Asset(
     name="wearcast_feature_table",
     uri=f"file://{_settings.watched_table_dir / 'table.parquet'}",
@@ -53,7 +53,7 @@ def wearcast_retrain():
 
         from wearcast.dataset import pending_files, write_batches
 
-        settings = Settings()
+        settings = load_settings()
         table_dir = settings.watched_table_dir
         unreadable = []
         tasks = pending_files(settings.watched_data_dir, table_dir, unreadable=unreadable)
@@ -66,7 +66,7 @@ def wearcast_retrain():
     def featurize_batch(manifest: str) -> int:
         from wearcast.dataset import featurize_batch
 
-        settings = Settings()
+        settings = load_settings()
         return featurize_batch(manifest, settings.watched_table_dir, settings)
 
     # Runs when nothing was new too (the mapped task is then skipped), so that a run that
@@ -77,7 +77,7 @@ def wearcast_retrain():
 
         from wearcast.dataset import build_table
 
-        settings = Settings()
+        settings = load_settings()
         table_dir = settings.watched_table_dir
         result = build_table(settings.watched_data_dir, table_dir, settings)
         shutil.rmtree(table_dir / "batches", ignore_errors=True)  # one run at a time
@@ -92,13 +92,13 @@ def wearcast_retrain():
     def train_challenger(table: dict) -> int:
         from wearcast.retrain import train_challenger
 
-        return train_challenger(Settings(), table["table"], reuse=True)["version"]
+        return train_challenger(load_settings(), table["table"], reuse=True)["version"]
 
     @task(execution_timeout=_train_timeout)
     def gate(table: dict, version: int) -> dict:
         from wearcast.retrain import gate_challenger
 
-        decision = gate_challenger(Settings(), table["table"], version)
+        decision = gate_challenger(load_settings(), table["table"], version)
         return {"version": version, "promoted": decision.promoted, "reason": decision.reason}
 
     @task(execution_timeout=timedelta(minutes=10))
@@ -108,7 +108,7 @@ def wearcast_retrain():
 
         from wearcast.retrain import reload_replicas
 
-        urls, key = Settings().api_urls, None
+        urls, key = load_settings().api_urls, None
         try:
             conn = BaseHook.get_connection("wearcast_api")
         except AirflowNotFoundException:
@@ -123,7 +123,7 @@ def wearcast_retrain():
     def publish_report(decision: dict) -> str:
         from wearcast.retrain import publish_report
 
-        return str(publish_report(Settings(), decision["version"]))
+        return str(publish_report(load_settings(), decision["version"]))
 
     processed = featurize_batch.expand(manifest=find_new_recordings())
     table = merge_table(processed)
