@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 __all__ = ["InvalidSettings", "Settings", "load_settings", "table_folder"]
 
@@ -182,6 +183,14 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_given(cls, value):
+        # An empty WEARCAST_HOME would be the working folder: files would land wherever run.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: give the folder wearcast keeps its files in")
+        return value
+
     @field_validator("prediction_db_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -204,17 +213,25 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         low, high = self.envelope_band_hz
+        # Named as set (WEARCAST_...): these come from the environment or a .env file.
         if not 0 < low < high <= self.sampling_rate_hz / 2:
             raise ValueError(
-                f"envelope_band_hz {self.envelope_band_hz} must lie between 0 and Nyquist "
-                f"({self.sampling_rate_hz / 2:g} Hz)"
+                f"WEARCAST_ENVELOPE_BAND_HZ {list(self.envelope_band_hz)} must lie between 0 "
+                f"and Nyquist ({self.sampling_rate_hz / 2:g} Hz, half WEARCAST_SAMPLING_RATE_HZ)"
             )
         if self.alarm_k > self.alarm_n:
-            raise ValueError(f"alarm_k ({self.alarm_k}) cannot exceed alarm_n ({self.alarm_n})")
+            raise ValueError(
+                f"WEARCAST_ALARM_K ({self.alarm_k}) cannot exceed WEARCAST_ALARM_N ({self.alarm_n})"
+            )
         if self.drift_min_recordings > self.drift_window:
-            raise ValueError("drift_min_recordings cannot exceed drift_window (never judged)")
+            raise ValueError(
+                "WEARCAST_DRIFT_MIN_RECORDINGS cannot exceed WEARCAST_DRIFT_WINDOW (never judged)"
+            )
         if self.webhook_url and not self.webhook_secret and self.env != "development":
-            raise ValueError("webhook_url needs webhook_secret outside development (unsigned)")
+            raise ValueError(
+                "WEARCAST_WEBHOOK_URL needs WEARCAST_WEBHOOK_SECRET outside development "
+                "(its notifications would be unsigned)"
+            )
         return self
 
     # Where things live under home.
@@ -325,6 +342,12 @@ def load_settings(**given) -> Settings:
     wrong."""
     try:
         return Settings(**given)
+    except SettingsError as exc:  # a list or tuple setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"WEARCAST_{field.group(1).upper()}" if field else "a setting"
+        raise InvalidSettings(
+            f'{name}: not valid JSON: a list is written ["a", "b"], a pair [2000, 8000]'
+        ) from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False, include_input=False):

@@ -287,6 +287,12 @@ def test_a_recording_sent_twice_in_one_request_is_one_point_of_the_bearings_hist
         plain = c.post("/v1/predict", json={"rows": [{**r, "machine": "plain"} for r in rows]})
         twice = c.post("/v1/predict", json={"rows": [{**r, "machine": "twice"} for r in repeated]})
         assert plain.status_code == twice.status_code == 200, twice.text
+        # Repeated with other features: refused, said as what it is (nothing was answered).
+        changed = {**rows[1], "features": {**rows[1]["features"], "rms": 1.0}}
+        clash = [{**r, "machine": "clash"} for r in (rows[0], rows[1], changed)]
+        refused = c.post("/v1/predict", json={"rows": clash})
+        assert refused.status_code == 409, refused.text
+        assert "sent twice in this request with different features" in refused.json()["detail"]
         logged = c.get("/v1/bearings/twice:1", params={"limit": 1000}).json()
     # One answer per (machine, time): the repeated row's is listed beside the first's.
     assert [len(r["bearings"]) for r in twice.json()] == [1] * 45 + [2] + [1] * 14

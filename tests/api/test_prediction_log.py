@@ -379,3 +379,22 @@ def test_bad_settings_are_said_in_one_line_each_without_their_values(url, tmp_pa
         "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB",
     ]
     assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"WEARCAST_API_KEYS": '["admin:s3cretpw"'}, "WEARCAST_API_KEYS: not valid JSON"),
+        ({"WEARCAST_ENVELOPE_BAND_HZ": "x"}, "WEARCAST_ENVELOPE_BAND_HZ: not valid JSON"),
+        ({"WEARCAST_ALARM_K": "9"}, "WEARCAST_ALARM_K (9) cannot exceed WEARCAST_ALARM_N (5)"),
+        ({"WEARCAST_HOME": " "}, "WEARCAST_HOME: empty"),
+    ],
+)
+def test_list_and_cross_field_settings_are_said_by_their_variables(env, said, tmp_path):
+    """A list setting that is not JSON was a 141-line traceback; checks across settings named
+    their fields, not the variables a user sets; an empty home was the working folder."""
+    result = CliRunner().invoke(app, ["api-key"], env={"WEARCAST_HOME": str(tmp_path)} | env)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: invalid settings: {said}")
+    assert "s3cret" not in result.output

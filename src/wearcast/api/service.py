@@ -504,13 +504,14 @@ def _check_conflicts(
 ) -> None:
     first: dict[tuple, str] = {}
     for item, digest in zip(inputs, digests, strict=True):
-        known = logged[item.key].features_digest if item.key in logged else None
-        known = known or first.setdefault(item.key, digest)
+        answered = logged[item.key].features_digest if item.key in logged else None
+        known = answered or first.setdefault(item.key, digest)
         if known != digest:
+            where = "already answered" if answered else "sent twice in this request"
             raise ConflictingRecording(
                 f"bearing {item.machine}:{item.bearing} at {item.timestamp.isoformat()} is "
-                "already answered for a different recording: a recording is identified by "
-                "machine, bearing and time (a retry must send the same content)"
+                f"{where} with different features: a recording is identified by machine, "
+                "bearing and time (a retry must send the same content)"
             )
 
 
