@@ -208,6 +208,14 @@ class Settings(BaseSettings):
         # SQLAlchemy reads a bare postgresql:// as psycopg 3; wearcast ships psycopg2.
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg2")
+        # The log's statements are written for these two (their own upserts).
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"{url.get_backend_name()} is not supported: the prediction log is SQLite "
+                "(sqlite:///PATH) or PostgreSQL (postgresql://USER:PASSWORD@HOST/DB)"
+            )
+        if url.port is not None and not 0 < url.port < 65536:
+            raise ValueError(f"not a database URL: port {url.port} is out of range")
         return url.render_as_string(hide_password=False)
 
     @model_validator(mode="after")

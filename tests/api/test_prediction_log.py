@@ -388,6 +388,16 @@ def test_bad_settings_are_said_in_one_line_each_without_their_values(url, tmp_pa
         ({"WEARCAST_ENVELOPE_BAND_HZ": "x"}, "WEARCAST_ENVELOPE_BAND_HZ: not valid JSON"),
         ({"WEARCAST_ALARM_K": "9"}, "WEARCAST_ALARM_K (9) cannot exceed WEARCAST_ALARM_N (5)"),
         ({"WEARCAST_HOME": " "}, "WEARCAST_HOME: empty"),
+        # Accepted before, and failed only when the server started (or, for MySQL, at the
+        # first write: the log's upserts are SQLite's and PostgreSQL's).
+        (
+            {"WEARCAST_PREDICTION_DB_URL": "mysql://u:s3cretpw@db/x"},
+            "WEARCAST_PREDICTION_DB_URL: mysql is not supported",
+        ),
+        (
+            {"WEARCAST_PREDICTION_DB_URL": "postgresql://u:s3cretpw@db:99999/x"},
+            "WEARCAST_PREDICTION_DB_URL: not a database URL: port 99999 is out of range",
+        ),
     ],
 )
 def test_list_and_cross_field_settings_are_said_by_their_variables(env, said, tmp_path):
