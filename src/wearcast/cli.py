@@ -67,8 +67,7 @@ def main(
     try:
         ctx.obj = load_settings(home=home) if home else load_settings()
     except InvalidSettings as exc:
-        problems = str(exc).splitlines()
-        raise fail("\n".join(f"invalid settings: {line}" for line in problems)) from None
+        raise fail("\n".join(f"invalid settings: {p}" for p in exc.problems)) from None
 
 
 def _parse_failures(values: list[str]) -> dict[int, Defect] | None:

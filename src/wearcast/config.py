@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["InvalidSettings", "Settings", "load_settings", "table_folder"]
+__all__ = ["InvalidSettings", "Settings", "env_name", "load_settings", "table_folder"]
 
 
 def table_folder(tables_dir: Path, data_dir: Path) -> Path:
@@ -221,24 +221,27 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         low, high = self.envelope_band_hz
-        # Named as set (WEARCAST_...): these come from the environment or a .env file.
+        # Named as set: these come from the environment or a .env file.
         if not 0 < low < high <= self.sampling_rate_hz / 2:
             raise ValueError(
-                f"WEARCAST_ENVELOPE_BAND_HZ {list(self.envelope_band_hz)} must lie between 0 "
-                f"and Nyquist ({self.sampling_rate_hz / 2:g} Hz, half WEARCAST_SAMPLING_RATE_HZ)"
+                f"{env_name('envelope_band_hz')} {list(self.envelope_band_hz)} must lie between "
+                f"0 and Nyquist ({self.sampling_rate_hz / 2:g} Hz, half "
+                f"{env_name('sampling_rate_hz')})"
             )
         if self.alarm_k > self.alarm_n:
             raise ValueError(
-                f"WEARCAST_ALARM_K ({self.alarm_k}) cannot exceed WEARCAST_ALARM_N ({self.alarm_n})"
+                f"{env_name('alarm_k')} ({self.alarm_k}) cannot exceed {env_name('alarm_n')} "
+                f"({self.alarm_n})"
             )
         if self.drift_min_recordings > self.drift_window:
             raise ValueError(
-                "WEARCAST_DRIFT_MIN_RECORDINGS cannot exceed WEARCAST_DRIFT_WINDOW (never judged)"
+                f"{env_name('drift_min_recordings')} cannot exceed {env_name('drift_window')} "
+                "(never judged)"
             )
         if self.webhook_url and not self.webhook_secret and self.env != "development":
             raise ValueError(
-                "WEARCAST_WEBHOOK_URL needs WEARCAST_WEBHOOK_SECRET outside development "
-                "(its notifications would be unsigned)"
+                f"{env_name('webhook_url')} needs {env_name('webhook_secret')} outside "
+                "development (its notifications would be unsigned)"
             )
         return self
 
@@ -340,9 +343,18 @@ class Settings(BaseSettings):
     )
 
 
+def env_name(field: str) -> str:
+    """The environment variable that sets the setting ``field``."""
+    return Settings.model_config["env_prefix"] + field.upper()
+
+
 class InvalidSettings(ValueError):
     """Settings that cannot be used: one line per problem, naming the variable, never its value
     (a database URL holds a password)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 def load_settings(**given) -> Settings:
@@ -350,15 +362,21 @@ def load_settings(**given) -> Settings:
     wrong."""
     try:
         return Settings(**given)
-    except SettingsError as exc:  # a list or tuple setting that is not JSON
-        field = re.search(r'field "(\w+)"', str(exc))
-        name = f"WEARCAST_{field.group(1).upper()}" if field else "a setting"
+    except SettingsError as exc:
+        # pydantic-settings names the field only in its message; its cause holds the value.
+        unparsed = re.match(r'error parsing value for field "(\w+)"', str(exc))
+        if unparsed is None:
+            raise InvalidSettings([str(exc)]) from None
         raise InvalidSettings(
-            f'{name}: not valid JSON: a list is written ["a", "b"], a pair [2000, 8000]'
+            [
+                f"{env_name(unparsed.group(1))}: not valid JSON: a list is written "
+                '["a", "b"], a pair [2000, 8000]'
+            ]
         ) from None
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors(include_url=False, include_input=False):
-            where = f"WEARCAST_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
-            lines.append(where + error["msg"].removeprefix("Value error, "))
-        raise InvalidSettings("\n".join(lines)) from None
+        problems = [
+            (f"{env_name(str(error['loc'][0]))}: " if error["loc"] else "")
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidSettings(problems) from None

@@ -360,9 +360,9 @@ def bearing_features(
     spec = analysis.spec
     per_channel = _channel_features(analysis)
     columns = spec.columns(max(len(chs) for chs in channel_map.values()))
-    rows = np.full((len(channel_map), len(columns)), np.nan)
+    rows = np.full((len(channel_map), len(columns)), np.nan, dtype=np.float32)
     f = len(spec.names)
     for i, chs in enumerate(channel_map.values()):
         rows[i, :f] = per_channel[chs].mean(axis=0)
         rows[i, f : f * (len(chs) + 1)] = per_channel[chs].ravel()
-    return columns, rows.astype(np.float32)
+    return columns, rows

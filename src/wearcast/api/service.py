@@ -189,7 +189,6 @@ class Scorer:
         if not fresh:  # a retry: the answers as they were first given
             return logged[inputs[0].key].request_id, [_replay(logged[i.key]) for i in inputs]
         baselines = self._baselines_of(inputs, values, model.features, history.baseline_times)
-        sampled = baselines.sampled
         try:
             X = np.hstack([values, baselines.rows])  # the model's input_columns, in order
             wear = model.predict(X)
@@ -237,13 +236,13 @@ class Scorer:
                 list(records.values()),
                 list(events.values()),
                 spectra,
-                sampled=({key[:2] for key in sampled}, self.settings.baseline_recordings),
+                sampled=({key[:2] for key in baselines.sampled}, self.settings.baseline_recordings),
                 layout=recording.layout if recording is not None else None,
             )
         except Exception:
             # A refused request (a model failure, another layout) leaves nothing in the
             # log, its baseline samples included.
-            self.log.take_back_samples(sampled)
+            self.log.take_back_samples(baselines.sampled)
             raise
         # A concurrent request may have logged the same recording first: its answer stands.
         _check_conflicts(inputs, digests, stored)
