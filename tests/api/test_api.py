@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -293,6 +294,22 @@ def test_auth_rules(model_home, tmp_path):
         assert c.post("/v1/admin/reload", headers={"X-API-Key": ADMIN}).status_code == 200
         for probe in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
             assert c.get(probe).status_code == 200, probe
+
+
+def test_the_api_description_pages_need_no_key_and_no_internet(model_home, tmp_path):
+    """/docs and /redoc load their scripts and styles from the API itself (they came from a
+    CDN: a blank page on a plant network without internet), without a key as the pages."""
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        for page in ("/docs", "/redoc"):
+            html = c.get(page)
+            assert html.status_code == 200, page
+            assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+            assert any(a.endswith(".js") for a in assets), (page, assets)
+            for asset in assets:
+                assert asset.startswith("/"), f"{page} loads {asset} from elsewhere"
+                served = c.get(asset)
+                assert served.status_code == 200, (page, asset)
+                assert len(served.content) > 1000, (page, asset)
 
 
 def test_refuses_to_start_outside_development_without_keys(model_home, tmp_path):

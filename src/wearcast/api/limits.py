@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wearcast.api.security import HEADER, KeyRing
 
-__all__ = ["OPEN_PATHS", "RequestLimits", "error_body"]
+__all__ = ["DOCS_ASSETS", "OPEN_PATHS", "RequestLimits", "error_body"]
 
 # Probes, metrics and the API's own description: open to all, as orchestrators need them.
 OPEN_PATHS = frozenset(
@@ -32,6 +32,7 @@ OPEN_PATHS = frozenset(
         "/openapi.json",
     }
 )
+DOCS_ASSETS = "/docs-assets"  # the scripts and styles of /docs and /redoc: open as they are
 
 
 def error_body(kind: str, detail, path: str = "") -> bytes:
@@ -65,7 +66,7 @@ class RequestLimits:
                 f"headers of {size} bytes are over the limit of {self.max_header_bytes}",
             )
             return
-        if not self.keys.empty and scope["path"] not in OPEN_PATHS and not _dashboard(scope):
+        if not self.keys.empty and not _open(scope["path"]) and not _dashboard(scope):
             key = _header(headers, HEADER.lower().encode())
             if self.keys.role_of(key) is None:
                 await _refuse(
@@ -103,6 +104,10 @@ class RequestLimits:
             return message
 
         await self.app(scope, bounded_receive, send)
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(f"{DOCS_ASSETS}/")
 
 
 def _dashboard(scope: Scope) -> bool:

@@ -20,13 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from wearcast import __version__
 from wearcast.allocator import reuse_large_blocks
 from wearcast.api.drift import DriftWatch
-from wearcast.api.limits import RequestLimits
+from wearcast.api.limits import DOCS_ASSETS, RequestLimits
 from wearcast.api.metrics import Metrics, MetricsMiddleware
 from wearcast.api.model_store import ModelStore, UnusableInput
 from wearcast.api.notify import Notifier
@@ -145,7 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             app.state.log.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from here, not from a CDN: they work offline.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="wearcast",
         version=__version__,
         summary="Bearing wear, remaining life and alarms from vibration recordings.",
