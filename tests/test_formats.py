@@ -323,3 +323,18 @@ def test_featurize_says_why_files_were_quarantined_and_fails_when_none_is_usable
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert "5 rows" in result.output and "quarantined r/" not in result.output
+
+
+def test_describe_run_says_what_is_wrong_with_its_arguments(tmp_path):
+    """A missing folder was a raw "[Errno 2]"; `--failure outer` was "failures.outer.[key]:
+    Input should be a valid integer" (a user trial). Each now says what was expected."""
+    missing = CliRunner().invoke(app, ["describe-run", str(tmp_path / "Bearing9_9")])
+    assert missing.exit_code == 2
+    assert "Bearing9_9: no such folder" in " ".join(missing.stderr.split())
+    (tmp_path / "run").mkdir()
+    for given in ("outer", "one:outer", ":outer"):
+        bad = CliRunner().invoke(app, ["describe-run", str(tmp_path / "run"), "--failure", given])
+        said = " ".join(bad.stderr.split())
+        assert bad.exit_code == 2 and f"--failure {given}: expected BEARING:DEFECT" in said
+        assert "outer, inner, rolling, unknown (e.g. 1:unknown)" in said
+    assert not (tmp_path / "run" / "run.json").exists()

@@ -165,6 +165,19 @@ def test_the_gate_keeps_a_champion_of_another_rig_and_says_why(world, tmp_path):
     assert registry.champion_version(registry.connect(home), home) == first
 
 
+def test_the_gate_says_how_a_challengers_inputs_differ():
+    """A challenger trained on 8 of the champion's columns was said to take "other inputs (0 of
+    its 8 not among the champion's)" (a user trial): the message now says which way they
+    differ."""
+    champion = {f"f{i}" for i in range(264)}
+    assert registry._input_difference({"f1", "f2"}, champion) == (
+        "2 inputs against 264, 262 of the champion's it lacks"
+    )
+    assert registry._input_difference({"f1", "g"}, {"f1", "f2", "f3"}) == (
+        "2 inputs against 3, 1 of its own the champion lacks, 2 of the champion's it lacks"
+    )
+
+
 def test_promote_and_predict_commands(world, monkeypatch):
     settings, data, root = world
     monkeypatch.setenv("WEARCAST_HOME", str(settings.home))
@@ -214,6 +227,18 @@ def test_the_predict_table_shows_every_value_whole_in_80_columns(world, monkeypa
         assert Path(r["file"]).name in shown
         assert f"{r['rul_h']:.1f} ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})" in shown
     assert max(len(line) for line in shown.splitlines()) <= 80
+    # What each bearing's last remaining life rests on, which only --json said (a user trial).
+    said = " ".join(shown.split())
+    last = {(r["run"], r["bearing"]): r["rul_method"] for r in rows}
+    for (run, bearing), method in last.items():
+        line = next(s for s in said.split("remaining life of ")[1:] if f"{run}:{bearing}" in s)
+        assert line.split(" at the last recording: ")[1].startswith(" ".join(method.split()))
+    # Into a file or a pipe with no COLUMNS, rich's 80 columns wrapped these lines and the
+    # tables' cells: 160 there.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = runner.invoke(app, ["predict", folder]).stdout.splitlines()
+    whole = [line for line in piped if line.startswith("remaining life of ")]
+    assert whole and all(len(line) > 80 for line in whole)
 
 
 def test_external_feature_table_with_run_metadata(tmp_path, world):

@@ -4,6 +4,7 @@ real recordings and across channel layouts."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from sklearn.base import clone
 from typer.testing import CliRunner
 
+from wearcast import registry
 from wearcast.cli import app
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
@@ -236,3 +238,60 @@ def test_train_says_when_its_budget_cut_a_search_of_set_trials(sim_table, sim_se
     said = " ".join(cut.stderr.split())
     trials = json.loads(cut.stdout)["search_trials"]
     assert trials < 50 and f"stopped the search after {trials} of 50 trials" in said
+
+
+def test_a_search_the_clock_ended_says_it_may_choose_otherwise(sim_table, sim_settings, tmp_path):
+    """Two `make run`s on the same data chose differently (7 trials, then 11) without a word
+    (a user trial): a search bounded by seconds alone says so, and how to pin it; a search that
+    ran its set trials says nothing."""
+    (tmp_path / "table").mkdir()
+    sim_table.to_parquet(tmp_path / "table" / "table.parquet")
+    args = ["train", str(tmp_path / "table"), "--no-register", "--json"]
+    env = {"WEARCAST_HOME": str(sim_settings.home), "WEARCAST_WORKERS": "2"}
+    clocked = CliRunner().invoke(app, [*args, "--budget", "0.001"], env=env)
+    assert clocked.exit_code == 0, clocked.output
+    said = " ".join(clocked.stderr.split())
+    trials = json.loads(clocked.stdout)["search_trials"]
+    assert f"ended the search after {trials} trials" in said and "--max-trials N" in said
+    pinned = CliRunner().invoke(app, [*args, "--max-trials", "1"], env=env)
+    assert pinned.exit_code == 0, pinned.output
+    assert json.loads(pinned.stdout)["search_trials"] == 1
+    assert "note:" not in pinned.stderr
+
+
+def test_training_reports_progress_in_a_log_as_well_as_on_a_terminal(sim_table, tmp_path):
+    """Off a terminal the spinner printed nothing: a PRONOSTIA training sat silent in a log for
+    6 minutes (a user trial). Each stage of the search is a timestamped line."""
+    (tmp_path / "table").mkdir()
+    sim_table.to_parquet(tmp_path / "table" / "table.parquet")
+    env = {"WEARCAST_HOME": str(tmp_path / "home"), "WEARCAST_WORKERS": "2"}
+    args = ["train", str(tmp_path / "table"), "--no-register", "--max-trials", "1"]
+    result = CliRunner().invoke(app, [*args, "--budget", "100000"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if " training: " in line]
+    runs = sorted(sim_table["run"].unique())
+    assert lines[0].endswith("training: started")
+    for run in runs:  # one search per held-out run, then the final one
+        assert any(f"search (without {run}): 1 trials" in line for line in lines), run
+    assert any("search (all data)" in line for line in lines)
+    assert all(re.match(r"\d\d:\d\d:\d\d training: ", line) for line in lines)
+
+
+@pytest.mark.slow
+def test_the_main_job_on_a_single_run_holds_out_its_bearings(sim_settings, tmp_path):
+    """`make run DATA=` a folder of one run (IMS 1st_test alone) stopped with "hold out bearings
+    instead (--holdout bearing)", an option the main job did not have (a user trial)."""
+    simulate(plan_simulation(sim_settings, runs=1, recordings=60, seed=4), tmp_path / "data")
+    env = {
+        "WEARCAST_HOME": str(tmp_path / "home"),
+        "WEARCAST_WORKERS": "2",
+        "WEARCAST_SEARCH_MAX_TRIALS": "1",
+        "WEARCAST_SEARCH_BUDGET_S": "100000",
+    }
+    result = CliRunner().invoke(app, ["pipeline", str(tmp_path / "data")], env=env)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "needs at least two runs, found 1: the main job holds out bearings instead" in said
+    assert "version 1: promoted to champion" in " ".join(result.stdout.split())
+    client = registry.connect(Settings(home=tmp_path / "home"))
+    assert client.get_model_version(sim_settings.model_name, "1").tags["holdout"] == "bearing"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -24,7 +28,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
+
+
+class _Console(Console):
+    """Off a terminal (a file, a pipe, CI) rich assumes 80 columns and wraps a table's cells
+    over several lines; there, unless COLUMNS says otherwise, the tables get room."""
+
+    _WIDTH_OFF_TERMINAL = 160
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or "COLUMNS" in os.environ:
+            return size
+        return ConsoleDimensions(max(size.width, self._WIDTH_OFF_TERMINAL), size.height)
+
+
+console = _Console()
 # Errors are never hard-wrapped: a long path in a message stays whole, to copy or grep.
 err = Console(stderr=True, soft_wrap=True)
 
@@ -44,6 +64,32 @@ def progress_bar() -> Progress:
         console=err,
         transient=True,
     )
+
+
+# Off a terminal (a log file, CI, nohup) a spinner prints nothing: a line at each new stage and
+# at least this often instead, so a silent log means a stuck job, not a busy one.
+_PROGRESS_EVERY_S = 30.0
+
+
+@contextlib.contextmanager
+def working(what: str) -> Iterator[Callable[[str], None]]:
+    """A long step's progress: ``say(message)`` updates a spinner on a terminal; elsewhere it
+    prints a timestamped line when the stage (the message before its first colon) changes."""
+    if err.is_terminal:
+        with err.status(what) as status:
+            yield lambda message: status.update(f"{what}: {message}")
+        return
+    last_stage, last_at = None, 0.0
+
+    def say(message: str) -> None:
+        nonlocal last_stage, last_at
+        stage, now = message.split(":", 1)[0], time.monotonic()
+        if stage != last_stage or now - last_at >= _PROGRESS_EVERY_S:
+            err.print(f"{datetime.now():%H:%M:%S} {what}: {message}", highlight=False)
+            last_stage, last_at = stage, now
+
+    say("started")
+    yield say
 
 
 def fail(message: str) -> typer.Exit:
@@ -224,12 +270,19 @@ def describe_run(
     from wearcast.rig import RUN_METADATA_FILE, RunInfo
     from wearcast.storage import write_atomic
 
+    if not run_dir.is_dir():
+        raise fail(f"{run_dir}: no such folder (give one run's folder of recordings)")
     target = run_dir / RUN_METADATA_FILE
     if target.exists() and not force:
         raise fail(f"{target} exists (--force replaces it)")
     failures = {}
     for value in failure:
-        bearing, _, defect = value.partition(":")
+        bearing, colon, defect = value.partition(":")
+        if not colon or not bearing.strip().isdigit():
+            raise fail(
+                f"--failure {value}: expected BEARING:DEFECT, a bearing number and one of "
+                f"{', '.join(d.value for d in Defect)} (e.g. 1:unknown)"
+            )
         failures[bearing] = defect
     given = {
         "name": name or run_dir.resolve().name,
@@ -405,14 +458,9 @@ def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, *
     """Train, evaluate, report, register and gate: what `train` and the main job do."""
     from wearcast.retrain import gate_challenger, train_challenger
 
-    with err.status("training") as status:
-        summary = train_challenger(
-            settings,
-            table,
-            register=register,
-            progress=lambda msg: status.update(f"training: {msg}"),
-            **options,
-        )
+    with working("training") as say:
+        summary = train_challenger(settings, table, register=register, progress=say, **options)
+    _say_how_the_search_ended(summary, settings, options.get("max_trials"))
     if register:
         decision = gate_challenger(
             settings, table, summary["version"], runs_meta=options.get("runs_meta")
@@ -424,6 +472,23 @@ def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, *
             tracking_uri=settings.resolved_tracking_uri,
         )
     return summary
+
+
+def _say_how_the_search_ended(summary: dict, settings: Settings, max_trials: int | None) -> None:
+    """A search stopped by the clock chooses by how fast the machine was: say so."""
+    trials, wanted = summary.get("search_trials"), max_trials or settings.search_max_trials
+    if not trials or (wanted and trials >= wanted):  # no search (a given config), or all ran
+        return
+    if wanted:
+        said = f"stopped the search after {trials} of {wanted} trials"
+    else:
+        said = f"ended the search after {trials} trials"
+    err.print(
+        f"[yellow]note:[/yellow] the budget ({settings.search_budget_s:g} s) {said}: another "
+        "machine, or this one busier, may choose another model; --max-trials N with a budget "
+        "that lets them all run gives the same model anywhere",
+        soft_wrap=True,
+    )
 
 
 def _print_training(summary: dict, settings: Settings) -> None:
@@ -440,7 +505,8 @@ def _print_training(summary: dict, settings: Settings) -> None:
         f"{settings.alarm_threshold:g}, {settings.alarm_k} of {settings.alarm_n}) and its wear "
         f"trend; the API alarms on the health indicator ({served}). always0 and age are trivial "
         "baselines; age is the fraction of the run elapsed, which knows each run's failure time "
-        "(0 against linear labels by construction): a bar, not a rival"
+        "(on a failing bearing it is the linear label itself; its error comes from the healthy "
+        "ones): a bar, not a rival"
     )
     for labels in ("piecewise", "linear"):
         model, zero = m.get(f"wear_mae_{labels}_model"), m.get(f"wear_mae_{labels}_always0")
@@ -529,14 +595,6 @@ def train(
         )
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
-    wanted = max_trials or settings.search_max_trials
-    if wanted and summary.get("search_trials", wanted) < wanted:
-        err.print(
-            f"[yellow]note:[/yellow] the budget ({settings.search_budget_s:g} s) stopped the "
-            f"search after {summary['search_trials']} of {wanted} trials: another machine may "
-            "choose another model; give a larger --budget for the same one",
-            soft_wrap=True,
-        )
     if as_json:
         print(json.dumps(summary, indent=2, default=_json_default))
     else:
@@ -597,7 +655,6 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Held-out evaluation of a registered model's configuration on a table, with a report."""
-    from datetime import datetime
 
     from wearcast import registry
     from wearcast.dataset import load_training_table
@@ -648,6 +705,11 @@ def evaluate(
     _print_training(
         {"metrics": evaluation.metrics(), "config": config, "report": str(report), **extra},
         settings,
+    )
+    console.print(
+        f"held out: version {version}'s configuration fitted again without each held-out "
+        f"{holdout}; the figures `wearcast train` printed come from a search run again inside "
+        "each fold (the whole procedure, the estimate for a new model), so they differ"
     )
 
 
@@ -706,6 +768,15 @@ def predict(
                 f"bearing {r['run']}:{r['bearing']} {e['level']} episode from {e['start']}"
                 f" to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at {e['peak']}"
             )
+    # What each bearing's latest remaining life rests on (before an alarm: the training
+    # fleet's lives, whatever rig those were), grouped: the table has no room for it.
+    latest = {(r["run"], r["bearing"]): r.get("rul_method") for r in results}
+    methods: dict[str, list[str]] = {}
+    for (run, bearing), method in latest.items():
+        if method:
+            methods.setdefault(method, []).append(f"{run}:{bearing}")
+    for method, bearings in methods.items():
+        console.print(f"remaining life of {', '.join(bearings)} at the last recording: {method}")
     for file, warning in dict((r["file"], r["warning"]) for r in results if "warning" in r).items():
         err.print(f"[yellow]warning:[/yellow] {escape(file)}: {escape(warning)}", soft_wrap=True)
 
@@ -838,8 +909,21 @@ def pipeline(
     console.rule("featurize (validate, features, labels)")
     ctx.invoke(featurize, ctx=ctx, data_dir=data_dir, out=table)
     console.rule("train, evaluate, register, gate")
+    from wearcast.evaluate import TooFewUnits
+
     try:
-        summary = _train_and_gate(settings, table)
+        try:
+            summary = _train_and_gate(settings, table)
+        except TooFewUnits as exc:
+            if exc.alternative is None:
+                raise
+            # One run (a single test rig's life): its bearings are the only units to hold out.
+            err.print(
+                f"[yellow]note:[/yellow] {exc.reason}: the main job holds out "
+                f"{exc.alternative}s instead",
+                soft_wrap=True,
+            )
+            summary = _train_and_gate(settings, table, holdout=exc.alternative)
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     _print_training(summary, settings)

@@ -38,6 +38,7 @@ __all__ = [
     "holdout_units",
     "Evaluation",
     "LABELS",
+    "TooFewUnits",
     "held_out_predictions",
     "evaluate_predictions",
     "judge_alarms",
@@ -155,6 +156,15 @@ def holdout_units(frame: pd.DataFrame, holdout: str) -> pd.Series:
     return frame["run"] if holdout == "run" else frame["run"] + "/" + frame["bearing"].astype(str)
 
 
+class TooFewUnits(ValueError):
+    """A table that cannot be evaluated holding out its ``holdout`` units: ``reason``, and
+    ``alternative``, the unit that would do (None: none) with ``advice`` on it."""
+
+    def __init__(self, reason: str, alternative: str | None, advice: str):
+        super().__init__(f"{reason}: {advice}")
+        self.reason, self.alternative = reason, alternative
+
+
 def check_holdout(frame: pd.DataFrame, holdout: str, *, searched: bool = False) -> None:
     """Refuse a table that cannot be evaluated holding out ``holdout`` units, saying what can
     (called before the search, which would otherwise run for nothing). ``searched``: a search
@@ -175,10 +185,9 @@ def check_holdout(frame: pd.DataFrame, holdout: str, *, searched: bool = False) 
             f"two (one {holdout} held out, two bearings left: {found} {holdout}s are not enough)"
         )
     if holdout == "run" and bearings.nunique() >= 3:
-        message += f": hold out bearings instead (--holdout bearing, {bearings.nunique()} bearings)"
-    else:
-        message += ": add recordings of other bearings to the table"
-    raise ValueError(message)
+        advice = f"hold out bearings instead (--holdout bearing, {bearings.nunique()} bearings)"
+        raise TooFewUnits(message, "bearing", advice)
+    raise TooFewUnits(message, None, "add recordings of other bearings to the table")
 
 
 def held_out_predictions(

@@ -240,6 +240,16 @@ def rollback(client: MlflowClient, settings: Settings) -> int:
     return previous
 
 
+def _input_difference(ours: set[str], theirs: set[str]) -> str:
+    """How a challenger's inputs differ from the champion's, in a few words."""
+    said = [f"{len(ours)} inputs against {len(theirs)}"]
+    if ours - theirs:
+        said.append(f"{len(ours - theirs)} of its own the champion lacks")
+    if theirs - ours:
+        said.append(f"{len(theirs - ours)} of the champion's it lacks")
+    return ", ".join(said)
+
+
 def gate(
     client: MlflowClient,
     settings: Settings,
@@ -280,10 +290,10 @@ def gate(
             settings,
             version,
             current,
-            f"version {version} takes other inputs ({len(ours - theirs)} of its {len(ours)} not "
-            f"among the champion's), a model of another rig; serve it under a model name of its "
-            f"own (WEARCAST_MODEL_NAME) or promote it by hand (`wearcast promote {version}`) "
-            "to replace the champion",
+            f"version {version} takes other inputs than champion version {current} "
+            f"({_input_difference(ours, theirs)}): another rig's or another feature set's "
+            f"model; serve it under a model name of its own (WEARCAST_MODEL_NAME) or promote "
+            f"it by hand (`wearcast promote {version}`) to replace the champion",
         )
     champion_tags = client.get_model_version(settings.model_name, str(current)).tags
     champion_config = json.loads(champion_tags["config"])

@@ -134,7 +134,8 @@ def search(
         objective,
         n_trials=max_trials,
         timeout=settings.search_budget_s,
-        callbacks=[lambda s, t: progress(len(s.trials), time.monotonic() - start)]
+        # Trials run so far: the study also lists the enqueued ones still waiting.
+        callbacks=[lambda s, t: progress(t.number + 1, time.monotonic() - start)]
         if progress
         else None,
     )

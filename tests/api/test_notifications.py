@@ -27,7 +27,7 @@ from wearcast.dataset import read_table
 from wearcast.prediction_log import OutboxEvent, PredictionLog, PredictionRecord
 from wearcast.train import prepare
 
-from .conftest import READER, free_port, wait_until_ready
+from .conftest import READER, free_port, port_to_come_back_to, wait_until_ready
 
 SECRET = "webhook-secret-for-tests"
 GUARD_S = 180  # only against a hang: every wait below ends as soon as its condition holds
@@ -271,7 +271,7 @@ def _streams(model_home, machines: int) -> list[list[dict]]:
 @pytest.mark.slow
 def test_no_notification_is_lost_when_the_receiver_and_the_api_go_down(model_home, tmp_path):
     settings, _ = model_home
-    receiver = Receiver(free_port())
+    receiver = Receiver(port_to_come_back_to())
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), *sys.path]),
