@@ -41,10 +41,12 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import pydantic_core
+from sqlalchemy import text
 
 from wearcast import registry
 from wearcast.config import Settings
 from wearcast.dataset import featurize, read_table
+from wearcast.prediction_log import PredictionLog
 from wearcast.retrain import train_challenger
 from wearcast.simulate import plan_simulation, simulate
 from wearcast.train import prepare
@@ -355,6 +357,23 @@ def main() -> None:
             f"| {name} | {clients} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
             f"| {r['rps']:.0f} | {r['errors']} |"
         )
+    # What the log holds after the run, the fleet-sizing figures: a prediction's stored
+    # features and answer, and the file per prediction (baseline samples of the many new
+    # machines included, 20 rows of features per bearing: far more than a real fleet has).
+    log = PredictionLog(settings.resolved_prediction_db_url)
+    with log.engine.connect() as conn:
+        n, features, answer = conn.execute(
+            text(
+                "SELECT count(*), avg(coalesce(length(feature_values), length(features))), "
+                "avg(length(answer)) FROM predictions"
+            )
+        ).one()
+    log.close()
+    size = sum(f.stat().st_size for f in settings.home.glob("predictions.db*"))
+    print(
+        f"\nprediction log: {n} predictions, features {features:.0f} and answer {answer:.0f} "
+        f"bytes each; the file {size / 1e6:.1f} MB, {size / n:.0f} bytes a prediction\n"
+    )
     for label in ("(b) 1 feature row", "(c) 100 feature rows"):
         for clients in (1, args.clients):
             mlflow_rps = max(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
     bindparam,
@@ -93,6 +95,9 @@ class _Base(DeclarativeBase):
 
 
 _DETAILED = "answer IS NOT NULL OR features IS NOT NULL"
+# What compacting leaves of a prediction's details (SQL NULL, not JSON null). A row with
+# feature values always has its answer too, so the predicate above still finds it.
+_UNDETAILED = {"answer": null(), "features": null(), "feature_set": None, "feature_values": None}
 
 
 class _Prediction(_Base):
@@ -127,8 +132,22 @@ class _Prediction(_Base):
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[int] = mapped_column(Integer)
     answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the client got
-    # The model's features, for drift (wearcast.monitoring); SQL NULL, not JSON null, if absent.
+    # The model's features, for drift (wearcast.monitoring): their values as float64 bytes in
+    # the order of the names of their ``feature_set``. As JSON with their names they were 5 kB
+    # a prediction, most of the log and of the time it took to write; an older log's rows
+    # still hold them so, in ``features`` (SQL NULL, not JSON null, where absent).
+    feature_set: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    feature_values: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     features: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
+class _FeatureSet(_Base):
+    """The names of a set of logged features (a model's inputs), stored once."""
+
+    __tablename__ = "feature_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    names: Mapped[list] = mapped_column(JSON)
 
 
 class _BaselineSample(_Base):
@@ -363,6 +382,9 @@ class PredictionLog:
             ) from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._layouts: dict[str, MachineLayout] = {}  # committed: stored once, never changed
+        # Feature sets both ways (committed: stored once, never changed).
+        self._set_ids: dict[tuple[str, ...], int] = {}
+        self._set_names: dict[int, tuple[str, ...]] = {}
         self._insert = (
             postgresql if self.engine.dialect.name == "postgresql" else sqlite_dialect
         ).insert
@@ -417,6 +439,7 @@ class PredictionLog:
             query = query.limit(limit)
         with self._session() as session:
             rows = session.scalars(query).all()
+        features = self._features([(r.feature_set, r.feature_values, r.features) for r in rows])
         return [
             PredictionRecord(
                 r.request_id,
@@ -434,9 +457,9 @@ class PredictionLog:
                 r.state,
                 r.rul_low_h,
                 r.rul_high_h,
-                r.features,
+                f,
             )
-            for r in reversed(rows)
+            for r, f in zip(reversed(rows), reversed(features), strict=True)
         ]
 
     def beside_episode(
@@ -631,7 +654,7 @@ class PredictionLog:
         if not records:
             return {}
         now = datetime.now(UTC)
-        rows = [{"created_at": now, **vars(r)} for r in records]
+        rows = [self._row(r, now) for r in records]
         keys = [(r.machine, r.bearing, r.recorded_at) for r in records]
         request_ids = {r.request_id for r in records}
         # Core executemany inserts: the ORM's per-object bookkeeping would dominate a batch.
@@ -675,10 +698,54 @@ class PredictionLog:
             self._layouts[layout.machine] = layout
         return stored
 
+    def _row(self, record: PredictionRecord, now: datetime) -> dict:
+        """The columns of a prediction: its features as their set and their values' bytes."""
+        row = {"created_at": now, **vars(record)}
+        features = row.pop("features")
+        row["feature_set"] = row["feature_values"] = None
+        if features is not None:
+            row["feature_set"] = self._feature_set(tuple(features))
+            values = np.fromiter(features.values(), dtype=np.float64, count=len(features))
+            row["feature_values"] = values.tobytes()
+        return row
+
+    def _feature_set(self, names: tuple[str, ...]) -> int:
+        """The id of a set of feature names, stored on first use in a transaction of its own
+        (committed before any prediction refers to it; one left unused is harmless)."""
+        if names not in self._set_ids:
+            stored = _json_text(list(names))
+            digest = hashlib.blake2b(stored.encode(), digest_size=16).hexdigest()
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self._insert(_FeatureSet).on_conflict_do_nothing(),
+                    [{"digest": digest, "names": list(names)}],
+                )
+                found = conn.execute(select(_FeatureSet.id).where(_FeatureSet.digest == digest))
+                self._set_ids[names] = found.scalar_one()
+        return self._set_ids[names]
+
+    def _features(self, stored: list[tuple[int | None, bytes | None, dict | None]]) -> list:
+        """Logged features as name -> value, from (set, values, JSON of an older log) each."""
+        missing = {s for s, v, _ in stored if v is not None and s not in self._set_names}
+        if missing:
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    select(_FeatureSet.id, _FeatureSet.names).where(_FeatureSet.id.in_(missing))
+                )
+                self._set_names |= {i: tuple(names) for i, names in found}
+        return [
+            old
+            if values is None
+            else dict(
+                zip(self._set_names[s], np.frombuffer(values, np.float64).tolist(), strict=True)
+            )
+            for s, values, old in stored
+        ]
+
     def recent_features(self, window: int) -> dict[str, list[tuple[int, datetime, dict]]]:
         """Each machine's logged features of its last ``window`` recording times:
         (bearing, time, features) rows, oldest first."""
-        has = _Prediction.features.is_not(None)
+        has = _Prediction.feature_values.is_not(None) | _Prediction.features.is_not(None)
         out = {}
         with self._session() as session:
             machines = session.scalars(select(_Prediction.machine).where(has).distinct()).all()
@@ -692,7 +759,13 @@ class PredictionLog:
                     .subquery()
                 )
                 rows = session.execute(
-                    select(_Prediction.bearing, _Prediction.recorded_at, _Prediction.features)
+                    select(
+                        _Prediction.bearing,
+                        _Prediction.recorded_at,
+                        _Prediction.feature_set,
+                        _Prediction.feature_values,
+                        _Prediction.features,
+                    )
                     .where(
                         has,
                         _Prediction.machine == machine,
@@ -701,7 +774,8 @@ class PredictionLog:
                     )
                     .order_by(_Prediction.recorded_at, _Prediction.bearing)
                 ).all()
-                out[machine] = [(b, t, f) for b, t, f in rows]
+                features = self._features([(s, v, f) for _, _, s, v, f in rows])
+                out[machine] = [(b, t, f) for (b, t, *_), f in zip(rows, features, strict=True)]
         return out
 
     # The outbox: at-least-once delivery, one worker at a time per event.
@@ -778,7 +852,7 @@ class PredictionLog:
                 changed = conn.execute(
                     update(_Prediction)
                     .where(_Prediction.id.in_(ids.limit(chunk).scalar_subquery()))
-                    .values(answer=null(), features=null())  # SQL NULL, not JSON null
+                    .values(_UNDETAILED)
                 ).rowcount
             done += changed
             if changed < chunk:
