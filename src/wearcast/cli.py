@@ -79,14 +79,21 @@ def working(what: str) -> Iterator[Callable[[str], None]]:
         with err.status(what) as status:
             yield lambda message: status.update(f"{what}: {message}")
         return
-    last_stage, last_at = None, 0.0
+    last_stage, last_at, unsaid = None, 0.0, None
+
+    def line(message: str) -> None:
+        err.print(f"{datetime.now():%H:%M:%S} {what}: {message}", highlight=False)
 
     def say(message: str) -> None:
-        nonlocal last_stage, last_at
+        nonlocal last_stage, last_at, unsaid
         stage, now = message.split(":", 1)[0], time.monotonic()
+        if stage != last_stage and unsaid is not None:
+            line(unsaid)  # where the stage before got to ("search ...: 9 trials, 15 s")
         if stage != last_stage or now - last_at >= _PROGRESS_EVERY_S:
-            err.print(f"{datetime.now():%H:%M:%S} {what}: {message}", highlight=False)
-            last_stage, last_at = stage, now
+            line(message)
+            last_stage, last_at, unsaid = stage, now, None
+        else:
+            unsaid = message
 
     say("started")
     yield say
