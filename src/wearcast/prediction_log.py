@@ -64,7 +64,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, defer, mapped_column, sessionmaker
 
 from wearcast.alarms import ALARM
 from wearcast.features import Spectra
@@ -426,9 +426,13 @@ class PredictionLog:
         limit: int | None = None,
     ) -> list[PredictionRecord]:
         """Predictions of a bearing in recording order, recorded after ``since`` and before
-        ``before`` (the latest ``limit`` of them if given)."""
-        query = select(_Prediction).where(
-            _Prediction.machine == machine, _Prediction.bearing == bearing
+        ``before`` (the latest ``limit`` of them if given), without their features (a page of
+        history has no use for them: :meth:`recent_features` reads those)."""
+        unread = (_Prediction.features, _Prediction.feature_set, _Prediction.feature_values)
+        query = (
+            select(_Prediction)
+            .options(*(defer(c, raiseload=True) for c in unread))
+            .where(_Prediction.machine == machine, _Prediction.bearing == bearing)
         )
         if since is not None:
             query = query.where(_Prediction.recorded_at > since)
@@ -439,7 +443,6 @@ class PredictionLog:
             query = query.limit(limit)
         with self._session() as session:
             rows = session.scalars(query).all()
-        features = self._features([(r.feature_set, r.feature_values, r.features) for r in rows])
         return [
             PredictionRecord(
                 r.request_id,
@@ -457,9 +460,8 @@ class PredictionLog:
                 r.state,
                 r.rul_low_h,
                 r.rul_high_h,
-                f,
             )
-            for r, f in zip(reversed(rows), reversed(features), strict=True)
+            for r in reversed(rows)
         ]
 
     def beside_episode(
