@@ -838,7 +838,7 @@ def serve(
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from wearcast.api.main import create_app
+    from wearcast.api.main import check_security
     from wearcast.prediction_log import PredictionLog
 
     settings = settings_of(ctx)
@@ -848,7 +848,7 @@ def serve(
             "admin reload reaches one worker process, the poll brings the others to its model"
         )
     try:
-        create_app(settings)  # refuse bad security settings before binding the port
+        check_security(settings)  # refuse bad security settings before binding the port
         # and a prediction log that cannot be opened (no driver, database down), in one line
         PredictionLog(settings.resolved_prediction_db_url).engine.dispose()
     except (RuntimeError, ValueError) as exc:

@@ -123,3 +123,22 @@ def test_a_prediction_log_that_cannot_be_opened_stops_the_server_with_one_line(m
     assert done.returncode != 0
     assert "prediction log sqlite:///" in done.stderr and "cannot be opened" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    # The checks before the port is bound log nothing of their own: the open-API warning came
+    # once from them and again from each worker's app (a user trial).
+    assert "no API keys configured" not in done.stderr
+
+
+def test_serve_refuses_to_start_in_production_without_keys_in_one_line(model_home):
+    settings, _ = model_home
+    env = {**os.environ, "WEARCAST_HOME": str(settings.home), "WEARCAST_ENV": "production"}
+    env.pop("WEARCAST_API_KEYS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "wearcast", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "refusing to start: no API keys configured outside development" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

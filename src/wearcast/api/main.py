@@ -50,20 +50,20 @@ from wearcast.config import Settings, load_settings
 from wearcast.ingest import RecordingError
 from wearcast.prediction_log import PredictionLog
 
-__all__ = ["create_app"]
+__all__ = ["check_security", "create_app"]
 
 log = logging.getLogger("wearcast.api")
 
 
-def _check_security(settings: Settings) -> KeyRing:
+def check_security(settings: Settings) -> KeyRing:
+    """The API's keys: ValueError for a malformed entry, RuntimeError for none outside
+    development."""
     keys = KeyRing(settings.api_keys)
-    if keys.empty:
-        if settings.env != "development":
-            raise RuntimeError(
-                "refusing to start: no API keys configured outside development "
-                "(set WEARCAST_API_KEYS; make keys with `wearcast api-key ROLE`)"
-            )
-        log.warning("no API keys configured: the API is open to anyone (development only)")
+    if keys.empty and settings.env != "development":
+        raise RuntimeError(
+            "refusing to start: no API keys configured outside development "
+            "(set WEARCAST_API_KEYS; make keys with `wearcast api-key ROLE`)"
+        )
     return keys
 
 
@@ -101,7 +101,9 @@ async def _compact_log(
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    keys = _check_security(settings)  # fail before serving anything
+    keys = check_security(settings)  # fail before serving anything
+    if keys.empty:
+        log.warning("no API keys configured: the API is open to anyone (development only)")
     reuse_large_blocks()  # every request's recording arrays
 
     @contextlib.asynccontextmanager
