@@ -715,8 +715,8 @@ class PredictionLog:
         """The id of a set of feature names, stored on first use in a transaction of its own
         (committed before any prediction refers to it; one left unused is harmless)."""
         if names not in self._set_ids:
-            stored = _json_text(list(names))
-            digest = hashlib.blake2b(stored.encode(), digest_size=16).hexdigest()
+            listed = _json_text(list(names)).encode()
+            digest = hashlib.blake2b(listed, digest_size=16).hexdigest()
             with self.engine.begin() as conn:
                 conn.execute(
                     self._insert(_FeatureSet).on_conflict_do_nothing(),
