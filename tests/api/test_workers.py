@@ -113,14 +113,7 @@ def test_a_prediction_log_that_cannot_be_opened_stops_the_server_with_one_line(m
         "WEARCAST_HOME": str(settings.home),
         "WEARCAST_PREDICTION_DB_URL": f"sqlite:///{settings.home / 'missing' / 'log.db'}",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "wearcast", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode != 0
+    done = _serve_refused(env)
     assert "prediction log sqlite:///" in done.stderr and "cannot be opened" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     # The checks before the port is bound log nothing of their own: the open-API warning came
@@ -132,6 +125,13 @@ def test_serve_refuses_to_start_in_production_without_keys_in_one_line(model_hom
     settings, _ = model_home
     env = {**os.environ, "WEARCAST_HOME": str(settings.home), "WEARCAST_ENV": "production"}
     env.pop("WEARCAST_API_KEYS", None)
+    done = _serve_refused(env)
+    assert "refusing to start: no API keys configured outside development" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def _serve_refused(env: dict) -> subprocess.CompletedProcess:
+    """`wearcast serve` that must stop before binding its port, with the CLI's error code."""
     done = subprocess.run(
         [sys.executable, "-m", "wearcast", "serve"],
         env=env,
@@ -139,6 +139,5 @@ def test_serve_refuses_to_start_in_production_without_keys_in_one_line(model_hom
         text=True,
         timeout=300,
     )
-    assert done.returncode == 2
-    assert "refusing to start: no API keys configured outside development" in done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
+    assert done.returncode == 2, done.stderr
+    return done
