@@ -25,7 +25,7 @@ from wearcast.monitoring import (
     render_html,
     trigger_retraining,
 )
-from wearcast.prediction_log import PredictionLog, PredictionRecord
+from wearcast.prediction_log import FeatureValues, PredictionLog, PredictionRecord
 from wearcast.retrain import train_challenger
 from wearcast.simulate import change_speed, plan_simulation, quantise, render_recording, simulate
 
@@ -270,7 +270,8 @@ def test_an_old_log_gains_the_features_column_and_its_rows_are_left_out(tmp_path
     try:
         stamp = datetime(2004, 1, 1)
         record = PredictionRecord("r1", "m1", 1, stamp, "d" * 32, 0.1, None, False, "m", 1)
-        later = replace(record, recorded_at=stamp.replace(hour=1), features={"rms": 1.0})
+        rms = FeatureValues.of({"rms": 1.0})
+        later = replace(record, recorded_at=stamp.replace(hour=1), features=rms)
         log.commit([record, later])
         assert log.recent_features(10) == {"m1": [(1, later.recorded_at, {"rms": 1.0})]}
         indexes = {i["name"] for i in inspect(log.engine).get_indexes("predictions")}

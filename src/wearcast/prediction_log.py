@@ -71,6 +71,7 @@ from wearcast.features import Spectra
 
 __all__ = [
     "ClaimedEvent",
+    "FeatureValues",
     "LayoutConflict",
     "LoggedAnswer",
     "LoggedPoint",
@@ -273,6 +274,19 @@ class LayoutConflict(ValueError):
     """A raw recording whose layout differs from the one its machine keeps."""
 
 
+@dataclass(frozen=True, eq=False)
+class FeatureValues:
+    """A prediction's features as the log keeps them: ``values`` (float64) in the order of
+    ``names``, one tuple shared by every row of a model, so no per-row mapping is built."""
+
+    names: tuple[str, ...]
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, features: dict[str, float]) -> FeatureValues:
+        return cls(tuple(features), np.fromiter(features.values(), np.float64, len(features)))
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
     request_id: str
@@ -290,7 +304,7 @@ class PredictionRecord:
     state: str | None = None
     rul_low_h: float | None = None
     rul_high_h: float | None = None
-    features: dict | None = None
+    features: FeatureValues | None = None
 
 
 @dataclass(frozen=True)
@@ -706,9 +720,8 @@ class PredictionLog:
         features = row.pop("features")
         row["feature_set"] = row["feature_values"] = None
         if features is not None:
-            row["feature_set"] = self._feature_set(tuple(features))
-            values = np.fromiter(features.values(), dtype=np.float64, count=len(features))
-            row["feature_values"] = values.tobytes()
+            row["feature_set"] = self._feature_set(features.names)
+            row["feature_values"] = np.asarray(features.values, np.float64).tobytes()
         return row
 
     def _feature_set(self, names: tuple[str, ...]) -> int:

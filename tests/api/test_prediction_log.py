@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, event, text
 from wearcast.config import Settings
 from wearcast.features import Spectra
 from wearcast.prediction_log import (
+    FeatureValues,
     PredictionLog,
     PredictionLogUnavailable,
     PredictionRecord,
@@ -304,7 +305,7 @@ def test_compacting_drops_old_answers_and_features_and_keeps_the_numbers(log):
             state="alarm" if i >= 5 else "ok",
             health=float(i),
             answer={"rul_method": "x", "wear": i / 100},
-            features={"std": float(i)},
+            features=FeatureValues.of({"std": float(i)}),
         )
         for i in range(12)
     ]
@@ -355,8 +356,9 @@ def test_features_are_logged_as_values_of_a_named_set_and_an_older_logs_json_sti
     log = PredictionLog(url)  # upgraded in place
     names = [f"band_{i}" for i in range(132)]
     features = dict(zip(names, np.linspace(0.0, 1.0, 132).tolist(), strict=True))
-    first = replace(_record("m", 6), bearing=1, answer={}, features=features)
-    log.commit([first, replace(_record("n", 6), answer={}, features=features)])
+    logged = FeatureValues.of(features)
+    first = replace(_record("m", 6), bearing=1, answer={}, features=logged)
+    log.commit([first, replace(_record("n", 6), answer={}, features=logged)])
     assert log.recent_features(10)["m"] == [
         (1, datetime(2004, 1, 1), {"std": 1.5, "band_1": None}),
         (1, first.recorded_at, features),

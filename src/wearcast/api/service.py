@@ -29,6 +29,7 @@ from wearcast.config import Settings
 from wearcast.features import Analysis, FeatureSpec, analyse, bearing_features, bearing_spectra
 from wearcast.formats import FORMATS
 from wearcast.prediction_log import (
+    FeatureValues,
     LoggedAnswer,
     LoggedPoint,
     MachineLayout,
@@ -198,6 +199,7 @@ class Scorer:
                 inputs, wear, baselines, health, model.version, prognostics, history
             )
             records, events = {}, {}
+            names = tuple(model.features)  # one tuple for every row's logged features
             for j in fresh:  # the first of duplicates within the request is logged
                 item = inputs[j]
                 records.setdefault(
@@ -218,7 +220,7 @@ class Scorer:
                         answers[j].alarm_state,
                         answers[j].rul_low_h,
                         answers[j].rul_high_h,
-                        dict(zip(model.features, values[j].tolist(), strict=True)),
+                        FeatureValues(names, values[j]),
                     ),
                 )
                 if self.settings.webhook_url and item.key not in events:
