@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from wearcast.config import Settings
 from wearcast.prognostics_eval import DETECTORS, ESTIMATORS, evaluate_prognostics
@@ -87,3 +88,10 @@ def test_a_wandering_sensor_offset_is_not_taken_for_damage(tmp_path):
     health = result.alarms[result.alarms["detector"] == DETECTORS[0]].set_index(["run", "bearing"])
     assert health.loc[("run0", 2), "false_alarms"] == 0
     assert health[health["failed"]]["lead_h"].notna().all()
+
+
+def test_a_table_without_rms_is_refused_with_the_reason(tmp_path):
+    # `wearcast evaluate --life` on such a table stopped with a KeyError.
+    table = _table().drop(columns="rms")
+    with pytest.raises(ValueError, match="no rms column"):
+        evaluate_prognostics(table, Settings(home=tmp_path, baseline_recordings=10))

@@ -120,6 +120,11 @@ def evaluate_prognostics(
     progress: Callable[[str], None] | None = None,
 ) -> PrognosticsEvaluation:
     """Leave one run out over a labelled table (``dataset.load_training_table``)."""
+    runs = sorted(frame["run"].unique())
+    if len(runs) < 2:
+        raise ValueError(f"leave one run out needs at least two runs, found {len(runs)}")
+    if "rms" not in frame:
+        raise ValueError("the table has no rms column for the RMS rule, the published detector")
     strategy = label_strategy or settings.label_strategy
     config = wear_config or {"family": "ridge", "params": {"alpha": 1.0}, "features": "both"}
     frame = frame.drop(columns=[c for c in frame if c.startswith(BASELINE_PREFIX)])
@@ -127,9 +132,6 @@ def evaluate_prognostics(
     columns = model_columns(frame)
     k = settings.baseline_recordings
     fitted = add_baselines(frame, columns, k)  # as training sees its runs
-    runs = sorted(frame["run"].unique())
-    if len(runs) < 2:
-        raise ValueError(f"leave one run out needs at least two runs, found {len(runs)}")
     alarms, lives, series = [], [], []
     for held in runs:
         if progress:
