@@ -2,12 +2,15 @@
 
     python scripts/detector_experiments.py TABLE [--runs-meta RUNS.json] [--plots DIR]
         [--title TITLE] [--out RESULTS.json]
-    python scripts/detector_experiments.py --ims-test2 CSV [--plots DIR]
+    python scripts/detector_experiments.py --ims-test2 CSV [--spectral CSV --columns A,B]
+        [--plots DIR]
 
 TABLE is a labelled feature table: a `wearcast featurize` folder, or a CSV/Parquet table made
 elsewhere with `--runs-meta` (as `wearcast train` takes it). `--ims-test2 CSV` builds a table
 from the IMS test 2 reference statistics (`reference/test2_time_features.csv`) with each
-bearing as a run of its own, so leaving one run out leaves one bearing out.
+bearing as a run of its own, so leaving one run out leaves one bearing out; `--spectral CSV
+--columns A,B` adds those columns of the per-file spectral statistics of the same run
+(`reference/test2_spectral_features.csv`, named there `BearingK_ch1_A`).
 
 Prints the detector table (lead time of the persistent alarm, false alarms per 1000
 bearing-hours, missed failures, alarms in the first half of life) and the remaining-life table
@@ -34,12 +37,21 @@ from wearcast.dataset import load_training_table  # noqa: E402
 from wearcast.prognostics_eval import evaluate_prognostics  # noqa: E402
 
 
-def ims_test2_table(path: Path, out: Path, settings: Settings) -> Path:
+def ims_test2_table(
+    path: Path,
+    out: Path,
+    settings: Settings,
+    spectral: Path | None = None,
+    columns: tuple[str, ...] = (),
+) -> Path:
     """The IMS test 2 reference statistics as an external feature table, one run per bearing
-    (so leaving one run out leaves one bearing out). Recordings with a dead channel are dropped
-    as ingestion quarantines them: the rig's last two, stopped (RMS about 0.002 g)."""
+    (so leaving one run out leaves one bearing out), with ``columns`` of the ``spectral``
+    statistics beside them. Recordings with a dead channel are dropped as ingestion
+    quarantines them: the rig's last two, stopped (RMS about 0.002 g)."""
     t = pd.read_csv(path, parse_dates=["timestamp"])
-    dead = (t.filter(like="_std") < settings.dead_channel_std_g).any(axis=1)
+    if spectral is not None:
+        t = t.merge(pd.read_csv(spectral), on="file_index", validate="one_to_one")
+    dead = (t.filter(regex=r"_ch1_std$") < settings.dead_channel_std_g).any(axis=1)
     t = t[~dead]
     frames = []
     for b in range(1, 5):
@@ -55,6 +67,7 @@ def ims_test2_table(path: Path, out: Path, settings: Settings) -> Path:
                     "peak": t[p + "max"],
                     "kurtosis": t[p + "kurt"] + 3,  # the table's is excess kurtosis
                     "skewness": t[p + "skew"],
+                    **{c: t[p + c] for c in columns},
                 }
             )
         )
@@ -121,6 +134,8 @@ def main() -> None:
     parser.add_argument("table", type=Path, nargs="?")
     parser.add_argument("--runs-meta", type=Path)
     parser.add_argument("--ims-test2", type=Path, help="reference/test2_time_features.csv")
+    parser.add_argument("--spectral", type=Path, help="reference/test2_spectral_features.csv")
+    parser.add_argument("--columns", default="", help="of --spectral, comma-separated")
     parser.add_argument("--baseline-recordings", type=int, help="default: the setting")
     parser.add_argument("--plots", type=Path, help="folder for the health indicator plots")
     parser.add_argument("--title", help="of the plot; default: IMS test 2 or held out")
@@ -133,7 +148,8 @@ def main() -> None:
     if args.ims_test2:
         table = settings.home / "ims_test2_reference.csv"
         table.parent.mkdir(parents=True, exist_ok=True)
-        meta = ims_test2_table(args.ims_test2, table, settings)
+        columns = tuple(c for c in args.columns.split(",") if c)
+        meta = ims_test2_table(args.ims_test2, table, settings, args.spectral, columns)
     frame = load_training_table(table, settings, runs_meta=meta)
     result = evaluate_prognostics(frame, settings, progress=lambda r: print(f"held out: {r}"))
     pd.set_option("display.width", 200)
