@@ -294,6 +294,42 @@ def test_a_bearing_logged_last_in_alarm_gets_its_longer_history(log):
     assert short.open_alarms == {("m", 1): (records[40].recorded_at, 10)}
 
 
+def test_where_an_open_alarm_began_costs_the_same_however_long_the_history_before_it(tmp_path):
+    """It was found by reading every prediction the bearing ever had, so a bearing long in
+    service and then in alarm slowed each of its requests as the log grew (a replay of 3,000
+    recordings: p50 11 -> 23 ms). Measured in SQLite's virtual-machine steps of everything
+    scoring reads, not in seconds."""
+
+    def open_alarm(healthy: int) -> tuple[tuple, int]:
+        log = PredictionLog(f"sqlite:///{tmp_path / f'log{healthy}.db'}")
+        log.commit(
+            [
+                replace(_record("m", i), bearing=1, state="alarm" if i >= healthy else "ok")
+                for i in range(healthy + 30)
+            ]
+        )
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0  # go on
+
+        with log.engine.connect() as conn:  # the pool's one connection, which scoring reuses
+            conn.connection.driver_connection.set_progress_handler(step, 1)
+        read = log.scoring_history(
+            [("m", 1, datetime(2100, 1, 1))], baseline_recordings=20, window=5, alarm_window=25
+        )
+        log.close()
+        return read.open_alarms[("m", 1)], steps
+
+    short, short_steps = open_alarm(40)
+    long, long_steps = open_alarm(4000)
+    assert short == (datetime(2004, 1, 1) + timedelta(minutes=10 * 40), 30)
+    assert long == (datetime(2004, 1, 1) + timedelta(minutes=10 * 4000), 30)
+    assert long_steps < 1.5 * short_steps, (short_steps, long_steps)
+
+
 def test_compacting_drops_old_answers_and_features_and_keeps_the_numbers(log):
     """The log grew by its stored answer and features (about 6 KB a row) with no bound (found by
     an operations trial): past the retention they go, in chunks, and what history, episodes and
