@@ -68,6 +68,15 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
     client = registry.connect(settings)
     v1, d1 = _register(settings, BAD, root)
     assert d1.promoted and "first model" in d1.reason
+    # The version's metrics (what /v1/models shows) carry the held-out figures of the alarm
+    # the API raises, the health indicator's, beside the wear rule's: only the latter were.
+    logged = json.loads(client.get_model_version(settings.model_name, str(v1)).tags["metrics"])
+    served = evaluate_prognostics(load_training_table(root / "table", settings), settings)
+    expected = served.metrics()
+    assert {"health_false_alarms_per_1000h", "rms_rule_missed_failures"} <= set(expected)
+    assert {k: logged[k] for k in expected} == pytest.approx(expected)
+    health = served.detector_summary().set_index("detector").loc["wearcast health"]
+    assert expected["health_missed_failures"] == health["missed"]
     v2, d2 = _register(settings, GOOD, root)
     assert d2.promoted and registry.champion_version(client, settings) == v2
     v3, d3 = _register(settings, BAD, root)

@@ -85,6 +85,25 @@ class PrognosticsEvaluation:
             )
         }
 
+    def metrics(self) -> dict[str, float]:
+        """Registry metrics: the held-out figures of the alarm the API raises (the health
+        indicator's, ``health_*``) and of the RMS rule beside it (``rms_rule_*``), and the
+        remaining life's PHM 2012 score and interval coverage (``rul_*``)."""
+        detectors = self.detector_summary().set_index("detector")
+        out = {}
+        for prefix, name in (("health", DETECTORS[0]), ("rms_rule", DETECTORS[1])):
+            row = detectors.loc[name]
+            out[f"{prefix}_missed_failures"] = float(row["missed"])
+            out[f"{prefix}_false_alarms_per_1000h"] = float(row["false_alarms_per_1000h"])
+            if np.isfinite(row["median_lead_h"]):
+                out[f"{prefix}_median_lead_time_h"] = float(row["median_lead_h"])
+        if len(self.rul):
+            ours = self.rul_summary().set_index("estimator").loc[ESTIMATORS[0]]
+            out["rul_phm2012_score"] = float(ours["phm2012_score"])
+            if np.isfinite(ours["coverage"]):
+                out["rul_interval_coverage"] = float(ours["coverage"])
+        return out
+
     def rul_summary(self) -> pd.DataFrame:
         rows = []
         for name, r in self.rul.groupby("estimator", sort=False):

@@ -121,6 +121,7 @@ def log_training(
     model,
     config: dict,
     evaluation: Evaluation,
+    alarm_metrics: dict[str, float] | None = None,
     cv_mae: float,
     example: pd.DataFrame,
     report_dir,
@@ -129,7 +130,9 @@ def log_training(
     reference: pd.DataFrame | None = None,
 ) -> int:
     """Log one training run (parameters, metrics, report, model, the early-warning and
-    remaining-life estimators and the drift reference beside it) and register the model."""
+    remaining-life estimators and the drift reference beside it) and register the model.
+    ``alarm_metrics``: the served alarm's held-out figures, beside the wear model's."""
+    metrics = evaluation.metrics() | (alarm_metrics or {})
     with mlflow.start_run(run_name=f"{config['family']}-{params.get('label_strategy', '')}"):
         if reference is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +145,7 @@ def log_training(
                 dump_artifact(prognostics, path)
                 mlflow.log_artifact(str(path), artifact_path="prognostics")
         mlflow.log_params({**params, "family": config["family"], "config": json.dumps(config)})
-        mlflow.log_metrics({**evaluation.metrics(), "cv_wear_mae": cv_mae})
+        mlflow.log_metrics({**metrics, "cv_wear_mae": cv_mae})
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
         signature = infer_signature(example, model.predict(example))
         info = mlflow.sklearn.log_model(
@@ -161,7 +164,7 @@ def log_training(
         "label_strategy": params.get("label_strategy", ""),
         "table_digest": params.get("table_digest", ""),
         "rows": str(params.get("rows", "")),
-        "metrics": json.dumps(evaluation.metrics()),
+        "metrics": json.dumps(metrics),
         "report": str(Path(report_dir) / "report.md"),
     }
     for key, value in tags.items():

@@ -135,6 +135,7 @@ def train_challenger(
             model=outcome.model,
             config=outcome.config,
             evaluation=outcome.evaluation,
+            alarm_metrics=None if isinstance(early_warning, str) else early_warning.metrics(),
             cv_mae=outcome.search.best_mae,
             example=data.X.head(5),
             report_dir=report_dir,

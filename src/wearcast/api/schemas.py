@@ -212,7 +212,12 @@ class ModelInfo(BaseModel):
     name: str
     version: int
     aliases: list[str] = []
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = Field(
+        {},
+        description="held-out figures: `health_*` of the alarms this API raises, `rms_rule_*` "
+        "of the RMS rule beside them, `rul_*` of the remaining life; the unprefixed alarm "
+        "figures are the wear rule's, which the promotion gate compares",
+    )
     loaded_at: datetime | None = None
     gate_decision: str | None = Field(
         None, description="promoted or challenger (None: not through the promotion gate yet)"

@@ -301,20 +301,35 @@ def bearing_page(request: Request, bearing_id: str, _role: UiReaderDep) -> HTMLR
 # Model ------------------------------------------------------------------------------------
 
 
-_METRIC_LABELS = {
-    "wear_mae": "wear MAE",
-    "wear_rmse": "wear RMSE",
-    "wear_mae_failed": "wear MAE, failed bearings",
-    "false_alarms_per_1000h": "false alarms per 1000 h",
-    "missed_failures": "missed failures",
-    "median_lead_time_h": "median alarm lead (h)",
-    "rul_mae_h": "remaining-life MAE (h)",
-} | {
-    # Wear MAE per label set beside the trivial predictors (wearcast.evaluate).
-    f"wear_mae_{labels}_{predictor}": f"wear MAE vs {labels}, {shown}"
-    for labels in LABELS
-    for predictor, shown in (("model", "model"), ("always0", "always 0"), ("age", "age only"))
-}
+_METRIC_LABELS = (
+    {
+        "wear_mae": "wear MAE",
+        "wear_rmse": "wear RMSE",
+        "wear_mae_failed": "wear MAE, failed bearings",
+        "false_alarms_per_1000h": "wear rule: false alarms per 1000 h",
+        "missed_failures": "wear rule: missed failures",
+        "median_lead_time_h": "wear rule: median alarm lead (h)",
+        "rul_mae_h": "wear trend: remaining-life MAE (h)",
+        "rul_phm2012_score": "remaining life: PHM 2012 score",
+        "rul_interval_coverage": "remaining life: interval coverage",
+    }
+    | {
+        # The alarm the API raises, and the RMS rule beside it (wearcast.prognostics_eval).
+        f"{prefix}_{metric}": f"{rule}: {shown}"
+        for prefix, rule in (("health", "health alarm (served)"), ("rms_rule", "RMS rule"))
+        for metric, shown in (
+            ("false_alarms_per_1000h", "false alarms per 1000 h"),
+            ("missed_failures", "missed failures"),
+            ("median_lead_time_h", "median alarm lead (h)"),
+        )
+    }
+    | {
+        # Wear MAE per label set beside the trivial predictors (wearcast.evaluate).
+        f"wear_mae_{labels}_{predictor}": f"wear MAE vs {labels}, {shown}"
+        for labels in LABELS
+        for predictor, shown in (("model", "model"), ("always0", "always 0"), ("age", "age only"))
+    }
+)
 
 
 def drift_by_group(request: Request) -> list[dict] | None:
