@@ -74,6 +74,31 @@ def test_one_failed_training_bearing_leaves_the_spread_of_lives_to_bearing_physi
     )
 
 
+def test_a_few_equal_lives_do_not_say_the_spread_is_none():
+    """Two training bearings that failed at the same age (a simulated fleet: 66.5 h each) gave
+    the floor's spread (log-life 0.25), so a bearing of another run, healthy at 125 h, was
+    told 7.6 h (1.2 to 24.8) for days, when it had 125 h left. The spread is the sample's
+    pooled with rolling bearings' own (0.85) as one more degree of freedom: here
+    sqrt(0.85^2 / 2), checked against scipy's log-normal given survival."""
+    from scipy import stats
+
+    (one,) = _fleet(1, 0)
+    twins = [one, one]
+    estimate = (
+        RemainingLife(coverage=0.8)
+        .fit(twins)
+        .estimate(np.array([0.0, 1.9 * one.life_h]), np.ones(2), None)
+    )
+    pooled = math.sqrt((math.pi / (1.5 * math.sqrt(6))) ** 2 / 2)
+    fleet = stats.lognorm(s=pooled, scale=one.life_h)
+    survived = fleet.sf(1.9 * one.life_h)
+    for value, share in zip(
+        (estimate.rul_h, estimate.low_h, estimate.high_h), (0.5, 0.9, 0.1), strict=True
+    ):
+        assert value == pytest.approx(fleet.isf(share * survived) - 1.9 * one.life_h, rel=1e-6)
+    assert estimate.rul_h > 0.4 * one.life_h
+
+
 def test_after_an_alarm_the_trend_narrows_the_estimate():
     runs = _fleet(30, 1)
     life = RemainingLife(coverage=0.8).fit(runs)

@@ -36,12 +36,11 @@ __all__ = [
     "phm2012_score",
 ]
 
-_MIN_SIGMA = 0.25  # log-life spread floor: a handful of lives understates the real spread
-# The spread of one failed training bearing's life (or time from alarm to failure), which says
-# nothing of it itself: rolling bearings' lives are Weibull with a shape near 1.5 (the
-# dispersion ISO 281's life adjustment rests on), a log-life standard deviation of
-# pi / (1.5 sqrt 6) = 0.85; the time a defect takes to grow is taken to vary as much.
-_LONE_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
+# Rolling bearings' own scatter of lives: Weibull with a shape near 1.5 (the dispersion ISO
+# 281's life adjustment rests on), a log-life standard deviation of pi / (1.5 sqrt 6) = 0.85;
+# the time a defect takes to grow is taken to vary as much. One failed training bearing says
+# nothing of the spread, and a few understate it (two equal simulated lives would say none).
+_BEARING_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
 # The trend is fitted to at most the latest this many recordings since the alarm: a defect's
@@ -83,10 +82,14 @@ class Estimate:
     method: str
 
 
-def _lognormal(durations: np.ndarray, lone_sigma: float = _MIN_SIGMA) -> tuple[float, float]:
+def _lognormal(durations: np.ndarray) -> tuple[float, float]:
+    """Log-mean and log-spread of ``durations``; the spread is the sample's pooled with rolling
+    bearings' own as one more degree of freedom (a conjugate prior of weight one), so it is
+    that alone for one duration and the sample's for many."""
     logs = np.log(np.maximum(durations, 1e-6))
-    sigma = float(np.std(logs, ddof=1)) if len(logs) > 1 else lone_sigma
-    return float(np.mean(logs)), max(sigma, _MIN_SIGMA)
+    dof = len(logs) - 1
+    sample = float(np.var(logs, ddof=1)) if dof else 0.0
+    return float(np.mean(logs)), math.sqrt((_BEARING_LIFE_SIGMA**2 + dof * sample) / (1 + dof))
 
 
 def _conditional_quantiles(mu: float, sigma: float, age: float, probs) -> np.ndarray:
@@ -117,7 +120,7 @@ class RemainingLife:
         failed = [r for r in runs if r.life_h is not None]
         if failed:
             lives = np.array([r.life_h for r in failed])
-            self.life_ = _lognormal(lives, _LONE_LIFE_SIGMA)
+            self.life_ = _lognormal(lives)
             # The range says whose lives these are (a simulated fleet's 50 h beside a real
             # bearing's months shows at once).
             self.prior_ = (
@@ -131,9 +134,7 @@ class RemainingLife:
         alarmed = [r for r in failed if r.raised is not None]
         after = np.array([r.life_h - r.hours[r.raised] for r in alarmed])
         # With no alarmed failure, the time after an alarm is a fleet share of the whole life.
-        self.after_alarm_ = (
-            _lognormal(after, _LONE_LIFE_SIGMA) if len(after) else (self.life_[0] - 1.0, 1.0)
-        )
+        self.after_alarm_ = _lognormal(after) if len(after) else (self.life_[0] - 1.0, 1.0)
         ends = [np.log(np.maximum(r.health[-3:].mean(), 1e-6)) for r in alarmed]
         self.failure_log_health_ = float(np.median(ends)) if ends else None
         self.widen_ = 1.0
