@@ -99,3 +99,22 @@ def test_a_series_continues_from_its_logged_state():
     resumed = track_alarms(np.zeros(3), 0.5, AlarmRule(k=2, n=2, clear=2), initial="alarm")
     assert resumed.states == ["alarm", "ok", "ok"]
     assert resumed.episodes[0].end == 1 and resumed.episodes[0].level == "alarm"
+
+
+def test_an_episode_ends_only_back_below_the_clearing_level():
+    """A value hovering about the threshold (0.5) raised, cleared and raised an alarm again and
+    again; with a clearing level of 0.3 under it the episode holds until the values are back
+    below 0.3 for ``clear`` recordings, and a spike from there starts a new one."""
+    from wearcast.alarms import AlarmRule, track_alarms
+
+    hover = [0.6, 0.6, 0.6, 0.4, 0.4, 0.4, 0.6, 0.6, 0.6, 0.4, 0.4, 0.4]
+    values = np.array([*hover, 0.2, 0.2, 0.2, 0.9])
+    rule = AlarmRule(k=3, n=3, clear=3)
+    plain = track_alarms(values, 0.5, rule)
+    assert len(plain.alarms) == 2  # cleared at the first three 0.4s, raised again
+    held = track_alarms(values, 0.5, rule, clear_level=0.3)
+    assert held.states[:14] == ["watch", "watch"] + ["alarm"] * 12
+    assert held.states[14:] == ["ok", "watch"]
+    first, second = held.episodes
+    assert (first.start, first.raised, first.end) == (0, 2, 14)
+    assert (second.start, second.level, second.end) == (15, "watch", None)

@@ -35,6 +35,21 @@ def test_threshold_gives_the_stated_false_alarm_rate_on_new_healthy_bearings(rat
     assert rate * 0.6 <= measured <= rate * 1.6, measured
 
 
+def test_the_clearing_level_is_exceeded_by_its_stated_share_of_new_healthy_recordings():
+    train = _healthy_fleet(8, 400, seed=1)
+    detector = HealthIndicator(false_alarm_rate=0.002, clear_rate=0.05).fit(
+        train, groups=train["bearing"]
+    )
+    assert detector.clear_level_ < detector.threshold_
+    fresh = detector.score_samples(_healthy_fleet(20, 2000, seed=2))
+    assert 0.05 * 0.6 <= (fresh > detector.clear_level_).mean() <= 0.05 * 1.6
+    # A clearing rate below the alarm's would put the level above the threshold: it is capped.
+    capped = HealthIndicator(false_alarm_rate=0.01, clear_rate=0.001).fit(
+        train, groups=train["bearing"]
+    )
+    assert capped.clear_level_ == capped.threshold_
+
+
 def test_a_degrading_bearing_crosses_the_threshold_and_healthy_ones_sit_near_one():
     train = _healthy_fleet(8, 400, seed=3)
     detector = HealthIndicator().fit(train, groups=train["bearing"])

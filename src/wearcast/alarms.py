@@ -6,9 +6,9 @@ The alarm state machine (:func:`track_alarms`) has three states. A bearing in ``
 ``watch`` at its first recording above the threshold; from ``watch`` it goes to ``alarm`` once
 ``k`` of the last ``n`` recordings are above (sustained evidence), so one noisy recording does
 not page anyone and a real rise does within ``n``. It goes back to ``ok`` only after ``clear``
-recordings in a row below the threshold (sustained recovery), so an alarm does not flicker
-while a damaged bearing's vibration wanders around the threshold. Each excursion from ``ok`` is
-an :class:`Episode` with its start, end and peak.
+recordings in a row at or below a clearing level under the threshold (sustained recovery, with
+a deadband), so an alarm does not flicker while a damaged bearing's vibration wanders around
+the threshold. Each excursion from ``ok`` is an :class:`Episode` with its start, end and peak.
 
 The k-of-n rule alone (:func:`alarm_states`, :func:`first_alarm`) is kept for the evaluation of
 raw thresholds, which judges the rule without hysteresis.
@@ -52,7 +52,7 @@ class AlarmRule:
 
     k: int = 3  # recordings above the threshold, of the last n, that raise the alarm
     n: int = 5
-    clear: int = 6  # recordings in a row below the threshold that end an episode
+    clear: int = 6  # recordings in a row at or below the clearing level that end an episode
 
     @property
     def memory(self) -> int:
@@ -91,20 +91,25 @@ def track_alarms(
     threshold: float | np.ndarray,
     rule: AlarmRule,
     *,
+    clear_level: float | np.ndarray | None = None,
     initial: str = OK,
 ) -> AlarmTrack:
     """The state at every recording of a time-ordered series, and its episodes.
 
-    ``initial`` is the state before the first value (a served bearing continues from its
-    logged state); the series then starts without recent evidence either way.
+    An episode ends only once the values are back at or below ``clear_level`` (default: the
+    threshold itself) for ``rule.clear`` recordings in a row. ``initial`` is the state before
+    the first value (a served bearing continues from its logged state); the series then starts
+    without recent evidence either way. A missing value (NaN) is neither above nor unsettled.
     """
     values = np.asarray(values, dtype=float)
     above = values > threshold
+    settled = ~(values > (threshold if clear_level is None else clear_level))
     if initial not in STATES:
         raise ValueError(f"unknown alarm state {initial!r}; known: {', '.join(STATES)}")
     state, states = initial, []
     for i in range(len(values)):
-        state = next_state(state, above[max(0, i + 1 - rule.memory) : i + 1], rule)
+        window = slice(max(0, i + 1 - rule.memory), i + 1)
+        state = next_state(state, above[window], settled[window], rule)
         states.append(state)
     return AlarmTrack(states, episodes_of(states, values))
 
@@ -131,15 +136,17 @@ def episodes_of(states: list[str | None], values: np.ndarray) -> list[Episode]:
     return episodes
 
 
-def next_state(state: str, above: np.ndarray, rule: AlarmRule) -> str:
-    """The state after the latest recording, from the state before it and whether the latest
-    ``rule.memory`` recordings (the latest last) were above the threshold."""
+def next_state(state: str, above: np.ndarray, settled: np.ndarray, rule: AlarmRule) -> str:
+    """The state after the latest recording, from the state before it and, for the latest
+    ``rule.memory`` recordings (the latest last), whether each was above the threshold and
+    whether it was back at or below the clearing level (a deadband under the threshold, so a
+    value hovering about the threshold does not end and start an episode again and again)."""
     above = np.asarray(above, dtype=bool)
-    up = bool(above[-1])
-    below = len(above) - 1 - int(np.flatnonzero(above)[-1]) if above.any() else len(above)
-    if state == OK and up:
+    unsettled = np.flatnonzero(~np.asarray(settled, dtype=bool))
+    calm = len(above) - 1 - int(unsettled[-1]) if len(unsettled) else len(above)
+    if state == OK and above[-1]:
         state = WATCH
-    elif state != OK and below >= rule.clear:
+    elif state != OK and calm >= rule.clear:
         state = OK
     if state == WATCH and int(above[-rule.n :].sum()) >= rule.k:
         state = ALARM

@@ -100,7 +100,10 @@ class Settings(BaseSettings):
         12, ge=3, description="recent predictions used to extrapolate wear to 1"
     )
     alarm_clear: int = Field(
-        6, gt=0, description="recordings in a row below the threshold that end an alarm episode"
+        6,
+        gt=0,
+        description="recordings in a row back to health (below the clearing level of "
+        "health_clear_rate) that end an alarm episode",
     )
     health_features: list[str] | None = Field(
         None,
@@ -113,6 +116,14 @@ class Settings(BaseSettings):
         gt=0,
         lt=0.5,
         description="share of healthy recordings above the health indicator's alarm threshold",
+    )
+    health_clear_rate: float = Field(
+        0.02,
+        gt=0,
+        lt=0.5,
+        description="an alarm episode ends only after the health indicator is back below the "
+        "level this share of healthy recordings exceeds (at most the alarm threshold), for "
+        "alarm_clear recordings in a row",
     )
     rul_interval_coverage: float = Field(
         0.8, gt=0, lt=1, description="nominal coverage of the remaining-life interval"

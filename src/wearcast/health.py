@@ -64,7 +64,9 @@ class HealthIndicator(BaseEstimator):
     wear model's input), and optionally ``groups`` (one label per bearing) so the threshold is
     calibrated on bearings the covariance did not see. ``features`` restricts the indicator to
     some of the features (default: every feature with a baseline). ``one_sided``: positive
-    features (levels) count only when above their baseline.
+    features (levels) count only when above their baseline. ``clear_rate``: an alarm episode
+    ends only below the level healthy recordings exceed this often (``clear_level_``, at most
+    the threshold): back among the healthy, not just under the alarm line.
     """
 
     def __init__(
@@ -72,10 +74,12 @@ class HealthIndicator(BaseEstimator):
         features: list[str] | None = None,
         false_alarm_rate: float = 0.002,
         one_sided: bool = True,
+        clear_rate: float = 0.02,
     ):
         self.features = features
         self.false_alarm_rate = false_alarm_rate
         self.one_sided = one_sided
+        self.clear_rate = clear_rate
 
     def _raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         # An array's columns are ``columns_``, in order (as served).
@@ -115,6 +119,7 @@ class HealthIndicator(BaseEstimator):
         held_out = self._held_out_scores(z, groups)
         self.healthy_scores_ = held_out
         self.threshold_ = calibrate_threshold(held_out, self.false_alarm_rate)
+        self.clear_level_ = min(self.threshold_, calibrate_threshold(held_out, self.clear_rate))
         self.n_features_in_ = X.shape[1]
         return self
 

@@ -73,8 +73,13 @@ class Prognostics:
     def threshold(self) -> float:
         return float(self.health.threshold_)
 
+    @property
+    def clear_level(self) -> float:
+        # An indicator fitted before the deadband existed clears at its threshold.
+        return float(getattr(self.health, "clear_level_", self.health.threshold_))
+
     def track(self, health: np.ndarray):
-        return track_alarms(health, self.threshold, self.rule)
+        return track_alarms(health, self.threshold, self.rule, clear_level=self.clear_level)
 
     def follow(
         self, hours: np.ndarray, health: np.ndarray, *, warmup: int = 0
@@ -129,10 +134,12 @@ class Prognostics:
         previous = [s or OK for s in states_before]
         with np.errstate(invalid="ignore"):
             above = health > self.threshold
+            settled = ~(health > self.clear_level)
         if warming_up:
-            above[-1] = False
+            above[-1], settled[-1] = False, True
         last = previous[-1] if previous else OK
-        state = next_state(last, above[-self.rule.memory :], self.rule)
+        memory = self.rule.memory
+        state = next_state(last, above[-memory:], settled[-memory:], self.rule)
         alarm = None
         if state == ALARM and last == ALARM and alarm_before is not None:
             alarm = AlarmStart(alarm_before.hours, alarm_before.recordings + 1)
@@ -180,6 +187,7 @@ def fit_prognostics(frame: pd.DataFrame, columns: list[str], settings: Settings)
     detector = HealthIndicator(
         features=health_features(columns, settings.health_features),
         false_alarm_rate=settings.health_false_alarm_rate,
+        clear_rate=settings.health_clear_rate,
     ).fit(healthy, groups=groups.to_numpy())
     rule = AlarmRule(k=settings.alarm_k, n=settings.alarm_n, clear=settings.alarm_clear)
     prognostics = Prognostics(detector, rule, RemainingLife(settings.rul_interval_coverage))
