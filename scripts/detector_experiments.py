@@ -110,6 +110,7 @@ def plot(series: pd.DataFrame, path: Path, title: str) -> None:
     for ax, ((run, bearing), s) in zip(axes[:, 0], groups, strict=True):
         ax.semilogy(s["hours"], s["health"].clip(lower=1e-2), lw=0.7, color="tab:blue")
         ax.axhline(s["threshold"].iloc[0], color="black", ls="--", lw=0.8)
+        ax.axhline(s["clear_level"].iloc[0], color="tab:green", ls="-.", lw=0.8)
         for state, colour in colours.items():
             marked = s[s["state"] == state]
             ax.scatter(marked["hours"], marked["health"].clip(lower=1e-2), s=4, c=colour)
@@ -123,7 +124,10 @@ def plot(series: pd.DataFrame, path: Path, title: str) -> None:
         ax.set_ylabel("health", fontsize=7)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("hours since start (grey: failure and half-life)")
-    fig.suptitle(f"{title}: health indicator (blue), threshold (dashed), watch/alarm (dots)")
+    fig.suptitle(
+        f"{title}: health indicator (blue), threshold (dashed), clearing level (green),\n"
+        "watch/alarm (dots): an episode ends only below the clearing level"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -198,6 +198,7 @@ def evaluate_prognostics(
                         "hours": hours,
                         "health": health,
                         "threshold": prognostics.threshold,
+                        "clear_level": prognostics.clear_level,
                         "state": [s.state for s in steps],
                         "rms_ratio": ratio,
                         "rms_threshold": rms_threshold,
