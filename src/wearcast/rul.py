@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 __all__ = [
     "TREND_RECORDINGS",
@@ -43,6 +43,7 @@ __all__ = [
 _BEARING_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
+_TREND_SIGNIFICANCE = 2.0  # standard errors the health trend's slope must clear to be used
 # The trend is fitted to at most the latest this many recordings since the alarm: a defect's
 # growth speeds up, so its recent rate is what extrapolates, and a bearing left in alarm for
 # weeks costs the API a bounded read.
@@ -190,8 +191,10 @@ class RemainingLife:
         logs = np.log(np.maximum(health, 1e-6))
         if np.ptp(hours) <= 0:
             return None
-        slope, intercept = np.polyfit(hours, logs, 1)
-        if slope <= 0:
+        fit = stats.linregress(hours, logs)
+        slope, intercept = fit.slope, fit.intercept
+        # A rise within two standard errors of none says nothing of when the bearing fails.
+        if slope <= _TREND_SIGNIFICANCE * fit.stderr:
             return None
         now = intercept + slope * hours[-1]
         return float(max((self.failure_log_health_ - now) / slope, 1e-3))
