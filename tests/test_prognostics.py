@@ -95,3 +95,34 @@ def test_a_table_without_rms_is_refused_with_the_reason(tmp_path):
     table = _table().drop(columns="rms")
     with pytest.raises(ValueError, match="no rms column"):
         evaluate_prognostics(table, Settings(home=tmp_path, baseline_recordings=10))
+
+
+def test_the_fleets_alarm_to_failure_times_start_at_the_alarm_that_caught_the_failure(tmp_path):
+    """They began at a failed bearing's first alarm, even one that ended long before the
+    failure (PRONOSTIA's Bearing2_1: 1.84 h counted where its lasting alarm came 1.04 h
+    before), which widened every estimate after an alarm. The evaluation catches a failure by
+    the alarm still open at it; so does the fleet's clock now."""
+    from wearcast.baseline import add_baselines
+    from wearcast.dataset import model_columns
+    from wearcast.prognostics import fit_prognostics
+
+    # A rate at which four spiking recordings among the healthy do not set the threshold.
+    settings = Settings(
+        home=tmp_path, baseline_recordings=10, health_false_alarm_rate=0.01, health_clear_rate=0.05
+    )
+    table = _table()
+    spike = (table["run"] == "run0") & (table["bearing"] == 1) & table.index.isin(range(60, 64))
+    table.loc[spike, ["rms", "peak", "band_a"]] *= 10  # an early alarm that clears
+    columns = model_columns(table)
+    prognostics = fit_prognostics(add_baselines(table, columns, 10), columns, settings)
+    lasting = []
+    for _, rows in table[table["failed"]].groupby("run"):
+        hours = rows["elapsed_h"].to_numpy()
+        health = prognostics.health.score_samples(add_baselines(rows, columns, 10))
+        episodes = prognostics.track(health).alarms
+        assert episodes[-1].end is None  # every failure caught by a lasting alarm
+        life = hours[-1] + rows["rul_h"].iloc[-1]
+        lasting.append(life - hours[episodes[-1].raised])
+        if rows["run"].iloc[0] == "run0":
+            assert len(episodes) == 2  # the spike's alarm came first and cleared
+    assert prognostics.life.after_alarm_[0] == pytest.approx(np.mean(np.log(lasting)))

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -112,29 +113,32 @@ def test_after_an_alarm_the_trend_narrows_the_estimate():
     assert abs(estimate.rul_h - truth) < 0.5 * truth
 
 
-def test_a_health_trend_no_steeper_than_its_noise_is_not_extrapolated():
+def test_a_health_trend_weighs_as_clearly_as_it_rises():
     """PRONOSTIA's Bearing1_1, in alarm for 1.8 h with its health indicator barely rising, was
     told 28 h left (2.5 to 178) when it had 2.3: the exponential fitted to a flat, noisy
-    stretch reaches the failure level only far away. A slope within two standard errors of
-    zero is no trend: the fleet's times from alarm to failure answer alone."""
+    stretch reaches the failure level only far away. Cut off below two standard errors instead,
+    the answer switched at every recording whose slope crossed the cut (0.45, 1.56, 0.46 h...).
+    The trend's weight now grows with its slope in standard errors: a barely rising one weighs
+    little, a clear one much, and nothing jumps in between."""
     from scipy import stats
 
-    runs = _fleet(30, 1)
-    life = RemainingLife(coverage=0.8).fit(runs)
+    life = RemainingLife(coverage=0.8).fit(_fleet(30, 1))
     hours = np.linspace(0, 80, 100)
-    alarm = AlarmStart(40.0, 50)
+    alarm = AlarmStart(40.0, 50)  # 50 recordings since: the count alone would weigh 50/70
     noise = np.random.default_rng(0).normal(0, 0.3, len(hours))
+
+    def weight(rise_per_h: float) -> float:
+        estimate = life.estimate(hours, np.exp(1.5 + rise_per_h * hours + noise), alarm)
+        found = re.search(r"blended \((\d+)%\)", estimate.method)
+        return int(found[1]) / 100 if found else 0.0
+
     barely = 1.5 + 0.002 * hours + noise
     fit = stats.linregress(hours[hours >= 40], barely[hours >= 40])
     assert 0 < fit.slope < 2 * fit.stderr  # rising, by less than two standard errors
-    flat = life.estimate(hours, np.exp(barely), alarm)
-    assert "trend" not in flat.method
-    fleet = life.estimate(np.array([0.0, 80.0]), np.ones(2), AlarmStart(40.0, 1))  # too few
-    assert (flat.rul_h, flat.low_h, flat.high_h) == pytest.approx(
-        (fleet.rul_h, fleet.low_h, fleet.high_h)
-    )
-    rising = life.estimate(hours, np.exp(1.5 + 0.02 * hours + noise), alarm)
-    assert "exponential trend" in rising.method
+    weights = [weight(r) for r in (0.002, 0.004, 0.006, 0.008, 0.02, 0.05)]
+    assert weights[0] < 0.5 * 50 / 70 and weights[-1] > 0.9 * 50 / 70
+    assert weights == sorted(weights)  # the clearer the rise, the more it weighs
+    assert max(np.diff(weights)) < 0.3  # no switch
 
 
 def test_interval_coverage_on_new_bearings_is_near_nominal():

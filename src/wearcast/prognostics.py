@@ -202,7 +202,8 @@ def fit_prognostics(frame: pd.DataFrame, columns: list[str], settings: Settings)
             Trajectory(
                 hours=hours,
                 health=health,
-                raised=alarms[0].raised if alarms else None,
+                # The alarm still open at the end: the one that catches a failure.
+                raised=alarms[-1].raised if alarms and alarms[-1].end is None else None,
                 life_h=float(hours[-1] + rows["rul_h"].iloc[-1]) if failed else None,
             )
         )

@@ -88,7 +88,8 @@ class PrognosticsEvaluation:
     def metrics(self) -> dict[str, float]:
         """Registry metrics: the held-out figures of the alarm the API raises (the health
         indicator's, ``health_*``) and of the RMS rule beside it (``rms_rule_*``), and the
-        remaining life's PHM 2012 score and interval coverage (``rul_*``)."""
+        remaining life's PHM 2012 score, mean absolute error and interval coverage at the cuts
+        (``rul_*``)."""
         detectors = self.detector_summary().set_index("detector")
         out = {}
         for prefix, name in (("health", DETECTORS[0]), ("rms_rule", DETECTORS[1])):
@@ -100,6 +101,7 @@ class PrognosticsEvaluation:
         if len(self.rul):
             ours = self.rul_summary().set_index("estimator").loc[ESTIMATORS[0]]
             out["rul_phm2012_score"] = float(ours["phm2012_score"])
+            out["rul_abs_error_h"] = float(ours["abs_error_h"])
             if np.isfinite(ours["coverage"]):
                 out["rul_interval_coverage"] = float(ours["coverage"])
         return out

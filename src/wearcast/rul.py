@@ -43,7 +43,7 @@ __all__ = [
 _BEARING_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
-_TREND_SIGNIFICANCE = 2.0  # standard errors the health trend's slope must clear to be used
+_TREND_SIGNIFICANCE = 2.0  # the health trend's slope, in standard errors, that earns half weight
 # The trend is fitted to at most the latest this many recordings since the alarm: a defect's
 # growth speeds up, so its recent rate is what extrapolates, and a bearing left in alarm for
 # weeks costs the API a bounded read.
@@ -168,9 +168,14 @@ class RemainingLife:
             median, low, high = _conditional_quantiles(*self.after_alarm_, since, probs)
             method = f"fleet times from alarm to failure given {since:.3g} h since the alarm"
             recent = np.flatnonzero(hours >= alarm.hours)[-TREND_RECORDINGS:]
-            trend = self._trend(hours[recent], health[recent])
-            if trend is not None:
-                weight = alarm.recordings / (alarm.recordings + _TREND_PRIOR_RECORDINGS)
+            fitted = self._trend(hours[recent], health[recent])
+            if fitted is not None:
+                trend, t = fitted
+                # The trajectory earns weight with the recordings since the alarm and with how
+                # clearly it rises (its slope in standard errors: half at two, none at zero), so
+                # the answer moves smoothly as the fit firms up rather than switching.
+                clarity = t * t / (t * t + _TREND_SIGNIFICANCE**2)
+                weight = clarity * alarm.recordings / (alarm.recordings + _TREND_PRIOR_RECORDINGS)
                 blended = math.exp(
                     (1 - weight) * math.log(max(median, 1e-6)) + weight * math.log(trend)
                 )
@@ -182,8 +187,9 @@ class RemainingLife:
         high = median * (high / max(median, 1e-9)) ** spread
         return Estimate(float(median), float(low), float(high), method)
 
-    def _trend(self, hours: np.ndarray, health: np.ndarray) -> float | None:
-        """Hours until the exponential fitted to the health indicator reaches failure level."""
+    def _trend(self, hours: np.ndarray, health: np.ndarray) -> tuple[float, float] | None:
+        """Hours until the exponential fitted to the health indicator reaches failure level,
+        and its slope in standard errors (None: no rise to extrapolate)."""
         known = np.isfinite(health)
         hours, health = hours[known], health[known]
         if self.failure_log_health_ is None or len(hours) < _MIN_TREND_RECORDINGS:
@@ -193,11 +199,11 @@ class RemainingLife:
             return None
         fit = stats.linregress(hours, logs)
         slope, intercept = fit.slope, fit.intercept
-        # A rise within two standard errors of none says nothing of when the bearing fails.
-        if slope <= _TREND_SIGNIFICANCE * fit.stderr:
+        if slope <= 0:
             return None
         now = intercept + slope * hours[-1]
-        return float(max((self.failure_log_health_ - now) / slope, 1e-3))
+        clearly = slope / fit.stderr if fit.stderr > 0 else math.inf
+        return float(max((self.failure_log_health_ - now) / slope, 1e-3)), clearly
 
 
 def _cut_points(n: int) -> list[int]:

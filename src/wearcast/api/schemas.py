@@ -215,8 +215,10 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float] = Field(
         {},
         description="held-out figures: `health_*` of the alarms this API raises, `rms_rule_*` "
-        "of the RMS rule beside them, `rul_*` of the remaining life; the unprefixed alarm "
-        "figures are the wear rule's, which the promotion gate compares",
+        "of the RMS rule beside them, `rul_phm2012_score`, `rul_abs_error_h` and "
+        "`rul_interval_coverage` of the remaining life it answers; `false_alarms_per_1000h`, "
+        "`missed_failures` and `median_lead_time_h` are the wear rule's, which the promotion "
+        "gate compares, and `rul_mae_h` its wear trend's",
     )
     loaded_at: datetime | None = None
     gate_decision: str | None = Field(

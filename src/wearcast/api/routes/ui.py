@@ -311,6 +311,7 @@ _METRIC_LABELS = (
         "median_lead_time_h": "wear rule: median alarm lead (h)",
         "rul_mae_h": "wear trend: remaining-life MAE (h)",
         "rul_phm2012_score": "remaining life: PHM 2012 score",
+        "rul_abs_error_h": "remaining life: mean abs error (h)",
         "rul_interval_coverage": "remaining life: interval coverage",
     }
     | {
