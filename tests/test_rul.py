@@ -139,6 +139,8 @@ def test_a_health_trend_weighs_as_clearly_as_it_rises():
     assert weights[0] < 0.5 * 50 / 70 and weights[-1] > 0.9 * 50 / 70
     assert weights == sorted(weights)  # the clearer the rise, the more it weighs
     assert max(np.diff(weights)) < 0.3  # no switch
+    exact = life.estimate(hours, np.exp(1.5 + 0.05 * hours), alarm)  # no noise: full weight
+    assert f"blended ({50 / 70:.0%})" in exact.method and np.isfinite(exact.rul_h)
 
 
 def test_interval_coverage_on_new_bearings_is_near_nominal():

@@ -170,11 +170,7 @@ class RemainingLife:
             recent = np.flatnonzero(hours >= alarm.hours)[-TREND_RECORDINGS:]
             fitted = self._trend(hours[recent], health[recent])
             if fitted is not None:
-                trend, t = fitted
-                # The trajectory earns weight with the recordings since the alarm and with how
-                # clearly it rises (its slope in standard errors: half at two, none at zero), so
-                # the answer moves smoothly as the fit firms up rather than switching.
-                clarity = t * t / (t * t + _TREND_SIGNIFICANCE**2)
+                trend, clarity = fitted
                 weight = clarity * alarm.recordings / (alarm.recordings + _TREND_PRIOR_RECORDINGS)
                 blended = math.exp(
                     (1 - weight) * math.log(max(median, 1e-6)) + weight * math.log(trend)
@@ -189,7 +185,7 @@ class RemainingLife:
 
     def _trend(self, hours: np.ndarray, health: np.ndarray) -> tuple[float, float] | None:
         """Hours until the exponential fitted to the health indicator reaches failure level,
-        and its slope in standard errors (None: no rise to extrapolate)."""
+        and how clearly it rises, 0 to 1 (None: no rise to extrapolate)."""
         known = np.isfinite(health)
         hours, health = hours[known], health[known]
         if self.failure_log_health_ is None or len(hours) < _MIN_TREND_RECORDINGS:
@@ -202,8 +198,11 @@ class RemainingLife:
         if slope <= 0:
             return None
         now = intercept + slope * hours[-1]
-        clearly = slope / fit.stderr if fit.stderr > 0 else math.inf
-        return float(max((self.failure_log_health_ - now) / slope, 1e-3)), clearly
+        # The slope in standard errors t weighs t^2 / (t^2 + 4): half at two, none at zero, so
+        # the answer moves smoothly as the fit firms up rather than switching at a cut.
+        t2 = (slope / fit.stderr) ** 2 if fit.stderr > 0 else math.inf
+        clarity = 1.0 if math.isinf(t2) else t2 / (t2 + _TREND_SIGNIFICANCE**2)
+        return float(max((self.failure_log_health_ - now) / slope, 1e-3)), clarity
 
 
 def _cut_points(n: int) -> list[int]:
