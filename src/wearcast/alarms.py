@@ -30,8 +30,10 @@ __all__ = [
     "AlarmRule",
     "AlarmTrack",
     "Episode",
+    "alarm_evidence",
     "episodes_of",
     "next_state",
+    "open_alarm",
     "track_alarms",
     "BearingStatus",
     "alarm_states",
@@ -102,8 +104,7 @@ def track_alarms(
     without recent evidence either way. A missing value (NaN) is neither above nor unsettled.
     """
     values = np.asarray(values, dtype=float)
-    above = values > threshold
-    settled = ~(values > (threshold if clear_level is None else clear_level))
+    above, settled = alarm_evidence(values, threshold, clear_level)
     if initial not in STATES:
         raise ValueError(f"unknown alarm state {initial!r}; known: {', '.join(STATES)}")
     state, states = initial, []
@@ -112,6 +113,27 @@ def track_alarms(
         state = next_state(state, above[window], settled[window], rule)
         states.append(state)
     return AlarmTrack(states, episodes_of(states, values))
+
+
+def alarm_evidence(
+    values: np.ndarray,
+    threshold: float | np.ndarray,
+    clear_level: float | np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each value, whether it is above the threshold, and whether it is settled: at or
+    below the clearing level (default: the threshold). A missing value (NaN) is neither above
+    nor unsettled."""
+    values = np.asarray(values, dtype=float)
+    level = threshold if clear_level is None else clear_level
+    with np.errstate(invalid="ignore"):
+        return values > threshold, ~(values > level)
+
+
+def open_alarm(episodes: list[Episode]) -> Episode | None:
+    """The last alarm episode if it is still open at the end of its series: on a bearing that
+    failed there, the one that caught the failure (an earlier one that ended was false)."""
+    alarms = [e for e in episodes if e.level == ALARM]
+    return alarms[-1] if alarms and alarms[-1].end is None else None
 
 
 def episodes_of(states: list[str | None], values: np.ndarray) -> list[Episode]:

@@ -28,7 +28,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from wearcast.alarms import ALARM, OK, Episode, alarm_states, episodes_of, rul_by_trend
+from wearcast.alarms import (
+    ALARM,
+    OK,
+    Episode,
+    alarm_states,
+    episodes_of,
+    open_alarm,
+    rul_by_trend,
+)
 from wearcast.config import Settings
 
 __all__ = [
@@ -67,7 +75,7 @@ def judge_alarms(
     """Judge a bearing's alarm episodes (indices into ``hours``, hours since the run started)
     against its failure at ``life_h`` hours (None: did not fail)."""
     alarms = [e for e in episodes if e.level == ALARM]
-    persistent = alarms[-1] if failed and alarms and alarms[-1].end is None else None
+    persistent = open_alarm(episodes) if failed else None
     raised = None if persistent is None else persistent.raised
     watched_until = hours[raised] if raised is not None else hours[-1]
     return AlarmJudgement(

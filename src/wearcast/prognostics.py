@@ -13,7 +13,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from wearcast.alarms import ALARM, OK, AlarmRule, Episode, next_state, track_alarms
+from wearcast.alarms import (
+    ALARM,
+    OK,
+    AlarmRule,
+    Episode,
+    alarm_evidence,
+    next_state,
+    open_alarm,
+    track_alarms,
+)
 from wearcast.baseline import BASELINE_PREFIX
 from wearcast.config import Settings
 from wearcast.dataset import degradation_onset
@@ -132,9 +141,7 @@ class Prognostics:
         complete yet (see :meth:`follow`)."""
         hours, health = np.asarray(hours, float), np.asarray(health, float)
         previous = [s or OK for s in states_before]
-        with np.errstate(invalid="ignore"):
-            above = health > self.threshold
-            settled = ~(health > self.clear_level)
+        above, settled = alarm_evidence(health, self.threshold, self.clear_level)
         if warming_up:
             above[-1], settled[-1] = False, True
         last = previous[-1] if previous else OK
@@ -195,15 +202,14 @@ def fit_prognostics(frame: pd.DataFrame, columns: list[str], settings: Settings)
     for _, rows in frame.groupby(["run", "bearing"], sort=True):
         rows = rows.sort_values("timestamp")
         health = detector.score_samples(rows)
-        alarms = prognostics.track(health).alarms
+        caught = open_alarm(prognostics.track(health).episodes)
         failed = bool(rows["failed"].iloc[0])
         hours = rows["elapsed_h"].to_numpy(dtype=float)
         runs.append(
             Trajectory(
                 hours=hours,
                 health=health,
-                # The alarm still open at the end: the one that catches a failure.
-                raised=alarms[-1].raised if alarms and alarms[-1].end is None else None,
+                raised=None if caught is None else caught.raised,
                 life_h=float(hours[-1] + rows["rul_h"].iloc[-1]) if failed else None,
             )
         )

@@ -43,7 +43,7 @@ __all__ = [
 _BEARING_LIFE_SIGMA = math.pi / (1.5 * math.sqrt(6))
 _TREND_PRIOR_RECORDINGS = 20  # since the alarm, when the trajectory and the fleet weigh the same
 _MIN_TREND_RECORDINGS = 5
-_TREND_SIGNIFICANCE = 2.0  # the health trend's slope, in standard errors, that earns half weight
+_TREND_HALF_WEIGHT_T = 2.0  # the health trend's slope, in standard errors, that weighs half
 # The trend is fitted to at most the latest this many recordings since the alarm: a defect's
 # growth speeds up, so its recent rate is what extrapolates, and a bearing left in alarm for
 # weeks costs the API a bounded read.
@@ -201,7 +201,7 @@ class RemainingLife:
         # The slope in standard errors t weighs t^2 / (t^2 + 4): half at two, none at zero, so
         # the answer moves smoothly as the fit firms up rather than switching at a cut.
         t2 = (slope / fit.stderr) ** 2 if fit.stderr > 0 else math.inf
-        clarity = 1.0 if math.isinf(t2) else t2 / (t2 + _TREND_SIGNIFICANCE**2)
+        clarity = 1.0 if math.isinf(t2) else t2 / (t2 + _TREND_HALF_WEIGHT_T**2)
         return float(max((self.failure_log_health_ - now) / slope, 1e-3)), clarity
 
 
