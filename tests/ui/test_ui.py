@@ -212,6 +212,18 @@ def test_model_page_shows_the_served_version_and_its_metrics(app):
                 )
                 assert float(cell[1]) == value
         assert "No drift results yet." in page  # nothing logged yet to compare
+    # The served alarm first, then the rules it beats or not: not alphabetical (wear MAE came
+    # before the health alarm, and the RMS rule after everything).
+    shown = list(dict.fromkeys(re.findall(r'data-metric="([^"]+)"', page)))
+    order = [
+        "health_missed_failures",
+        "health_median_lead_time_h",
+        "rul_phm2012_score",
+        "rms_rule_median_lead_time_h",
+        "median_lead_time_h",
+        "wear_mae",
+    ]
+    assert [shown.index(name) for name in order] == sorted(shown.index(name) for name in order)
 
 
 def test_drift_section_shows_the_monitoring_verdict_per_machine_and_group(app, model_home):

@@ -301,36 +301,42 @@ def bearing_page(request: Request, bearing_id: str, _role: UiReaderDep) -> HTMLR
 # Model ------------------------------------------------------------------------------------
 
 
+def _alarm_labels(prefix: str, rule: str) -> dict[str, str]:
+    return {
+        f"{prefix}{metric}": f"{rule}: {shown}"
+        for metric, shown in (
+            ("missed_failures", "missed failures"),
+            ("median_lead_time_h", "median alarm lead (h)"),
+            ("false_alarms_per_1000h", "false alarms per 1000 h"),
+        )
+    }
+
+
+# In the order the model page shows them: the alarm the API raises and its remaining life
+# first, then what they are compared with (wearcast.prognostics_eval, wearcast.evaluate).
 _METRIC_LABELS = (
-    {
-        "wear_mae": "wear MAE",
-        "wear_rmse": "wear RMSE",
-        "wear_mae_failed": "wear MAE, failed bearings",
-        "false_alarms_per_1000h": "wear rule: false alarms per 1000 h",
-        "missed_failures": "wear rule: missed failures",
-        "median_lead_time_h": "wear rule: median alarm lead (h)",
-        "rul_mae_h": "wear trend: remaining-life MAE (h)",
+    _alarm_labels("health_", "health alarm (served)")
+    | {
         "rul_phm2012_score": "remaining life: PHM 2012 score",
         "rul_abs_error_h": "remaining life: mean abs error (h)",
         "rul_interval_coverage": "remaining life: interval coverage",
     }
+    | _alarm_labels("rms_rule_", "RMS rule")
+    | _alarm_labels("", "wear rule")
     | {
-        # The alarm the API raises, and the RMS rule beside it (wearcast.prognostics_eval).
-        f"{prefix}_{metric}": f"{rule}: {shown}"
-        for prefix, rule in (("health", "health alarm (served)"), ("rms_rule", "RMS rule"))
-        for metric, shown in (
-            ("false_alarms_per_1000h", "false alarms per 1000 h"),
-            ("missed_failures", "missed failures"),
-            ("median_lead_time_h", "median alarm lead (h)"),
-        )
+        "rul_mae_h": "wear trend: remaining-life MAE (h)",
+        "wear_mae": "wear MAE",
+        "wear_rmse": "wear RMSE",
+        "wear_mae_failed": "wear MAE, failed bearings",
     }
     | {
-        # Wear MAE per label set beside the trivial predictors (wearcast.evaluate).
+        # Wear MAE per label set beside the trivial predictors.
         f"wear_mae_{labels}_{predictor}": f"wear MAE vs {labels}, {shown}"
         for labels in LABELS
         for predictor, shown in (("model", "model"), ("always0", "always 0"), ("age", "age only"))
     }
 )
+_METRIC_ORDER = {name: i for i, name in enumerate(_METRIC_LABELS)}
 
 
 def drift_by_group(request: Request) -> list[dict] | None:
@@ -377,7 +383,10 @@ async def model_page(request: Request, _role: UiReaderDep) -> HTMLResponse:
         )
     except MlflowException:  # no registered model yet: no history to show
         history = []
-    names = sorted({name for v in answer.versions for name in v.metrics})
+    names = sorted(
+        {name for v in answer.versions for name in v.metrics},
+        key=lambda name: (_METRIC_ORDER.get(name, len(_METRIC_ORDER)), name),
+    )
     return _page(
         request,
         "model.html",
