@@ -151,7 +151,8 @@ def simulate(
     failure: Annotated[
         list[str],
         typer.Option(
-            help="BEARING:DEFECT (outer, inner, rolling) failing in every run; repeatable"
+            help="BEARING:DEFECT (outer, inner, rolling) failing in every run; repeatable "
+            "(default: run i fails bearing i mod 4 + 1: outer, inner, rolling race in turn)"
         ),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
     faults: Annotated[int, typer.Option(min=0, help="faulty recordings per run")] = 0,
