@@ -25,12 +25,20 @@ __all__ = ["RecordingError", "RecordingFormat", "parse_table", "refuse_binary", 
 class RecordingError(ValueError):
     """A recording that cannot be used, with where the fault is."""
 
-    def __init__(self, reason: str, *, line: int | None = None, column: int | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        file: str | None = None,
+    ):
         self.reason = reason
         self.line = line
         self.column = column
         where = ", ".join(
-            f"{k} {v}" for k, v in (("line", line), ("column", column)) if v is not None
+            [file] * bool(file)
+            + [f"{k} {v}" for k, v in (("line", line), ("column", column)) if v is not None]
         )
         super().__init__(f"{where}: {reason}" if where else reason)
 

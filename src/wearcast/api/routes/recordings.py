@@ -229,17 +229,14 @@ async def post_recording(
                 validate_signal(data, settings, expected_rows=rig.samples)
             except ClippedSignal as exc:  # scored: a saturated sensor is news, not noise
                 warnings.append(exc.warning)
-        except RecordingError as exc:
+        except RecordingError as exc:  # named by its file: a client sending many knows which
             hint = _format_hint(name, format, content)
-            if hint is None:
-                raise
-            raise RecordingError(
-                f"{exc.reason} ({hint})", line=exc.line, column=exc.column
-            ) from exc
+            reason = exc.reason if hint is None else f"{exc.reason} ({hint})"
+            raise RecordingError(reason, line=exc.line, column=exc.column, file=name) from exc
         try:
             bearing_channels(data.shape[1], bearings)
         except ValueError as exc:  # the rule of run folders, said the same way
-            raise RecordingError(f"{exc} (the machine's bearings)") from None
+            raise RecordingError(f"{exc} (the machine's bearings)", file=name) from None
         recording = scorer.raw(data, machine, when, rig=rig, bearings=bearings)
         inputs = scorer.recording_inputs(recording)
         try:
