@@ -38,7 +38,7 @@ from wearcast.rul import phm2012_point, phm2012_score
 __all__ = ["CUTS", "DETECTORS", "PrognosticsEvaluation", "evaluate_prognostics"]
 
 CUTS = (0.3, 0.5, 0.7, 0.9)
-DETECTORS = ("wearcast health", "RMS rule", "wear rule", "always 0 (never alarms)")
+DETECTORS = ("wearcast health", "RMS rule", "ridge wear rule", "always 0 (never alarms)")
 ESTIMATORS = (
     "wearcast (median)",
     "wearcast (PHM-optimal point)",
