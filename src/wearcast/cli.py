@@ -152,7 +152,8 @@ def simulate(
         list[str],
         typer.Option(
             help="BEARING:DEFECT (outer, inner, rolling) failing in every run; repeatable "
-            "(default: run i fails bearing i mod 4 + 1: outer, inner, rolling race in turn)"
+            "(default: run i fails bearing i mod 4 + 1, with outer race, inner race and "
+            "rolling element defects in turn)"
         ),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
     faults: Annotated[int, typer.Option(min=0, help="faulty recordings per run")] = 0,

@@ -37,7 +37,7 @@ class RecordingError(ValueError):
         self.line = line
         self.column = column
         where = ", ".join(
-            [file] * bool(file)
+            ([file] if file else [])
             + [f"{k} {v}" for k, v in (("line", line), ("column", column)) if v is not None]
         )
         super().__init__(f"{where}: {reason}" if where else reason)
