@@ -97,8 +97,8 @@ def search(
 ) -> SearchResult:
     """Find the configuration with the lowest grouped cross-validated wear MAE within budget.
 
-    Every family is tried once with its defaults first, cheapest first, so each is on the
-    leaderboard when the budget allows. The sampler is seeded: ``max_trials`` (default
+    Every family is tried once first, cheapest first (without PCA; its other hyperparameters
+    drawn by the sampler), so each is on the leaderboard when the budget allows. The sampler is seeded: ``max_trials`` (default
     ``search_max_trials``) trials are the same trials on any machine, while a budget alone
     stops wherever the machine's speed has got.
     """
