@@ -98,9 +98,9 @@ def search(
     """Find the configuration with the lowest grouped cross-validated wear MAE within budget.
 
     Every family is tried once first, cheapest first (without PCA; its other hyperparameters
-    drawn by the sampler), so each is on the leaderboard when the budget allows. The sampler is seeded: ``max_trials`` (default
-    ``search_max_trials``) trials are the same trials on any machine, while a budget alone
-    stops wherever the machine's speed has got.
+    drawn by the sampler), so each is on the leaderboard when the budget allows. The sampler
+    is seeded: ``max_trials`` (default ``search_max_trials``) trials are the same trials on
+    any machine, while a budget alone stops wherever the machine's speed has got.
     """
     max_trials = max_trials or settings.search_max_trials
     n_groups = len(np.unique(groups))
