@@ -217,8 +217,9 @@ class ModelInfo(BaseModel):
         description="held-out figures: `health_*` of the alarms this API raises, `rms_rule_*` "
         "of the RMS rule beside them, `rul_phm2012_score`, `rul_abs_error_h` and "
         "`rul_interval_coverage` of the remaining life it answers; `false_alarms_per_1000h`, "
-        "`missed_failures` and `median_lead_time_h` are the wear rule's, which the promotion "
-        "gate compares, and `rul_mae_h` its wear trend's",
+        "`missed_failures` and `median_lead_time_h` are the wear model's own rule's (its wear "
+        "above the alarm threshold, k of n), which the promotion gate compares, and "
+        "`rul_mae_h` its wear trend's",
     )
     loaded_at: datetime | None = None
     gate_decision: str | None = Field(
