@@ -200,8 +200,10 @@ class RemainingLife:
         now = intercept + slope * hours[-1]
         # The slope in standard errors t weighs t^2 / (t^2 + 4): half at two, none at zero, so
         # the answer moves smoothly as the fit firms up rather than switching at a cut.
-        t2 = (slope / fit.stderr) ** 2 if fit.stderr > 0 else math.inf
-        clarity = 1.0 if math.isinf(t2) else t2 / (t2 + _TREND_HALF_WEIGHT_T**2)
+        clarity = 1.0  # an exact fit (no residual error)
+        if fit.stderr > 0:
+            t2 = (slope / fit.stderr) ** 2
+            clarity = t2 / (t2 + _TREND_HALF_WEIGHT_T**2)
         return float(max((self.failure_log_health_ - now) / slope, 1e-3)), clarity
 
 
