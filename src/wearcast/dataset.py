@@ -117,7 +117,6 @@ class FeaturizeResult:
     ingested: int  # files with rows in the table
     quarantined: int
     rows: int
-    rebuilt: bool
 
 
 # --- worker side -------------------------------------------------------------------------
@@ -594,7 +593,6 @@ def build_table(
         ingested=sum(e["status"] == "ingested" for e in latest.values()),
         quarantined=len(quarantined),
         rows=rows,
-        rebuilt=not up_to_date,
     )
 
 

@@ -117,7 +117,6 @@ class HealthIndicator(BaseEstimator):
         z = (raw - self.center_) / self.scale_
         self.precision_ = self._fit_covariance(z)
         held_out = self._held_out_scores(z, groups)
-        self.healthy_scores_ = held_out
         self.threshold_ = calibrate_threshold(held_out, self.false_alarm_rate)
         self.clear_level_ = min(self.threshold_, calibrate_threshold(held_out, self.clear_rate))
         self.n_features_in_ = X.shape[1]
