@@ -193,7 +193,11 @@ def real_spectra(ims: Path, settings: Settings, work: Path) -> tuple[pd.DataFram
         ("original: log bands, HGB, linear labels", HistGradientBoostingRegressor(random_state=0)),
     ):
         preds = held_out_predictions(
-            linear.frame, pd.DataFrame(X), linear.y, _original(estimator, X, linear.y)
+            linear.frame,
+            pd.DataFrame(X),
+            linear.y,
+            _original(estimator, X, linear.y),
+            max_folds=settings.holdout_folds,
         )
         add(name, evaluate_predictions(preds, settings))
     for strategy, mode in (("linear", None), ("piecewise", None), ("piecewise", "absolute")):

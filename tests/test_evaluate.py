@@ -197,6 +197,31 @@ def test_held_out_predictions_never_fit_on_the_held_out_unit():
         held_out_predictions(frame[frame.run == "a"], X[:2], y[:2], None)
 
 
+def test_beyond_max_folds_each_run_is_held_out_once_in_a_fold():
+    runs = ["a", "b", "c", "d", "e"]
+    frame = pd.concat(
+        [_bearing(run, 1, [0, 0], life_h=2, failed=True, onset_h=0) for run in runs],
+        ignore_index=True,
+    )
+    y = np.arange(10, dtype=float)
+    X = pd.DataFrame({"unit": frame["run"]})
+    _Recorder.fitted_on = []
+    preds = held_out_predictions(
+        frame, X, y, lambda _fold, train: _Recorder().fit(X[train], y[train]), max_folds=2
+    )
+    assert len(_Recorder.fitted_on) == 2
+    held_out = [set(runs) - seen for seen in _Recorder.fitted_on]
+    assert held_out[0] | held_out[1] == set(runs) and not held_out[0] & held_out[1]
+    # Each row is predicted by the model fitted on the other fold: the mean of that fold's y.
+    for fold, other in ((held_out[0], held_out[1]), (held_out[1], held_out[0])):
+        rows = frame["run"].isin(fold).to_numpy()
+        assert (preds["wear_pred"][rows] == y[frame["run"].isin(other).to_numpy()].mean()).all()
+    # Up to max_folds runs, each is its own fold.
+    _Recorder.fitted_on = []
+    held_out_predictions(frame, X, y, lambda _f, t: _Recorder().fit(X[t], y[t]), max_folds=5)
+    assert len(_Recorder.fitted_on) == 5
+
+
 @pytest.mark.parametrize(
     ("layout", "said"),
     [

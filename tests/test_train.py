@@ -158,6 +158,35 @@ def test_the_search_inside_each_held_out_fold_never_sees_that_run(
     assert sorted(outcome.fold_configs) == runs
 
 
+def test_beyond_holdout_folds_runs_are_held_out_a_fold_at_a_time(
+    sim_table, sim_settings, monkeypatch
+):
+    """Many runs would leave each fold's search a sliver of the budget (24 simulated runs: one
+    trial of the cheapest family each): beyond ``holdout_folds`` they are held out in folds."""
+    import wearcast.train as train
+
+    searched = []
+    real_search = train.search
+
+    def recording_search(X, y, groups, settings, **options):
+        searched.append(({g.rsplit("/", 1)[0] for g in groups}, settings.search_budget_s))
+        return real_search(X, y, groups, settings, **options)
+
+    monkeypatch.setattr(train, "search", recording_search)
+    settings = sim_settings.model_copy(update={"holdout_folds": 2})
+    outcome = fit_and_evaluate(prepare(sim_table, settings), settings, max_trials=1)
+    runs = set(sim_table["run"].unique())
+    assert len(runs) == 3
+    held_out = [runs - seen for seen, _ in searched[:-1]]
+    # Two folds that split the runs between them, each searched without its own runs.
+    assert len(held_out) == 2 and all(held_out) and set.union(*held_out) == runs
+    assert not set.intersection(*held_out)
+    assert searched[-1][0] == runs
+    assert {budget for _, budget in searched} == {settings.search_budget_s / 3}
+    assert len(outcome.fold_configs) == 2
+    assert outcome.predictions["wear_pred"].notna().all()
+
+
 def test_every_family_builds_and_fits(sim_table, sim_settings):
     data = prepare(sim_table, sim_settings)
     always_zero = np.abs(data.y).mean()

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         20, gt=0, description="first recordings of a bearing that define its healthy baseline"
     )
     search_budget_s: float = Field(60.0, gt=0, description="time budget of the model search")
+    holdout_folds: int = Field(
+        6,
+        ge=2,
+        description="most folds of the held-out evaluation: up to this many runs (or bearings) "
+        "each is held out in turn; more are dealt into this many folds, so the search inside "
+        "each fold keeps a share of the budget worth having",
+    )
     search_max_trials: int | None = Field(
         None,
         ge=1,

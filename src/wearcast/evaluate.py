@@ -2,7 +2,8 @@
 figure the reports, the docs and the promotion gate use.
 
 Held-out evaluation: every run (or every bearing, for tables of failing bearings only) in turn
-is left out, the model is fitted on the rest and predicts it. On those predictions, first the
+is left out, the model is fitted on the rest and predicts it; beyond ``holdout_folds`` runs,
+they are left out a fold of several runs at a time. On those predictions, first the
 figures that do not depend on any labeller's degradation onset (:func:`judge_alarms`):
 
 * a failure is caught by its **persistent alarm**, the alarm episode still open at the last
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import GroupKFold
 
 from wearcast.alarms import (
     ALARM,
@@ -43,6 +45,7 @@ __all__ = [
     "AlarmJudgement",
     "BearingOutcome",
     "check_holdout",
+    "holdout_folds",
     "holdout_units",
     "Evaluation",
     "LABELS",
@@ -164,6 +167,19 @@ def holdout_units(frame: pd.DataFrame, holdout: str) -> pd.Series:
     return frame["run"] if holdout == "run" else frame["run"] + "/" + frame["bearing"].astype(str)
 
 
+def holdout_folds(frame: pd.DataFrame, holdout: str, max_folds: int | None) -> pd.Series:
+    """Each row's held-out fold: its unit while there are at most ``max_folds`` (None: no
+    limit); beyond, the units dealt into ``max_folds`` folds of about as many rows each."""
+    units = holdout_units(frame, holdout)
+    if max_folds is None or units.nunique() <= max_folds:
+        return units
+    folds = pd.Series("", index=frame.index, dtype=object)
+    for i, (_, rows) in enumerate(GroupKFold(n_splits=max_folds).split(frame, groups=units)):
+        members = sorted(units.iloc[rows].unique())
+        folds.iloc[rows] = f"fold {i + 1} of {max_folds} ({', '.join(members)})"
+    return folds
+
+
 class TooFewUnits(ValueError):
     """A table that cannot be evaluated holding out its ``holdout`` units: ``reason``, and
     ``alternative``, the unit that would do (None: none) with ``advice`` on it."""
@@ -205,13 +221,14 @@ def held_out_predictions(
     fit: Callable[[str, np.ndarray], object],
     *,
     holdout: str = "run",
+    max_folds: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Predict each held-out unit (``run`` or ``bearing``) with a model fitted on the others:
-    ``fit(unit, train)`` returns a model fitted on the rows where ``train`` is True, so any
-    choice it makes (a search) sees only them."""
+    """Predict each held-out fold (:func:`holdout_folds` of ``run`` or ``bearing``) with a
+    model fitted on the others: ``fit(fold, train)`` returns a model fitted on the rows where
+    ``train`` is True, so any choice it makes (a search) sees only them."""
     check_holdout(frame, holdout)
-    units = holdout_units(frame, holdout)
+    units = holdout_folds(frame, holdout, max_folds)
     names = sorted(units.unique())
     pred = np.full(len(frame), np.nan)
     for name in names:

@@ -30,7 +30,7 @@ from wearcast.evaluate import (
     check_holdout,
     evaluate_predictions,
     held_out_predictions,
-    holdout_units,
+    holdout_folds,
 )
 
 # The model's classes live in wearcast.model (what serving needs, without optuna). Models
@@ -214,7 +214,13 @@ def evaluate_config(
         return build_pipeline(config, settings.random_state).fit(data.X[train], data.y[train])
 
     preds = held_out_predictions(
-        data.frame, data.X, data.y, fit, holdout=holdout, progress=progress
+        data.frame,
+        data.X,
+        data.y,
+        fit,
+        holdout=holdout,
+        max_folds=settings.holdout_folds,
+        progress=progress,
     )
     return evaluate_predictions(preds, settings), preds
 
@@ -228,7 +234,7 @@ class TrainingOutcome:
     predictions: pd.DataFrame
     importances: pd.Series
     data: TrainingData
-    fold_configs: dict[str, dict]  # held-out unit -> what the search chose without it
+    fold_configs: dict[str, dict]  # held-out fold -> what the search chose without it
 
 
 def _importances(model: Pipeline, data: TrainingData, seed: int) -> pd.Series:
@@ -265,10 +271,11 @@ def fit_and_evaluate(
 ) -> TrainingOutcome:
     """Search (unless ``config`` is given), evaluate held out, fit the final model on all data.
 
-    The evaluation is nested: for each held-out unit the search runs again on the other units
-    alone, so the figures measure the whole procedure (search included) on data it never saw,
-    not a configuration chosen with the held-out unit's help. The wall-clock budget
-    (``search_budget_s``) covers every search together: each gets an equal share.
+    The evaluation is nested: for each held-out fold (a run, or beyond ``holdout_folds`` runs
+    several) the search runs again on the other runs alone, so the figures measure the whole
+    procedure (search included) on data it never saw, not a configuration chosen with the
+    held-out fold's help. The wall-clock budget (``search_budget_s``) covers every search
+    together: each gets an equal share.
     """
     say = progress or (lambda _msg: None)
     check_holdout(data.frame, holdout, searched=config is None)  # before the search runs
@@ -277,9 +284,10 @@ def fit_and_evaluate(
         evaluation, preds = evaluate_config(
             config, data, settings, holdout=holdout, progress=lambda u: say(f"held out: {u}")
         )
-        fold_configs = dict.fromkeys(sorted(holdout_units(data.frame, holdout).unique()), config)
+        folds = holdout_folds(data.frame, holdout, settings.holdout_folds)
+        fold_configs = dict.fromkeys(sorted(folds.unique()), config)
     else:
-        units = sorted(holdout_units(data.frame, holdout).unique())
+        units = holdout_folds(data.frame, holdout, settings.holdout_folds).unique()
         share = settings.model_copy(
             update={"search_budget_s": settings.search_budget_s / (len(units) + 1)}
         )
@@ -302,7 +310,9 @@ def fit_and_evaluate(
                 data.X[train], data.y[train]
             )
 
-        preds = held_out_predictions(data.frame, data.X, data.y, fit, holdout=holdout)
+        preds = held_out_predictions(
+            data.frame, data.X, data.y, fit, holdout=holdout, max_folds=settings.holdout_folds
+        )
         evaluation = evaluate_predictions(preds, settings)
         result = searched("all data", np.ones(len(data.y), dtype=bool))
     say("fitting the final model on all data")
