@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -230,7 +231,8 @@ def test_the_predict_table_shows_every_value_whole_in_80_columns(world, monkeypa
     listed = runner.invoke(app, ["predict", folder, "--json"])
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
-    shown = runner.invoke(app, ["predict", folder], env={"COLUMNS": "80"}).stdout
+    command = ["predict", folder, "--recordings"]
+    shown = runner.invoke(app, command, env={"COLUMNS": "80"}).stdout
     assert len({r["run"] for r in rows}) > 1
     for r in rows:
         assert Path(r["file"]).name in shown
@@ -248,6 +250,41 @@ def test_the_predict_table_shows_every_value_whole_in_80_columns(world, monkeypa
     piped = runner.invoke(app, ["predict", folder]).stdout.splitlines()
     whole = [line for line in piped if line.startswith("remaining life of ")]
     assert whole and all(len(line) > 80 for line in whole)
+
+
+def test_predict_shows_each_bearings_latest_answer_and_plots_each_run(world, monkeypatch, tmp_path):
+    """A run of hundreds of recordings printed a row per recording and bearing, its latest
+    state scrolled far above: by default each bearing's latest answer, the history a plot."""
+    _, _, root = world
+    home = Settings(home=tmp_path / "home", workers=2)
+    _register(home, BAD, root)
+    monkeypatch.setenv("WEARCAST_HOME", str(home.home))
+    runner = CliRunner()
+    folder = str(root / "data")
+    rows = json.loads(runner.invoke(app, ["predict", folder, "--json"]).stdout)
+    plots = tmp_path / "plots"
+    result = runner.invoke(app, ["predict", folder, "--plots", str(plots)])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    latest = {(r["run"], r["bearing"]): r for r in rows}  # in time order per bearing
+    assert len(table) == len(latest) < len(rows)
+    for r in latest.values():
+        cells = (
+            Path(r["file"]).name,
+            f" {r['bearing']} ",
+            f" {r['health']:.2f} ",
+            f" {r['rul_h']:.1f} (",
+        )
+        assert any(all(cell in line for cell in cells) for line in table), r
+    assert Path(rows[0]["file"]).name not in result.stdout  # a run's first recording: history
+    for run in {r["run"] for r in rows}:
+        count = len({r["file"] for r in rows if r["run"] == run})
+        assert f"{run} ({count} recordings; each bearing's latest)" in result.stdout
+        png = (plots / f"{run}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        # A panel per bearing: the figure is 2.6 inches a bearing at 100 dpi.
+        width, height = struct.unpack(">II", png[16:24])
+        assert (width, height) == (1000, 260 * len({r["bearing"] for r in rows}))
 
 
 def test_external_feature_table_with_run_metadata(tmp_path, world):

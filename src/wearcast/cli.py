@@ -728,10 +728,24 @@ def predict(
     path: Annotated[Path, typer.Argument(help="one recording, or a folder of recordings")],
     model_version: Annotated[int | None, typer.Option(help="default: the champion")] = None,
     as_json: JsonOpt = False,
+    recordings: Annotated[
+        bool,
+        typer.Option(
+            "--recordings", help="a row per recording and bearing (default: each bearing's latest)"
+        ),
+    ] = False,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="write a PNG per run into this folder: each bearing's health indicator, "
+            "threshold, alarm episodes and remaining life over time"
+        ),
+    ] = None,
 ) -> None:
     """Score recordings with the champion: wear, alarm state and remaining life per bearing."""
     from wearcast.predict import score_path
     from wearcast.registry import client, load_model, load_prognostics
+    from wearcast.report import plot_scored_run
 
     settings = settings_of(ctx)
     try:
@@ -743,6 +757,13 @@ def predict(
     say_quarantined(err, bad)
     if not results and bad:  # nothing to answer is a failure, not an empty success
         raise fail(f"nothing scored: {len(bad)} recording(s) quarantined (reasons above)")
+    by_run = {run: list(rows) for run, rows in itertools.groupby(results, key=lambda r: r["run"])}
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        for run, rows in by_run.items():
+            target = plots / f"{run}.png".replace("/", "_")
+            plot_scored_run(rows, target)
+            err.print(f"plot: {escape(str(target))}")
     if as_json:
         print(json.dumps(results, indent=2))
         return
@@ -752,7 +773,12 @@ def predict(
     shown = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
     # One table per run, its files by name (a run is one folder): whole names and every
     # column fit 80 columns, where paths with the run's folder pushed the interval out.
-    for run, rows in itertools.groupby(results, key=lambda r: r["run"]):  # results by run
+    for run, rows in by_run.items():
+        if not recordings:  # each bearing's latest answer: a run's history is the plot's
+            count = len({r["file"] for r in rows})
+            latest = {r["bearing"]: r for r in rows}  # rows are in time order per bearing
+            rows = sorted(latest.values(), key=lambda r: r["bearing"])
+            run = f"{run} ({count} recordings; each bearing's latest)"
         table = Table(title=escape(f"{run}: {title}"))
         table.add_column("file", overflow="fold")
         for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):

@@ -1,9 +1,11 @@
-"""The training report: held-out figures (:mod:`wearcast.evaluate`) as Markdown with plots."""
+"""The training report (held-out figures of :mod:`wearcast.evaluate` as Markdown with plots),
+and the plot of a scored run (`wearcast predict --plots`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no process-wide backend chosen at import
 
@@ -11,7 +13,9 @@ from wearcast.config import Settings
 from wearcast.evaluate import Evaluation
 from wearcast.prognostics_eval import PrognosticsEvaluation
 
-__all__ = ["write_report"]
+__all__ = ["plot_scored_run", "write_report"]
+
+_EPISODE_COLOURS = {"watch": "gold", "alarm": "tab:red"}
 
 
 def _plot_run(
@@ -55,6 +59,69 @@ def _plot_importances(importances: pd.Series, path: Path) -> None:
     ax.barh(top.index, top.values)
     ax.set_xlabel("importance")
     ax.set_title("feature importances (top 20)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_scored_run(rows: list[dict], path: Path) -> None:
+    """One run's answers (`wearcast predict`'s, in time order per bearing): per bearing, the
+    health indicator against its threshold with the alarm episodes shaded, and the remaining
+    life with its interval."""
+    bearings = sorted({r["bearing"] for r in rows})
+    fig = Figure(figsize=(10, 2.6 * len(bearings)))
+    axes = fig.subplots(len(bearings), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, bearing in zip(axes, bearings, strict=True):
+        answers = [r for r in rows if r["bearing"] == bearing]
+        times = pd.to_datetime([r["timestamp"] for r in answers])
+        if "health" in answers[-1]:
+            # Log scale: a failing bearing's indicator runs from about 1 to tens. A bearing at
+            # or below its baseline everywhere scores 0, drawn at the axis' floor.
+            health = np.maximum([r["health"] for r in answers], 1e-2)
+            ax.plot(times, health, color="black", lw=0.8, label="health indicator")
+            ax.axhline(
+                answers[-1]["health_threshold"],
+                color="tab:orange",
+                ls="--",
+                lw=0.8,
+                label="alarm threshold",
+            )
+            ax.set_yscale("log")
+            ax.set_ylabel("health")
+        else:  # a version trained without the health indicator alarms on its wear
+            ax.plot(times, [r["wear"] for r in answers], color="black", lw=0.8, label="wear")
+            ax.set_ylabel("wear")
+        for e in answers[-1].get("episodes", []):  # every episode, on the latest answer
+            start, end = pd.Timestamp(e["start"]), pd.Timestamp(e["end"] or times[-1])
+            colour = _EPISODE_COLOURS.get(e["level"], "gold")
+            if end > start:
+                ax.axvspan(start, end, color=colour, alpha=0.25, lw=0)
+            else:  # begun at the latest recording: a span of no width would not show
+                ax.axvline(start, color=colour, lw=2, alpha=0.6)
+        life = ax.twinx()
+        life.plot(
+            times, [r["rul_h"] for r in answers], color="tab:blue", lw=0.8, label="remaining life"
+        )
+        if answers[-1].get("rul_low_h") is not None:
+            life.fill_between(
+                times,
+                [r["rul_low_h"] for r in answers],
+                [r["rul_high_h"] for r in answers],
+                color="tab:blue",
+                alpha=0.08,
+                lw=0,
+                label="its interval",
+            )
+        life.set_ylabel("remaining life h", color="tab:blue")
+        if ax is axes[0]:
+            handles = [h for a in (ax, life) for h in a.get_legend_handles_labels()[0]]
+            ax.legend(handles=handles, fontsize=7, loc="upper left")
+        last = answers[-1]
+        ax.set_title(
+            f"bearing {bearing}: {last.get('alarm_state', 'alarm' if last['alarm'] else 'ok')}"
+            f", {last['rul_h']:.3g} h left at {last['timestamp']}",
+            fontsize=9,
+        )
+    fig.suptitle(f"{rows[0]['run']}: health indicator (alarm episodes shaded), remaining life")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
