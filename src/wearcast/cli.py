@@ -722,6 +722,32 @@ def evaluate(
     )
 
 
+_SHOWN_STATES = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
+
+
+def _answers_table(title: str, rows: list[dict]) -> Table:
+    """One run's answers, files by name (a run is one folder): whole names and every column
+    fit 80 columns, where paths with the run's folder pushed the interval out."""
+    table = Table(title=escape(title))
+    table.add_column("file", overflow="fold")
+    for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
+        table.add_column(header, justify="right", overflow="fold")
+    for r in rows:
+        state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
+        life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
+        if r.get("rul_low_h") is not None:
+            life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"
+        table.add_row(
+            escape(Path(r["file"]).name),
+            str(r["bearing"]),
+            f"{r['wear']:.3f}",
+            f"{r['health']:.2f}" if "health" in r else "-",
+            _SHOWN_STATES.get(state, state),
+            life,
+        )
+    return table
+
+
 @app.command()
 def predict(
     ctx: typer.Context,
@@ -770,33 +796,13 @@ def predict(
     title = f"{settings.model_name} version {version}"
     if "health_threshold" in results[0]:  # one threshold per version
         title += f", health indicator threshold {results[0]['health_threshold']:.2f}"
-    shown = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
-    # One table per run, its files by name (a run is one folder): whole names and every
-    # column fit 80 columns, where paths with the run's folder pushed the interval out.
     for run, rows in by_run.items():
         if not recordings:  # each bearing's latest answer: a run's history is the plot's
             count = len({r["file"] for r in rows})
             latest = {r["bearing"]: r for r in rows}  # rows are in time order per bearing
             rows = sorted(latest.values(), key=lambda r: r["bearing"])
             run = f"{run} ({count} recordings; each bearing's latest)"
-        table = Table(title=escape(f"{run}: {title}"))
-        table.add_column("file", overflow="fold")
-        for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
-            table.add_column(header, justify="right", overflow="fold")
-        for r in rows:
-            state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
-            life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
-            if r.get("rul_low_h") is not None:
-                life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"
-            table.add_row(
-                escape(Path(r["file"]).name),
-                str(r["bearing"]),
-                f"{r['wear']:.3f}",
-                f"{r['health']:.2f}" if "health" in r else "-",
-                shown.get(state, state),
-                life,
-            )
-        console.print(table)
+        console.print(_answers_table(f"{run}: {title}", rows))
     for r in results:
         for e in r.get("episodes", []):
             console.print(
