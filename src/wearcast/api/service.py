@@ -189,7 +189,7 @@ class Scorer:
         fresh = [j for j, item in enumerate(inputs) if item.key not in logged]
         if not fresh:  # a retry: the answers as they were first given
             return logged[inputs[0].key].request_id, [_replay(logged[i.key]) for i in inputs]
-        baselines = self._baselines_of(inputs, values, model.features, history.baseline_times)
+        baselines = self._baselines_of(inputs, model.features, history.baseline_times)
         try:
             X = np.hstack([values, baselines.rows])  # the model's input_columns, in order
             wear = model.predict(X)
@@ -276,7 +276,6 @@ class Scorer:
     def _baselines_of(
         self,
         inputs: list[BearingInput],
-        values: np.ndarray,
         needed: list[str],
         logged_times: dict[tuple[str, int], list[datetime]],
     ) -> BatchBaselines:
@@ -289,16 +288,7 @@ class Scorer:
         own = [j for j, item in enumerate(inputs) if item.baseline is None]
         keys = sorted({(inputs[j].machine, inputs[j].bearing) for j in own})
         times = {key: logged_times[key] for key in keys}
-        candidates = {}
-        for j in own:
-            item = inputs[j]
-            have = times[(item.machine, item.bearing)]
-            if (len(have) < k or item.timestamp < have[-1]) and item.timestamp not in have:
-                candidates[item.key] = (item.machine, item.bearing, item.timestamp)
-                candidates[item.key] += (item.features,)
-        if candidates:
-            self.log.add_baseline_samples(list(candidates.values()))
-            times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
+        sampled = self._sample_first_recordings([inputs[j] for j in own], times)
         # Rows before a bearing's last sample (its first recordings, or a late arrival) use a
         # prefix of the samples; the rest, the whole baseline, which is cached.
         partial = {
@@ -313,9 +303,6 @@ class Scorer:
             self._remember(
                 key, Baseline(tuple(t for t, _ in found), sample_medians([s for _, s in found]))
             )
-        baselines = np.full_like(values, np.nan)
-        counts = [0] * len(inputs)
-        rows: dict[tuple[str, int, int], np.ndarray] = {}  # (bearing, samples): in needed order
         # A partial bearing's sample times and features (rows by time, in needed order).
         prefixes = {
             key: (
@@ -329,6 +316,42 @@ class Scorer:
             )
             for key in partial
         }
+        baselines, counts = self._baseline_rows(inputs, needed, times, prefixes)
+        first_sample = {key: times[key][0] for key in keys} | {
+            key: prefixes[key][0][0] for key in partial
+        }
+        return BatchBaselines(baselines, counts, sampled, first_sample)
+
+    def _sample_first_recordings(
+        self, inputs: list[BearingInput], times: dict[tuple[str, int], list[datetime]]
+    ) -> list[tuple[str, int, datetime]]:
+        """Store as baseline samples the ``inputs`` among their bearing's first recordings by
+        time, and update ``times`` (each bearing's sample times) from the log, which holds
+        concurrent requests' samples too; returns the recordings stored."""
+        k = self.settings.baseline_recordings
+        candidates = {}
+        for item in inputs:
+            have = times[(item.machine, item.bearing)]
+            if (len(have) < k or item.timestamp < have[-1]) and item.timestamp not in have:
+                candidates[item.key] = (item.machine, item.bearing, item.timestamp, item.features)
+        if candidates:
+            self.log.add_baseline_samples(list(candidates.values()))
+            times |= self.log.baseline_times(sorted({c[:2] for c in candidates.values()}), k)
+        return list(candidates)
+
+    def _baseline_rows(
+        self,
+        inputs: list[BearingInput],
+        needed: list[str],
+        times: dict[tuple[str, int], list[datetime]],
+        prefixes: dict[tuple[str, int], tuple[list[datetime], np.ndarray]],
+    ) -> tuple[np.ndarray, list[int]]:
+        """Each input's baseline in ``needed`` order and how many samples made it: the one
+        given, the median of a partial bearing's samples up to the input's time, or the
+        bearing's whole (cached) baseline."""
+        baselines = np.full((len(inputs), len(needed)), np.nan)
+        counts = [0] * len(inputs)
+        rows: dict[tuple[str, int, int], np.ndarray] = {}  # (bearing, samples): in needed order
         for j, item in enumerate(inputs):
             if item.baseline is not None:
                 baselines[j] = [item.baseline[f] for f in needed]
@@ -346,10 +369,7 @@ class Scorer:
                     rows[(*key, n)] = np.array([medians.get(f, np.nan) for f in needed])
             baselines[j] = rows[(*key, n)]
             counts[j] = n
-        first_sample = {key: times[key][0] for key in keys} | {
-            key: prefixes[key][0][0] for key in partial
-        }
-        return BatchBaselines(baselines, counts, list(candidates), first_sample)
+        return baselines, counts
 
     def _cached(self, key: tuple[str, int], times: list[datetime]) -> Baseline | None:
         cached = self._baselines.get(key)
