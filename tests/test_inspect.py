@@ -23,9 +23,10 @@ def test_inspect_json_matches_reference_rms_and_kurtosis(ims_dir: Path, real_tes
         result = runner.invoke(app, ["inspect", str(real_test1_dir / row.filename), "--json"])
         assert result.exit_code == 0, result.output
         channels = json.loads(result.stdout)["channels"]
-        assert [c["index"] for c in channels] == list(range(8))
+        # Numbered from 1, as validation's messages ("channel 1 is dead") number them.
+        assert [c["channel"] for c in channels] == list(range(1, 9))
         for c in channels:
-            prefix = f"Bearing{c['index'] // 2 + 1}_ch{c['index'] % 2 + 1}_"
+            prefix = f"Bearing{(c['channel'] - 1) // 2 + 1}_ch{(c['channel'] - 1) % 2 + 1}_"
             assert c["rms"] == pytest.approx(getattr(row, prefix + "rms"), rel=1e-4)
             # The reference holds excess kurtosis; wearcast reports Pearson's.
             assert c["kurtosis"] == pytest.approx(getattr(row, prefix + "kurt") + 3, rel=1e-4)

@@ -98,6 +98,9 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
     )
     assert settings.promotion_margin == 0 and not d4.promoted
     assert "-0.0050" in d4.reason and "twice the standard error" in d4.reason
+    # The gate's own figures (not the nested ones train printed before it), said as such.
+    assert "on the same held-out folds, both configurations refitted: " in d4.reason
+    assert "wear MAE 0.1450 against the champion's 0.1500" in d4.reason
     assert registry.champion_version(client, settings) == v2
     # models:/<name>@champion is the promoted model.
     loaded = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
@@ -277,6 +280,11 @@ def test_predict_shows_each_bearings_latest_answer_and_plots_each_run(world, mon
         )
         assert any(all(cell in line for cell in cells) for line in table), r
     assert Path(rows[0]["file"]).name not in result.stdout  # a run's first recording: history
+    # An alarm episode says when it was raised, not only when its watch began.
+    raised = [e for r in rows for e in r.get("episodes", []) if e["raised"]]
+    assert raised
+    said = " ".join(result.stdout.split())
+    assert all(f"from {e['start']} (alarm raised {e['raised']})" in said for e in raised)
     for run in {r["run"] for r in rows}:
         count = len({r["file"] for r in rows if r["run"] == run})
         assert f"{run} ({count} recordings; each bearing's latest)" in result.stdout

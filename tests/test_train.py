@@ -174,7 +174,11 @@ def test_beyond_holdout_folds_runs_are_held_out_a_fold_at_a_time(
 
     monkeypatch.setattr(train, "search", recording_search)
     settings = sim_settings.model_copy(update={"holdout_folds": 2})
-    outcome = fit_and_evaluate(prepare(sim_table, settings), settings, max_trials=1)
+    said = []
+    outcome = fit_and_evaluate(
+        prepare(sim_table, settings), settings, max_trials=1, progress=said.append
+    )
+    assert said[0] == "3 runs held out in 2 folds (WEARCAST_HOLDOUT_FOLDS)"
     runs = set(sim_table["run"].unique())
     assert len(runs) == 3
     held_out = [runs - seen for seen, _ in searched[:-1]]

@@ -358,8 +358,8 @@ def inspect(
             f"[yellow]warning:[/yellow] ingestion would quarantine this file: {escape(str(exc))}"
         )
     channels = []
-    for ch, row in enumerate(features):
-        entry = {"index": ch, **{k: float(row[col[k]]) for k in keys}}
+    for ch, row in enumerate(features, start=1):  # numbered as validation's messages are
+        entry = {"channel": ch, **{k: float(row[col[k]]) for k in keys}}
         entry["defect_rms_g"] = {d: float(row[col[f"spec_{d}"]]) for d in DEFECTS}
         entry["envelope_snr"] = {d: float(row[col[f"env_{d}_snr"]]) for d in DEFECTS}
         channels.append(entry)
@@ -377,7 +377,7 @@ def inspect(
         return
     table = Table(title=f"{file.name}: {data.shape[0]} samples x {data.shape[1]} channels")
     for header in (
-        "ch",
+        "channel",
         "rms g",
         "peak g",
         "crest",
@@ -388,7 +388,7 @@ def inspect(
         table.add_column(header, justify="right", overflow="fold")
     for c in channels:
         table.add_row(
-            str(c["index"]),
+            str(c["channel"]),
             *(f"{c[k]:.3f}" for k in ("rms", "peak", "crest", "kurtosis", "skewness")),
             *(f"{c['envelope_snr'][d]:.1f}" for d in DEFECTS),
         )
@@ -471,9 +471,14 @@ def _train_and_gate(settings: Settings, table: Path, *, register: bool = True, *
         summary = train_challenger(settings, table, register=register, progress=say, **options)
     _say_how_the_search_ended(summary, settings, options.get("max_trials"))
     if register:
-        decision = gate_challenger(
-            settings, table, summary["version"], runs_meta=options.get("runs_meta")
-        )
+        with working("gate") as say:  # both configurations refitted on the same folds
+            decision = gate_challenger(
+                settings,
+                table,
+                summary["version"],
+                runs_meta=options.get("runs_meta"),
+                progress=say,
+            )
         summary.update(
             model=settings.model_name,
             promoted=decision.promoted,
@@ -574,7 +579,7 @@ def train(
         typer.Option(
             min=1,
             help="trials of each search: the same model on any machine, the budget only a cap "
-            "(default: WEARCAST_SEARCH_MAX_TRIALS, else as many as the budget allows)",
+            "(default: the setting search_max_trials, else as many as the budget allows)",
         ),
     ] = None,
     register: Annotated[bool, typer.Option(help="log to MLflow, register and gate")] = True,
@@ -788,7 +793,7 @@ def predict(
         plots.mkdir(parents=True, exist_ok=True)
         for run, rows in by_run.items():
             target = plots / f"{run}.png".replace("/", "_")
-            plot_scored_run(rows, target)
+            plot_scored_run(rows, target, settings.baseline_recordings)
             err.print(f"plot: {escape(str(target))}")
     if as_json:
         print(json.dumps(results, indent=2))
@@ -805,9 +810,11 @@ def predict(
         console.print(_answers_table(f"{run}: {title}", rows))
     for r in results:
         for e in r.get("episodes", []):
+            raised = f" (alarm raised {e['raised']})" if e.get("raised") else ""
             console.print(
                 f"bearing {r['run']}:{r['bearing']} {e['level']} episode from {e['start']}"
-                f" to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at {e['peak']}"
+                f"{raised} to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at "
+                f"{e['peak']}"
             )
     # What each bearing's latest remaining life rests on (before an alarm: the training
     # fleet's lives, whatever rig those were), grouped: the table has no room for it.

@@ -322,27 +322,32 @@ def gate(
     problems = []
     # Newer data need only be as good within the noise; the same data must win beyond it.
     if not diffs.mean() < (needed if fresher else -needed):
-        missed = "is worse by more than" if fresher else "does not beat it by"
+        missed = "worse by more than" if fresher else "does not beat it by"
         problems.append(
-            f"wear MAE per held-out bearing {diffs.mean():+.4f} against the champion's {missed} "
-            f"{needed:.4f} (the margin {margin:g}, or twice the standard error of the "
-            f"{len(diffs)} per-bearing differences, {noise:.4f})"
+            f"wear MAE {challenger.wear_mae:.4f} against the champion's {champion.wear_mae:.4f}, "
+            f"{diffs.mean():+.4f} per held-out bearing: {missed} {needed:.4f}, the larger of "
+            f"the promotion margin ({margin:g}) and twice the standard error of the "
+            f"{len(diffs)} per-bearing differences ({noise:.4f})"
         )
     if challenger.missed_failures > champion.missed_failures:
         problems.append(
-            f"misses {challenger.missed_failures} failures, the champion {champion.missed_failures}"
+            f"its wear rule misses {challenger.missed_failures} failures, the champion's "
+            f"{champion.missed_failures}"
         )
     if challenger.false_alarms_per_1000h > champion.false_alarms_per_1000h + 1e-9:
         problems.append(
-            f"{challenger.false_alarms_per_1000h:.2f} false alarms per 1000 h, the champion "
-            f"{champion.false_alarms_per_1000h:.2f}"
+            f"its wear rule raises {challenger.false_alarms_per_1000h:.2f} false alarms per "
+            f"1000 h, the champion's {champion.false_alarms_per_1000h:.2f}"
         )
     for who, e in (("champion", champion), ("challenger", challenger)):
         client.set_model_version_tag(
             settings.model_name, str(version), f"{who}_wear_mae_same_data", f"{e.wear_mae:.6f}"
         )
     if problems:
-        return _keep_champion(client, settings, version, current, "; ".join(problems))
+        # Not the figures train printed (the search rerun inside each fold): both fixed
+        # configurations, refitted on the same folds.
+        same = "on the same held-out folds, both configurations refitted: "
+        return _keep_champion(client, settings, version, current, same + "; ".join(problems))
     if diffs.mean() < -needed:
         reason = (
             f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < "

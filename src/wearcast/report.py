@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no process-wide backend chosen at import
+from matplotlib.patches import Patch
 
 from wearcast.config import Settings
 from wearcast.evaluate import Evaluation
@@ -63,13 +64,19 @@ def _plot_importances(importances: pd.Series, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def plot_scored_run(rows: list[dict], path: Path) -> None:
+def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> None:
     """One run's answers (`wearcast predict`'s, in time order per bearing): per bearing, the
     health indicator against its threshold with the alarm episodes shaded, and the remaining
-    life with its interval."""
+    life with its interval, on one scale for every bearing."""
     bearings = sorted({r["bearing"] for r in rows})
     fig = Figure(figsize=(10, 2.6 * len(bearings)))
     axes = fig.subplots(len(bearings), 1, sharex=True, squeeze=False)[:, 0]
+    top = max(r.get("rul_high_h") or r["rul_h"] for r in rows)
+    shading = [
+        Patch(color=_EPISODE_COLOURS["watch"], alpha=0.25, label="watch episode"),
+        Patch(color=_EPISODE_COLOURS["alarm"], alpha=0.25, label="alarm episode"),
+        Patch(color="grey", alpha=0.15, label="baseline being made"),
+    ]
     for ax, bearing in zip(axes, bearings, strict=True):
         answers = [r for r in rows if r["bearing"] == bearing]
         times = pd.to_datetime([r["timestamp"] for r in answers])
@@ -90,6 +97,10 @@ def plot_scored_run(rows: list[dict], path: Path) -> None:
         else:  # a version trained without the health indicator alarms on its wear
             ax.plot(times, [r["wear"] for r in answers], color="black", lw=0.8, label="wear")
             ax.set_ylabel("wear")
+        made = [r["baseline_recordings"] for r in answers]
+        warming = [t for t, n in zip(times, made, strict=True) if n < baseline_recordings]
+        if warming:  # never judged above the threshold: the bearing's baseline is not made
+            ax.axvspan(times[0], warming[-1], color="grey", alpha=0.15, lw=0)
         for e in answers[-1].get("episodes", []):  # every episode, on the latest answer
             start, end = pd.Timestamp(e["start"]), pd.Timestamp(e["end"] or times[-1])
             colour = _EPISODE_COLOURS.get(e["level"], "gold")
@@ -112,16 +123,17 @@ def plot_scored_run(rows: list[dict], path: Path) -> None:
                 label="its interval",
             )
         life.set_ylabel("remaining life h", color="tab:blue")
+        life.set_ylim(0, 1.05 * top)
         if ax is axes[0]:
             handles = [h for a in (ax, life) for h in a.get_legend_handles_labels()[0]]
-            ax.legend(handles=handles, fontsize=7, loc="upper left")
+            ax.legend(handles=handles + shading, fontsize=7, loc="upper left", ncol=2)
         last = answers[-1]
         ax.set_title(
             f"bearing {bearing}: {last.get('alarm_state', 'alarm' if last['alarm'] else 'ok')}"
-            f", {last['rul_h']:.3g} h left at {last['timestamp']}",
+            f", {last['rul_h']:.1f} h left at {last['timestamp']}",
             fontsize=9,
         )
-    fig.suptitle(f"{rows[0]['run']}: health indicator (alarm episodes shaded), remaining life")
+    fig.suptitle(f"{rows[0]['run']}: health indicator, alarm episodes, remaining life")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

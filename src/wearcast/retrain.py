@@ -156,10 +156,16 @@ def _early_warning(data, settings: Settings) -> PrognosticsEvaluation | str:
 
 
 def gate_challenger(
-    settings: Settings, table: Path, version: int, *, runs_meta: Path | None = None
+    settings: Settings,
+    table: Path,
+    version: int,
+    *,
+    runs_meta: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> registry.GateDecision:
     """Promote ``version`` if it beats the champion on the same held-out evaluation of ``table``
     (both configurations evaluated alike: :func:`wearcast.registry.gate`)."""
+    say = progress or (lambda _msg: None)
     client = registry.connect(settings)
     tags = client.get_model_version(settings.model_name, str(version)).tags
     holdout = tags.get("holdout") or "run"
@@ -167,7 +173,14 @@ def gate_challenger(
     def on_same_data(config: dict):
         frame = load_training_table(table, settings, runs_meta=runs_meta)
         data = prepare(frame, settings, tags.get("label_strategy") or None)
-        return evaluate_config(config, data, settings, holdout=holdout)[0]
+        family = config.get("family", "model")
+        return evaluate_config(
+            config,
+            data,
+            settings,
+            holdout=holdout,
+            progress=lambda fold: say(f"{family} (refitted on the same folds) without {fold}"),
+        )[0]
 
     return registry.gate(client, settings, version, on_same_data)
 

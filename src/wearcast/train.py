@@ -31,6 +31,7 @@ from wearcast.evaluate import (
     evaluate_predictions,
     held_out_predictions,
     holdout_folds,
+    holdout_units,
 )
 
 # The model's classes live in wearcast.model (what serving needs, without optuna). Models
@@ -279,17 +280,19 @@ def fit_and_evaluate(
     """
     say = progress or (lambda _msg: None)
     check_holdout(data.frame, holdout, searched=config is None)  # before the search runs
+    folds = holdout_folds(data.frame, holdout, settings.holdout_folds)
+    units = holdout_units(data.frame, holdout).nunique()
+    if folds.nunique() < units:
+        say(f"{units} {holdout}s held out in {folds.nunique()} folds (WEARCAST_HOLDOUT_FOLDS)")
     if config is not None:
         result = SearchResult(config, float("nan"), pd.DataFrame(), 0.0, 0)
         evaluation, preds = evaluate_config(
             config, data, settings, holdout=holdout, progress=lambda u: say(f"held out: {u}")
         )
-        folds = holdout_folds(data.frame, holdout, settings.holdout_folds)
         fold_configs = dict.fromkeys(sorted(folds.unique()), config)
     else:
-        units = holdout_folds(data.frame, holdout, settings.holdout_folds).unique()
         share = settings.model_copy(
-            update={"search_budget_s": settings.search_budget_s / (len(units) + 1)}
+            update={"search_budget_s": settings.search_budget_s / (folds.nunique() + 1)}
         )
         fold_configs = {}
 

@@ -100,7 +100,7 @@ class Pronostia(RecordingFormat):
         for line in first_lines:
             clock = _clock(line)
             if clock is None:
-                out.append("line 1: no clock (hour, minute, second, microsecond) to date it by")
+                out.append("no clock (hour, minute, second, microsecond) on its first line")
                 continue
             after = previous or info.start
             when = datetime.combine(after.date(), clock)
@@ -108,8 +108,9 @@ class Pronostia(RecordingFormat):
                 when += timedelta(days=1)
             if previous is not None and when <= previous:
                 out.append(
-                    f"line 1: its clock {clock:%H:%M:%S} is not after the previous recording's "
-                    f"({previous:%Y-%m-%d %H:%M:%S}): the file numbering and the clock disagree"
+                    f"its first line's clock {clock:%H:%M:%S} is not after the previous "
+                    f"recording's ({previous:%Y-%m-%d %H:%M:%S}): the file numbering and the "
+                    "clock disagree"
                 )
                 continue
             out.append(when)
