@@ -788,6 +788,7 @@ def predict(
     say_quarantined(err, bad)
     if not results and bad:  # nothing to answer is a failure, not an empty success
         raise fail(f"nothing scored: {len(bad)} recording(s) quarantined (reasons above)")
+    # score_path answers run by run, each bearing's in time order.
     by_run = {run: list(rows) for run, rows in itertools.groupby(results, key=lambda r: r["run"])}
     if plots is not None:
         plots.mkdir(parents=True, exist_ok=True)

@@ -228,11 +228,11 @@ def held_out_predictions(
     model fitted on the others: ``fit(fold, train)`` returns a model fitted on the rows where
     ``train`` is True, so any choice it makes (a search) sees only them."""
     check_holdout(frame, holdout)
-    units = holdout_folds(frame, holdout, max_folds)
-    names = sorted(units.unique())
+    folds = holdout_folds(frame, holdout, max_folds)
+    names = sorted(folds.unique())
     pred = np.full(len(frame), np.nan)
     for name in names:
-        test = (units == name).to_numpy()
+        test = (folds == name).to_numpy()
         if progress:
             progress(name)
         pred[test] = fit(name, ~test).predict(X[test])

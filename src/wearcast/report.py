@@ -71,7 +71,9 @@ def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> N
     bearings = sorted({r["bearing"] for r in rows})
     fig = Figure(figsize=(10, 2.6 * len(bearings)))
     axes = fig.subplots(len(bearings), 1, sharex=True, squeeze=False)[:, 0]
-    top = max(r.get("rul_high_h") or r["rul_h"] for r in rows)
+    # A version without the health indicator may have no remaining life to give (None).
+    known = [r.get("rul_high_h") or r["rul_h"] for r in rows if r["rul_h"] is not None]
+    top = max(known, default=1.0)
     shading = [
         Patch(color=_EPISODE_COLOURS["watch"], alpha=0.25, label="watch episode"),
         Patch(color=_EPISODE_COLOURS["alarm"], alpha=0.25, label="alarm episode"),
@@ -109,9 +111,8 @@ def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> N
             else:  # begun at the latest recording: a span of no width would not show
                 ax.axvline(start, color=colour, lw=2, alpha=0.6)
         life = ax.twinx()
-        life.plot(
-            times, [r["rul_h"] for r in answers], color="tab:blue", lw=0.8, label="remaining life"
-        )
+        left = [np.nan if r["rul_h"] is None else r["rul_h"] for r in answers]
+        life.plot(times, left, color="tab:blue", lw=0.8, label="remaining life")
         if answers[-1].get("rul_low_h") is not None:
             life.fill_between(
                 times,
@@ -128,10 +129,10 @@ def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> N
             handles = [h for a in (ax, life) for h in a.get_legend_handles_labels()[0]]
             ax.legend(handles=handles + shading, fontsize=7, loc="upper left", ncol=2)
         last = answers[-1]
+        left_now = "-" if last["rul_h"] is None else f"{last['rul_h']:.1f}"
+        state = last.get("alarm_state", "alarm" if last["alarm"] else "ok")
         ax.set_title(
-            f"bearing {bearing}: {last.get('alarm_state', 'alarm' if last['alarm'] else 'ok')}"
-            f", {last['rul_h']:.1f} h left at {last['timestamp']}",
-            fontsize=9,
+            f"bearing {bearing}: {state}, {left_now} h left at {last['timestamp']}", fontsize=9
         )
     fig.suptitle(f"{rows[0]['run']}: health indicator, alarm episodes, remaining life")
     fig.tight_layout()
