@@ -753,6 +753,36 @@ def _answers_table(title: str, rows: list[dict]) -> Table:
     return table
 
 
+def _print_answers(by_run: dict[str, list[dict]], title: str, *, every_recording: bool) -> None:
+    """Each run's table (each bearing's latest answer, or ``every_recording``), then each
+    bearing's alarm episodes and what its latest remaining life rests on."""
+    for run, rows in by_run.items():
+        if not every_recording:  # each bearing's latest answer: a run's history is the plot's
+            count = len({r["file"] for r in rows})
+            latest = {r["bearing"]: r for r in rows}  # rows are in time order per bearing
+            rows = sorted(latest.values(), key=lambda r: r["bearing"])
+            run = f"{run} ({count} recordings; each bearing's latest)"
+        console.print(_answers_table(f"{run}: {title}", rows))
+    results = [r for rows in by_run.values() for r in rows]
+    for r in results:
+        for e in r.get("episodes", []):
+            raised = f" (alarm raised {e['raised']})" if e.get("raised") else ""
+            console.print(
+                f"bearing {r['run']}:{r['bearing']} {e['level']} episode from {e['start']}"
+                f"{raised} to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at "
+                f"{e['peak']}"
+            )
+    # What each bearing's latest remaining life rests on (before an alarm: the training
+    # fleet's lives, whatever rig those were), grouped: the table has no room for it.
+    latest = {(r["run"], r["bearing"]): r.get("rul_method") for r in results}
+    methods: dict[str, list[str]] = {}
+    for (run, bearing), method in latest.items():
+        if method:
+            methods.setdefault(method, []).append(f"{run}:{bearing}")
+    for method, bearings in methods.items():
+        console.print(f"remaining life of {', '.join(bearings)} at the last recording: {method}")
+
+
 @app.command()
 def predict(
     ctx: typer.Context,
@@ -802,30 +832,7 @@ def predict(
     title = f"{settings.model_name} version {version}"
     if "health_threshold" in results[0]:  # one threshold per version
         title += f", health indicator threshold {results[0]['health_threshold']:.2f}"
-    for run, rows in by_run.items():
-        if not recordings:  # each bearing's latest answer: a run's history is the plot's
-            count = len({r["file"] for r in rows})
-            latest = {r["bearing"]: r for r in rows}  # rows are in time order per bearing
-            rows = sorted(latest.values(), key=lambda r: r["bearing"])
-            run = f"{run} ({count} recordings; each bearing's latest)"
-        console.print(_answers_table(f"{run}: {title}", rows))
-    for r in results:
-        for e in r.get("episodes", []):
-            raised = f" (alarm raised {e['raised']})" if e.get("raised") else ""
-            console.print(
-                f"bearing {r['run']}:{r['bearing']} {e['level']} episode from {e['start']}"
-                f"{raised} to {e['end'] or 'now'}, peak health {e['peak_health']:.2f} at "
-                f"{e['peak']}"
-            )
-    # What each bearing's latest remaining life rests on (before an alarm: the training
-    # fleet's lives, whatever rig those were), grouped: the table has no room for it.
-    latest = {(r["run"], r["bearing"]): r.get("rul_method") for r in results}
-    methods: dict[str, list[str]] = {}
-    for (run, bearing), method in latest.items():
-        if method:
-            methods.setdefault(method, []).append(f"{run}:{bearing}")
-    for method, bearings in methods.items():
-        console.print(f"remaining life of {', '.join(bearings)} at the last recording: {method}")
+    _print_answers(by_run, title, every_recording=recordings)
     for file, warning in dict((r["file"], r["warning"]) for r in results if "warning" in r).items():
         err.print(f"[yellow]warning:[/yellow] {escape(file)}: {escape(warning)}", soft_wrap=True)
 
