@@ -11,6 +11,7 @@ champion as it was: only the gate moves the alias, and only after a complete eva
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable
@@ -170,13 +171,16 @@ def gate_challenger(
     tags = client.get_model_version(settings.model_name, str(version)).tags
     holdout = tags.get("holdout") or "run"
 
-    def on_same_data(config: dict):
+    @functools.cache  # read and labelled once for both configurations, and only if compared
+    def training_data():
         frame = load_training_table(table, settings, runs_meta=runs_meta)
-        data = prepare(frame, settings, tags.get("label_strategy") or None)
+        return prepare(frame, settings, tags.get("label_strategy") or None)
+
+    def on_same_data(config: dict):
         family = config.get("family", "model")
         return evaluate_config(
             config,
-            data,
+            training_data(),
             settings,
             holdout=holdout,
             progress=lambda fold: say(f"{family} (refitted on the same folds) without {fold}"),
