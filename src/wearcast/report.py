@@ -64,6 +64,58 @@ def _plot_importances(importances: pd.Series, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _plot_indicator(ax, answers: list[dict], baseline_recordings: int) -> None:
+    """A bearing's health indicator (or wear) against its threshold, its episodes shaded."""
+    times = pd.to_datetime([r["timestamp"] for r in answers])
+    if "health" in answers[-1]:
+        # Log scale: a failing bearing's indicator runs from about 1 to tens. A bearing at
+        # or below its baseline everywhere scores 0, drawn at the axis' floor.
+        health = np.maximum([r["health"] for r in answers], 1e-2)
+        ax.plot(times, health, color="black", lw=0.8, label="health indicator")
+        ax.axhline(
+            answers[-1]["health_threshold"],
+            color="tab:orange",
+            ls="--",
+            lw=0.8,
+            label="alarm threshold",
+        )
+        ax.set_yscale("log")
+        ax.set_ylabel("health")
+    else:  # a version trained without the health indicator alarms on its wear
+        ax.plot(times, [r["wear"] for r in answers], color="black", lw=0.8, label="wear")
+        ax.set_ylabel("wear")
+    made = [r["baseline_recordings"] for r in answers]
+    warming = [t for t, n in zip(times, made, strict=True) if n < baseline_recordings]
+    if warming:  # never judged above the threshold: the bearing's baseline is not made
+        ax.axvspan(times[0], warming[-1], color="grey", alpha=0.15, lw=0)
+    for e in answers[-1].get("episodes", []):  # every episode, on the latest answer
+        start, end = pd.Timestamp(e["start"]), pd.Timestamp(e["end"] or times[-1])
+        colour = _EPISODE_COLOURS.get(e["level"], "gold")
+        if end > start:
+            ax.axvspan(start, end, color=colour, alpha=0.25, lw=0)
+        else:  # begun at the latest recording: a span of no width would not show
+            ax.axvline(start, color=colour, lw=2, alpha=0.6)
+
+
+def _plot_life(life, answers: list[dict], top: float) -> None:
+    """A bearing's remaining life with its interval, on the scale ``top`` shared by all."""
+    times = pd.to_datetime([r["timestamp"] for r in answers])
+    left = [np.nan if r["rul_h"] is None else r["rul_h"] for r in answers]
+    life.plot(times, left, color="tab:blue", lw=0.8, label="remaining life")
+    if answers[-1].get("rul_low_h") is not None:
+        life.fill_between(
+            times,
+            [r["rul_low_h"] for r in answers],
+            [r["rul_high_h"] for r in answers],
+            color="tab:blue",
+            alpha=0.08,
+            lw=0,
+            label="its interval",
+        )
+    life.set_ylabel("remaining life h", color="tab:blue")
+    life.set_ylim(0, 1.05 * top)
+
+
 def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> None:
     """One run's answers (`wearcast predict`'s, in time order per bearing): per bearing, the
     health indicator against its threshold with the alarm episodes shaded, and the remaining
@@ -81,50 +133,9 @@ def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> N
     ]
     for ax, bearing in zip(axes, bearings, strict=True):
         answers = [r for r in rows if r["bearing"] == bearing]
-        times = pd.to_datetime([r["timestamp"] for r in answers])
-        if "health" in answers[-1]:
-            # Log scale: a failing bearing's indicator runs from about 1 to tens. A bearing at
-            # or below its baseline everywhere scores 0, drawn at the axis' floor.
-            health = np.maximum([r["health"] for r in answers], 1e-2)
-            ax.plot(times, health, color="black", lw=0.8, label="health indicator")
-            ax.axhline(
-                answers[-1]["health_threshold"],
-                color="tab:orange",
-                ls="--",
-                lw=0.8,
-                label="alarm threshold",
-            )
-            ax.set_yscale("log")
-            ax.set_ylabel("health")
-        else:  # a version trained without the health indicator alarms on its wear
-            ax.plot(times, [r["wear"] for r in answers], color="black", lw=0.8, label="wear")
-            ax.set_ylabel("wear")
-        made = [r["baseline_recordings"] for r in answers]
-        warming = [t for t, n in zip(times, made, strict=True) if n < baseline_recordings]
-        if warming:  # never judged above the threshold: the bearing's baseline is not made
-            ax.axvspan(times[0], warming[-1], color="grey", alpha=0.15, lw=0)
-        for e in answers[-1].get("episodes", []):  # every episode, on the latest answer
-            start, end = pd.Timestamp(e["start"]), pd.Timestamp(e["end"] or times[-1])
-            colour = _EPISODE_COLOURS.get(e["level"], "gold")
-            if end > start:
-                ax.axvspan(start, end, color=colour, alpha=0.25, lw=0)
-            else:  # begun at the latest recording: a span of no width would not show
-                ax.axvline(start, color=colour, lw=2, alpha=0.6)
+        _plot_indicator(ax, answers, baseline_recordings)
         life = ax.twinx()
-        left = [np.nan if r["rul_h"] is None else r["rul_h"] for r in answers]
-        life.plot(times, left, color="tab:blue", lw=0.8, label="remaining life")
-        if answers[-1].get("rul_low_h") is not None:
-            life.fill_between(
-                times,
-                [r["rul_low_h"] for r in answers],
-                [r["rul_high_h"] for r in answers],
-                color="tab:blue",
-                alpha=0.08,
-                lw=0,
-                label="its interval",
-            )
-        life.set_ylabel("remaining life h", color="tab:blue")
-        life.set_ylim(0, 1.05 * top)
+        _plot_life(life, answers, top)
         if ax is axes[0]:
             handles = [h for a in (ax, life) for h in a.get_legend_handles_labels()[0]]
             ax.legend(handles=handles + shading, fontsize=7, loc="upper left", ncol=2)
