@@ -18,6 +18,7 @@ from wearcast.features import FeatureSpec, channel_features
 from wearcast.formats import FORMATS, RecordingError, resolve_rig
 from wearcast.formats.base import RecordingFormat, parse_table
 from wearcast.ingest import discover_runs
+from wearcast.predict import score_path
 from wearcast.rig import ZA_2115, Defect, Rig, RunInfo
 
 CONTRACT = {
@@ -166,6 +167,58 @@ def test_a_byte_order_mark_is_text_not_binary(tmp_path: Path, settings):
     assert result.quarantined == 0
     times = read_table(tmp_path / "t").timestamp.sort_values().tolist()
     assert [t.isoformat() for t in times] == ["2011-01-01T09:00:00", "2011-01-01T09:00:10"]
+
+
+def test_export_quirks_read_as_the_same_recordings(tmp_path: Path, settings):
+    """A separator ending every line, upper-case PRONOSTIA names and IMS names with `.txt`
+    (found by a user trial: a trailing tab refused a whole run as 9 channels over 4 bearings,
+    a trailing comma and `.CSV` names quarantined every file): the same recordings."""
+    ims = "".join(
+        f"{a:.3f}\t{b:.3f}\t{-a:.3f}\t{-b:.3f}\n"
+        for a, b in np.random.default_rng(2).normal(0, 0.1, (20480, 2))
+    )
+    tabbed = ims.replace("\n", "\t\r\n").encode()
+    assert np.array_equal(FORMATS["ims"].parse(tabbed), FORMATS["ims"].parse(ims.encode()))
+    assert FORMATS["ims"].channel_count(tabbed.split(b"\n")[0] + b"\n") == 4
+    snapshot = _pronostia_text(9, 0, 0)
+    trailing = snapshot.replace("\n", ",\n").encode()
+    assert np.array_equal(
+        FORMATS["pronostia"].parse(trailing), FORMATS["pronostia"].parse(snapshot.encode())
+    )
+    assert FORMATS["pronostia"].channel_count(trailing.split(b"\n")[0]) == 2
+    # A fifth column with a value on one line is a column: its empty cells are faults.
+    lines = tabbed.split(b"\n")
+    lines[9] = lines[9].replace(b"\t\r", b"\t0.5\r")
+    with pytest.raises(RecordingError, match="line 1, column 5: '' is not a number"):
+        FORMATS["ims"].parse(b"\n".join(lines))
+    pronostia = tmp_path / "pronostia" / "Bearing9_9"
+    pronostia.mkdir(parents=True)
+    described = {"name": "Bearing9_9", "format": "pronostia", "start": "2011-01-01T09:00:00"}
+    (pronostia / "run.json").write_text(json.dumps(described))
+    (pronostia / "ACC_00001.CSV").write_bytes(trailing)
+    (pronostia / "acc_00002.CSV").write_text(_pronostia_text(9, 0, 10))
+    (pronostia / "TEMP_00001.CSV").write_text("9,0,0,0,40.1\n")
+    (tmp_path / "ims" / "1st_test").mkdir(parents=True)
+    (tmp_path / "ims" / "1st_test" / "2003.10.22.12.06.24.txt").write_bytes(tabbed)
+    for rig, times in (
+        ("pronostia", [datetime(2011, 1, 1, 9, 0, 0), datetime(2011, 1, 1, 9, 0, 10)]),
+        ("ims", [datetime(2003, 10, 22, 12, 6, 24)]),
+    ):
+        result = featurize(tmp_path / rig, tmp_path / f"{rig}-table", settings)
+        assert result.quarantined == 0, rig
+        assert sorted(read_table(tmp_path / f"{rig}-table").timestamp.unique()) == times
+
+
+def test_a_temperature_log_alone_has_nothing_to_score(tmp_path: Path, settings):
+    """`wearcast predict` on a temp_ file, or a run of them only, says so (it raised an
+    IndexError from an empty answer: a user trial)."""
+    run = tmp_path / "Bearing9_9"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"name": "b", "format": "pronostia"}))
+    (run / "temp_00001.csv").write_text("9,0,0,0,40.1\n")
+    for path in (run, run / "temp_00001.csv"):
+        with pytest.raises(ValueError, match="no recording to score: 1 file.*temperature log"):
+            score_path(path, None, 0, settings)
 
 
 def test_failures_beyond_the_format_s_bearing_count_are_refused(tmp_path: Path):

@@ -144,7 +144,7 @@ def test_a_run_folder_of_unknown_files_beside_a_run_is_reported_not_dropped(
     shutil.copytree(real_test1_dir, data / "1st_test")
     odd = data / "3rd_test"
     odd.mkdir()
-    for name in ("2004.03.04.09.27.46.txt", "2004.03.04.09.37.46.txt"):
+    for name in ("2004-03-04 09-27-46.dat", "2004-03-04 09-37-46.dat"):
         shutil.copy(real_test1_dir / "2003.10.22.12.06.24", odd / name)
     linked = tmp_path / "elsewhere" / "linked_run"  # not an IMS test's name: undated
     shutil.copytree(real_test1_dir, linked)

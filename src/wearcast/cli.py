@@ -513,7 +513,11 @@ def _print_training(summary: dict, settings: Settings) -> None:
     for key, value in m.items():
         table.add_row(key, f"{value:.4g}")
     console.print(table)
-    served = "early warning below" if summary.get("early_warning") else "`--life` measures it"
+    served = (
+        "early warning below"
+        if summary.get("early_warning")
+        else "`wearcast evaluate TABLE --life` measures it"
+    )
     console.print(
         f"alarm figures and rul_mae_h above: the wear model's own rule (wear above "
         f"{settings.alarm_threshold:g}, {settings.alarm_k} of {settings.alarm_n}) and its wear "
@@ -816,7 +820,7 @@ def predict(
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     say_quarantined(err, bad)
-    if not results and bad:  # nothing to answer is a failure, not an empty success
+    if not results:  # nothing to answer is a failure, not an empty success
         raise fail(f"nothing scored: {len(bad)} recording(s) quarantined (reasons above)")
     # score_path answers run by run, each bearing's in time order.
     by_run = {run: list(rows) for run, rows in itertools.groupby(results, key=lambda r: r["run"])}

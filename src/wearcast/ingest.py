@@ -51,6 +51,7 @@ __all__ = [
     "RunFiles",
     "date_run",
     "discover_runs",
+    "run_up_to",
     "single_file_run",
     "parse_recording",
     "validate_signal",
@@ -213,6 +214,24 @@ def single_file_run(path: Path) -> RunFiles:
             f"{path}: matches no known recording format (expected {expected_formats()})"
         )
     return _index(path.parent, [path.name], info, fmt)
+
+
+def run_up_to(path: Path) -> RunFiles:
+    """The run of a recording's folder as it stood when the recording was made: the folder's
+    recordings up to this one by time, for it to be scored from those before it (its bearing's
+    baseline and history, its age from the run's first recording). A file that is not a
+    recording, or a folder the run check refuses, is the file alone with its reason."""
+    alone = single_file_run(path)
+    if not alone.recordings:
+        return alone
+    directory = Path(path).parent
+    run = _index(directory, _visible_files(directory), alone.info, alone.format)
+    # Its time in the run, not alone: a time-of-day clock rolls over midnight by the run.
+    when = next((w for w, p in run.recordings if p == directory / Path(path).name), None)
+    if when is None:  # dated alone but not beside the others: its own answer says why
+        return alone
+    before = [(w, p) for w, p in run.recordings if w <= when]
+    return replace(run, recordings=before, rejected=[], ignored=[])
 
 
 def date_run(directory: Path, info: RunInfo) -> RunInfo:

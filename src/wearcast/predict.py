@@ -6,12 +6,14 @@ indicator, alarm states, remaining life: :mod:`wearcast.prognostics`) every reco
 health indicator, alarm state and remaining life with an interval, each from the recordings up
 to it; a version trained without them falls back on the wear k-of-n rule and the wear trend.
 
-One rule for a recording without history, here and in the API: a single file is scored as the
-first recording of its bearing, its own baseline, and the first ``baseline_recordings - 1``
-recordings of a bearing are never judged above the health threshold (the baseline is still
-being made). No change can show in such an answer, and it says so. (The
-training fleet's baseline, used before for a single file, put healthy real IMS recordings at
-wear 0.29-0.30, a hair under the alarm threshold: issue 9.)
+A single file is scored as its folder's recordings up to it would be: from those before it by
+time (its bearing's baseline and history, its age from the run's first recording); scored
+alone, the last snapshot of a failed bearing read as a new bearing's first. One rule for a
+recording without history, here and in the API: it is the first recording of its bearing, its
+own baseline, and the first ``baseline_recordings - 1`` recordings of a bearing are never
+judged above the health threshold (the baseline is still being made). No change can show in
+such an answer, and it says so. (The training fleet's baseline, used before for a single file,
+put healthy real IMS recordings at wear 0.29-0.30, a hair under the alarm threshold: issue 9.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from wearcast.alarms import Episode, bearing_status
 from wearcast.baseline import growing_baselines, model_inputs
 from wearcast.config import Settings
 from wearcast.dataset import model_columns, process_files, result_columns, run_tasks
-from wearcast.ingest import Quarantined, discover_runs, single_file_run
+from wearcast.ingest import Quarantined, discover_runs, run_up_to
 from wearcast.model import ForeignRig, check_rig
 from wearcast.prognostics import Prognostics
 
@@ -35,16 +37,21 @@ __all__ = ["score_path"]
 def score_path(
     path: Path, model, version: int, settings: Settings, prognostics: Prognostics | None = None
 ) -> tuple[list[dict], list[Quarantined]]:
-    """Per recording and bearing: wear, alarm state and remaining life; and the bad files."""
+    """Per recording and bearing: wear, alarm state and remaining life; and the bad files.
+    For a file, its own answers (scored after the recordings before it in its folder)."""
     path = Path(path)
     bad: list[Quarantined] = []
     if path.is_dir():
         runs, root = discover_runs(path, unreadable=bad), path
     elif path.is_file():
-        runs, root = [single_file_run(path)], path.parent
+        runs, root = [run_up_to(path)], path.parent
     else:
         raise FileNotFoundError(f"{path}: no such file or folder")
     tasks = [t for run in runs for t in run_tasks(run, root)]
+    if not tasks:  # e.g. a temperature log: known, not a recording
+        ignored = [(p, why) for run in runs for p, why in run.ignored]
+        said = f": {len(ignored)} file(s), none a recording ({ignored[0][0].name}: {ignored[0][1]})"
+        raise ValueError(f"{path}: no recording to score{said if ignored else ''}")
     by_run: dict[str, list[pd.DataFrame]] = {}
     warnings: dict[str, str] = {}  # by file: scored, with something to say (clipped)
     for entry in process_files(tasks, settings):
@@ -105,6 +112,8 @@ def score_path(
             )
         if "episodes" in common and results:
             results[-1]["episodes"] = common["episodes"]  # once per bearing, on its latest
+    if path.is_file():
+        results = [r for r in results if r["file"] == path.name]
     return results, bad
 
 

@@ -51,8 +51,10 @@ RUN_METADATA_FILE = "run.json"
 
 
 def parse_timestamp(name: str) -> datetime:
-    """The recording time from an IMS file name such as ``2004.02.12.10.32.39``."""
-    return datetime.strptime(name, TIMESTAMP_FORMAT)
+    """The recording time from an IMS file name such as ``2004.02.12.10.32.39`` (some copies
+    of the data add ``.txt``)."""
+    stem = name[:-4] if name.lower().endswith(".txt") else name
+    return datetime.strptime(stem, TIMESTAMP_FORMAT)
 
 
 @dataclass(frozen=True)

@@ -593,6 +593,27 @@ def test_served_answers_match_batch_scoring(client, batch, recordings):
     assert empty.json()["predictions"] == [] and empty.json()["episodes"] == []
 
 
+def test_a_file_of_a_run_is_scored_from_the_recordings_before_it(model_home, batch):
+    """`wearcast predict FILE` on a run's last recording answers as the run scored whole does
+    (a user trial: scored alone, a failed bearing's last snapshot read as a new bearing's
+    first recording, wear 0 and `ok`); its answers only, its bearing's baseline made."""
+    settings, data = model_home
+    path = sorted((data / "sim_run_01").glob("2004.*"))[-1]
+    model, version = registry.load_model(settings, 1)
+    prognostics = registry.load_prognostics(registry.client(settings), settings, 1)
+    answers, bad = score_path(path, model, version, settings, prognostics)
+    assert not bad and [(r["file"], r["bearing"]) for r in answers] == [
+        (path.name, b) for b in (1, 2, 3, 4)
+    ]
+    for answer in answers:
+        whole = batch[(answer["bearing"], answer["timestamp"])]
+        assert answer["baseline_recordings"] == settings.baseline_recordings
+        for field in ("wear", "health", "rul_h", "rul_low_h", "rul_high_h"):
+            assert answer[field] == pytest.approx(whole[field], rel=1e-9), field
+        assert answer["alarm_state"] == whole["alarm_state"]
+    assert any(r["alarm_state"] == "alarm" for r in answers)  # the run's failing bearing
+
+
 @pytest.mark.real_data
 def test_a_lone_recording_is_scored_by_one_rule_and_a_healthy_real_one_is_far_from_alarm(
     client, model_home, real_test1_dir

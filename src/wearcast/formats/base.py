@@ -153,6 +153,9 @@ def parse_table(content: bytes, sep: str) -> np.ndarray:
     except (ValueError, pd.errors.ParserError):
         raise _diagnose(content.decode("ascii"), sep) from None
     data = frame.to_numpy()
+    first = content.split(b"\n", 1)[0].rstrip(b"\r ")
+    if data.shape[1] > 1 and first.endswith(sep.encode()) and np.isnan(data[:, -1]).all():
+        data = data[:, :-1]  # a separator ending every line (some exports) ends no column
     if not np.isfinite(data).all():
         raise _diagnose(content.decode("ascii"), sep)
     return data

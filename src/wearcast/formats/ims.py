@@ -51,7 +51,9 @@ class Ims(RecordingFormat):
         )
 
     def channel_count(self, first_line: bytes) -> int | None:
-        return first_line.count(b"\t") + 1 if first_line.strip() else None
+        # A tab ending the line (some exports) ends no column.
+        line = first_line.rstrip(b"\r\n ").removesuffix(b"\t")
+        return line.count(b"\t") + 1 if line.strip() else None
 
     def times(
         self, names: list[str], first_lines: list[bytes], info: RunInfo

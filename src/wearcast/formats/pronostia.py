@@ -30,8 +30,9 @@ __all__ = ["PRONOSTIA_BEARING", "Pronostia"]
 PRONOSTIA_BEARING = BearingGeometry(
     rollers=13, pitch_diameter=25.6, roller_diameter=3.5, contact_angle_deg=0.0
 )
-_RECORDING = re.compile(r"acc_(\d+)\.csv")
-_TEMPERATURE = re.compile(r"temp_\d+\.csv")
+# Copied through other file systems the names may come upper-case.
+_RECORDING = re.compile(r"acc_(\d+)\.csv", re.IGNORECASE)
+_TEMPERATURE = re.compile(r"temp_\d+\.csv", re.IGNORECASE)
 _COLUMNS = ("hour", "minute", "second", "microsecond", "horizontal g", "vertical g")
 # Inclusive upper limits: exponent notation with 5 digits writes 999,995 us and up as 1e+06.
 _CLOCK_LIMITS = ((0, 23), (0, 59), (0, 59), (0, 1_000_000))
@@ -84,7 +85,8 @@ class Pronostia(RecordingFormat):
         )
 
     def channel_count(self, first_line: bytes) -> int | None:
-        cells = first_line.strip().split(_separator(first_line).encode())
+        sep = _separator(first_line).encode()
+        cells = first_line.strip().removesuffix(sep).split(sep)  # a trailing one ends no column
         return len(cells) - 4 if len(cells) > 4 else None
 
     def times(

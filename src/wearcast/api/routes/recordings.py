@@ -67,7 +67,7 @@ def _timestamp(value: str | None, filename: str | None) -> datetime:
         if named is not None and not named.named_by_time:
             raise HTTPException(
                 422,
-                detail=f"{filename!r} is named as a {named.name} recording, whose name has no "
+                detail=f"{filename!r} is named as {_a(named.name)} recording, whose name has no "
                 f"date: add format={named.name} and ?timestamp=",
             )
         return _parse_time(filename)
@@ -103,19 +103,23 @@ def _parse_time(candidate: str) -> datetime:
         raise HTTPException(422, detail=f"timestamp {candidate!r}: {exc}") from None
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
 def _format_hint(name: str | None, given: str, content: bytes) -> str | None:
     """What to do when a recording that fails as ``given`` is named as, or reads as, another
     format's (this runs only for a refused recording)."""
     named = detect_format([name.rsplit("/", 1)[-1]]) if name else None
     if named is not None and named.name != given:
-        return f"{name!r} is named as a {named.name} recording: add format={named.name}"
+        return f"{name!r} is named as {_a(named.name)} recording: add format={named.name}"
     for other in FORMATS.values():
         if other.name != given:
             try:
                 other.parse(content)
             except RecordingError:
                 continue
-            return f"it reads as a {other.name} recording: add format={other.name}"
+            return f"it reads as {_a(other.name)} recording: add format={other.name}"
     return None
 
 
