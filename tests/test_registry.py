@@ -295,6 +295,32 @@ def test_predict_shows_each_bearings_latest_answer_and_plots_each_run(world, mon
         assert (width, height) == (1000, 260 * len({r["bearing"] for r in rows}))
 
 
+def test_predict_says_when_the_wear_it_shows_was_no_better_than_always_0(
+    world, monkeypatch, tmp_path
+):
+    """On PRONOSTIA the wear model's held-out error was above always 0's, yet predict showed
+    its wear beside the state with no word (a user trial): it says so, from the version's
+    own held-out figures, and says nothing where the model beat always 0."""
+    _, _, root = world
+    home = Settings(home=tmp_path / "home", workers=2)
+    _register(home, BAD, root)
+    monkeypatch.setenv("WEARCAST_HOME", str(home.home))
+    store = registry.client(home)
+    folder = str(root / "data" / "sim_run_01")
+    for model, said in ((0.2678, True), (0.1, False)):
+        metrics = {"wear_mae_piecewise_model": model, "wear_mae_piecewise_always0": 0.2322}
+        store.set_model_version_tag(home.model_name, "1", "metrics", json.dumps(metrics))
+        result = CliRunner().invoke(app, ["predict", folder, "--json"])
+        assert result.exit_code == 0, result.output
+        json.loads(result.stdout)  # the note goes to stderr: stdout stays JSON
+        note = (
+            "version 1: against the piecewise labels the wear model's held-out error (0.2678) "
+            "is no better than always 0 (0.2322); the alarm state and remaining life come from "
+            "the health indicator, not wear"
+        )
+        assert (note in " ".join(result.stderr.split())) is said, result.stderr
+
+
 def test_external_feature_table_with_run_metadata(tmp_path, world):
     settings, data, _ = world
     frame = read_table(world[2] / "table")[

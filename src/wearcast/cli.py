@@ -505,6 +505,20 @@ def _say_how_the_search_ended(summary: dict, settings: Settings, max_trials: int
     )
 
 
+def _wear_no_better(metrics: dict) -> list[str]:
+    """What to say where the wear model's held-out error is no better than always 0."""
+    said = []
+    for labels in ("piecewise", "linear"):
+        model = metrics.get(f"wear_mae_{labels}_model")
+        zero = metrics.get(f"wear_mae_{labels}_always0")
+        if model is not None and zero is not None and model >= zero:
+            said.append(
+                f"against the {labels} labels the wear model's held-out error ({model:.4g}) "
+                f"is no better than always 0 ({zero:.4g})"
+            )
+    return said
+
+
 def _print_training(summary: dict, settings: Settings) -> None:
     m = summary["metrics"]
     table = Table(title="held-out evaluation of the wear model")
@@ -526,13 +540,8 @@ def _print_training(summary: dict, settings: Settings) -> None:
         "(on a failing bearing it is the linear label itself; its error comes from the healthy "
         "ones): a bar, not a rival"
     )
-    for labels in ("piecewise", "linear"):
-        model, zero = m.get(f"wear_mae_{labels}_model"), m.get(f"wear_mae_{labels}_always0")
-        if model is not None and zero is not None and model >= zero:
-            console.print(
-                f"[yellow]note:[/yellow] against the {labels} labels the wear model's held-out "
-                f"error ({model:.4g}) is no better than always 0 ({zero:.4g})"
-            )
+    for said in _wear_no_better(m):
+        console.print(f"[yellow]note:[/yellow] {said}")
     for title in ("early_warning", "remaining_life"):
         if summary.get(title):
             console.print(_records_table(title.replace("_", " "), summary[title]))
@@ -808,18 +817,26 @@ def predict(
     ] = None,
 ) -> None:
     """Score recordings with the champion: wear, alarm state and remaining life per bearing."""
+    from wearcast import registry
     from wearcast.predict import score_path
-    from wearcast.registry import client, load_model, load_prognostics
     from wearcast.report import plot_scored_run
 
     settings = settings_of(ctx)
     try:
-        model, version = load_model(settings, model_version)
-        prognostics = load_prognostics(client(settings), settings, version)
+        model, version = registry.load_model(settings, model_version)
+        prognostics = registry.load_prognostics(registry.client(settings), settings, version)
         results, bad = score_path(path, model, version, settings, prognostics)
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     say_quarantined(err, bad)
+    tags = registry.registered_version(registry.client(settings), settings, version).tags
+    for said in _wear_no_better(json.loads(tags.get("metrics", "{}"))):
+        # wear beside a state it does not decide would mislead (a user trial, PRONOSTIA)
+        rests = "; the alarm state and remaining life come from the health indicator, not wear"
+        err.print(
+            f"[yellow]note:[/yellow] version {version}: {said}{rests if prognostics else ''}",
+            soft_wrap=True,
+        )
     if not results:  # nothing to answer is a failure, not an empty success
         raise fail(f"nothing scored: {len(bad)} recording(s) quarantined (reasons above)")
     # score_path answers run by run, each bearing's in time order.
