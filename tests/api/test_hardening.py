@@ -425,6 +425,54 @@ def test_rows_per_request_are_bounded(model_home, tmp_path):
         assert infer.status_code == 413, infer.text
 
 
+def test_probes_answer_head_and_a_mixed_case_multipart_type_is_multipart(client, recording):
+    """A hostile-client trial: HEAD /healthz (load balancers' probe) was 405, and an upload
+    typed `Multipart/Form-Data` (media types are case-insensitive) was read as raw text."""
+    assert client.head("/healthz").status_code == 200
+    boundary = "XyZ"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{recording.name}"\r\nContent-Type: text/plain\r\n\r\n'
+        ).encode()
+        + recording.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = client.post(
+        "/v1/recordings",
+        params={"machine": "mixed-case"},
+        content=body,
+        headers={"content-type": f"Multipart/Form-Data; boundary={boundary}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_rows_are_counted_before_they_are_validated_and_faults_listed_in_part(model_home, tmp_path):
+    """400,000 empty rows (1.2 MB, under the body limit) were validated before the row limit
+    was checked: 28 s of the server's time and a 130 MB list of faults (a hostile client).
+    Now 413 before validation; a body under the limit lists its first 20 faults and a count;
+    /v2's inputs are bounded likewise."""
+    with TestClient(create_app(api_settings(model_home, tmp_path, max_request_rows=3))) as c:
+        c.headers["X-API-Key"] = READER
+        many = b'{"rows":[' + b",".join([b"{}"] * 5000) + b"]}"
+        json_body = {"content-type": "application/json"}
+        response = c.post("/v1/predict", content=many, headers=json_body)
+        assert response.status_code == 413, response.text[:300]
+        assert _shape(response)["detail"] == "5000 rows, over the limit of 3"
+        inputs = b'{"inputs":[' + b",".join([b"{}"] * 5000) + b"]}"
+        infer = c.post("/v2/models/wearcast-wear/infer", content=inputs, headers=json_body)
+        assert infer.status_code == 400 and len(infer.text) < 500, infer.text[:300]
+        assert "inputs: List should have at most 16 items" in infer.json()["error"]
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        ten = b'{"rows":[' + b",".join([b"{}"] * 10) + b"]}"
+        few = c.post("/v1/predict", content=ten, headers={"content-type": "application/json"})
+        faults = _shape(few)["detail"]
+        assert few.status_code == 422 and len(faults) == 21, faults  # 4 missing fields a row
+        assert faults[-1] == {"msg": "and 20 more faults"}
+        assert all(f["msg"] == "Field required" for f in faults[:-1])
+
+
 def test_probes_keep_answering_while_45_abusive_uploads_run(model_home, tmp_path):
     """Liveness only, with a bound no busy machine reaches (benchmarks/abuse.py measures p99)."""
     settings = api_settings(model_home, tmp_path)

@@ -204,8 +204,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Say where and what, without echoing the input (it may be huge, or not valid JSON).
-        problems = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        # Say where and what, without echoing the input (it may be huge, or not valid JSON),
+        # and not every fault of a huge body: the first ones show what is wrong.
+        faults = exc.errors()
+        problems = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in faults[:20]]
+        if len(faults) > len(problems):
+            problems.append({"msg": f"and {len(faults) - len(problems)} more faults"})
         return error(request, 422, "invalid request", problems)
 
     @app.exception_handler(HTTPException)  # Starlette's: also unknown routes and wrong methods

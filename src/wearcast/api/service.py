@@ -55,6 +55,7 @@ __all__ = [
 
 
 _BASELINE_CACHE = 100_000  # bearings
+_RIGS_KEPT = 64  # feature specs, one per rig (speed, rate, geometry) a client names
 
 
 class UnknownFeatures(ValueError):
@@ -124,7 +125,9 @@ class Scorer:
         self.settings = settings
         self.log = log
         self.spec = FeatureSpec.from_settings(settings)
-        self._specs: dict[Rig, FeatureSpec] = {}  # per rig: a spec is a few arrays, rigs few
+        # Per rig (a spec is a few arrays), the most recent ones: a client sending a new
+        # shaft_rpm with every request grew it by 3.6 kB a request, for ever.
+        self._specs: OrderedDict[Rig, FeatureSpec] = OrderedDict()
         # Medians of a bearing's samples, valid while the log holds the same sample times (a
         # recording's sample never changes), so reading them again is only needed on change.
         self._baselines: OrderedDict[tuple[str, int], Baseline] = OrderedDict()
@@ -150,6 +153,9 @@ class Scorer:
         be computed for it."""
         if rig not in self._specs:
             self._specs[rig] = FeatureSpec.from_settings(self.settings, rig)
+            if len(self._specs) > _RIGS_KEPT:
+                self._specs.popitem(last=False)
+        self._specs.move_to_end(rig)
         return self._specs[rig]
 
     def recording_inputs(self, recording: RawRecording) -> list[BearingInput]:

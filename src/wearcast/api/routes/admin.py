@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 from mlflow.exceptions import MlflowException
 from starlette.concurrency import run_in_threadpool
 
@@ -66,7 +67,12 @@ async def reload(store: StoreDep, metrics: MetricsDep, _role: AdminDep) -> Reloa
     },
 )
 async def promote(
-    version: int, store: StoreDep, settings: SettingsDep, metrics: MetricsDep, _role: AdminDep
+    # the registry's integers: a larger number was answered 503, a registry failure
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    store: StoreDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    _role: AdminDep,
 ) -> ReloadResponse:
     def work() -> None:
         registry.promote(store.client, settings, version, "promoted through the API by an admin")

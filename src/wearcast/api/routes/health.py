@@ -72,7 +72,8 @@ def log_trouble() -> LogTrouble:
     return LogTrouble(Path(folder) / "prediction-log-trouble.json" if folder else None)
 
 
-@router.get("/healthz", summary="the process is alive")
+# HEAD too: some load balancers probe with it.
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="the process is alive")
 async def healthz() -> dict:
     return {"status": "ok"}
 

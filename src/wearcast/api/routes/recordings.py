@@ -204,7 +204,7 @@ async def post_recording(
     bearings = settings.bearings_per_machine if format == "ims" else reader.bearings
     # The body is already bounded by the limits middleware; the file part is bounded here.
     limit = settings.max_upload_bytes
-    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
     name = filename
     if timestamp is None and not reader.named_by_time:
         raise HTTPException(
