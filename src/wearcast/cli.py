@@ -943,6 +943,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            http="wearcast.api.protocol:BoundedHeadProtocol",  # a request's head bounded
             log_config=log_config,
             log_level="info",
             access_log=False,

@@ -163,7 +163,13 @@ class LiveServer:
         for _ in range(self.attempts):
             self.port = free_port()
             self.server = uvicorn.Server(
-                uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+                uvicorn.Config(
+                    self.app,
+                    host="127.0.0.1",
+                    port=self.port,
+                    log_level="warning",
+                    http="wearcast.api.protocol:BoundedHeadProtocol",  # as `wearcast serve`
+                )
             )
             self.thread = threading.Thread(target=self.server.run, daemon=True)
             self.thread.start()

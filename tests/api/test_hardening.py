@@ -4,6 +4,7 @@ work before authentication, or a wrong answer (issue 12). Each is replayed and a
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -423,6 +424,38 @@ def test_rows_per_request_are_bounded(model_home, tmp_path):
             },
         )
         assert infer.status_code == 413, infer.text
+
+
+def test_a_request_head_over_the_limit_is_refused_as_it_arrives(model_home, tmp_path):
+    """A header of 160 MB, no key needed, was read whole before the app's 431: 28 s of CPU,
+    quadratic in its size (a hostile-client trial). A head that never ends is refused once
+    past the limit, the connection closed; the server answers on."""
+    settings = api_settings(model_home, tmp_path, max_header_bytes=1024)
+    with LiveServer(create_app(settings)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 20_000)
+            try:  # the 431, or a reset if the server closed with bytes of ours unread
+                answer = s.recv(65536)
+            except ConnectionResetError:
+                answer = b""
+        # Read whole first, the server would have waited for the head's end: a timeout here.
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        if answer:
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            assert body["error"] == "request headers too large" and "1024" in body["detail"]
+        assert httpx.get(f"{server.url}/healthz", timeout=60).status_code == 200
+        # Bodies far larger than the limit, one after another on one connection (a message
+        # ended within a read once counted that read as the next head's), served as before.
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for _ in range(3):
+                big = client.post(
+                    "/v1/predict",
+                    content=b'{"rows": [' + b" " * 500_000 + b"]}",
+                    headers={"content-type": "application/json", "X-API-Key": READER},
+                )
+                assert big.status_code == 422, big.text
+                assert big.json()["error"] == "invalid request"
+            assert client.get("/healthz").status_code == 200
 
 
 def test_probes_answer_head_and_a_mixed_case_multipart_type_is_multipart(client, recording):

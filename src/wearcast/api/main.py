@@ -32,6 +32,7 @@ from wearcast.api.metrics import Metrics, MetricsMiddleware
 from wearcast.api.model_store import ModelStore, UnusableInput
 from wearcast.api.notify import Notifier
 from wearcast.api.oip import InferenceError
+from wearcast.api.protocol import HEAD_STATE_KEY
 from wearcast.api.routes import (
     admin,
     bearings,
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reuse_large_blocks()  # every request's recording arrays
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict]:
         settings.home.mkdir(parents=True, exist_ok=True)
         # mlflow's client retries a registry that does not answer for minutes by default (7
         # retries, 120 s timeouts): the API polls it and must say "unreachable" sooner. Read by
@@ -140,7 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             notifier = Notifier(settings, app.state.log, app.state.metrics)
             background.append(asyncio.create_task(notifier.run()))
         try:
-            yield
+            # The server's protocol bounds a request's head by this (wearcast.api.protocol).
+            yield {HEAD_STATE_KEY: settings.max_header_bytes}
         finally:
             for task in background:
                 task.cancel()
