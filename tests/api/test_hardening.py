@@ -459,9 +459,12 @@ def test_a_request_head_over_the_limit_is_refused_as_it_arrives(model_home, tmp_
 
 
 def test_probes_answer_head_and_a_mixed_case_multipart_type_is_multipart(client, recording):
-    """A hostile-client trial: HEAD /healthz (load balancers' probe) was 405, and an upload
-    typed `Multipart/Form-Data` (media types are case-insensitive) was read as raw text."""
+    """A hostile-client trial: HEAD /healthz (load balancers' probe) was 405, a key with
+    spaces about it 401, and an upload typed `Multipart/Form-Data` (media types are
+    case-insensitive) was read as raw text."""
     assert client.head("/healthz").status_code == 200
+    # Spaces about a header value are not part of it (the key with them was 401).
+    assert client.get("/v1/models", headers={"X-API-Key": f" {READER}  "}).status_code == 200
     boundary = "XyZ"
     body = (
         (

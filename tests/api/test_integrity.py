@@ -3,6 +3,7 @@ workers (issue 12); a broken version is never promoted."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,29 @@ def test_a_retry_gets_the_same_answer_and_is_logged_once(model_home, tmp_path, r
         assert both.status_code == 200, both.text
         assert both.json()[0]["bearings"] == old["bearings"]
         assert len(c.get("/v1/bearings/mix:1").json()["predictions"]) == 2
+
+
+def test_a_retry_that_lost_the_race_answers_the_logged_request_id(
+    model_home, tmp_path, recordings, monkeypatch
+):
+    """14 identical uploads at once: one answer carried a request id the log does not hold (a
+    hostile-client trial). A retry that read the log before the first one was committed, and
+    so scored afresh, answers the logged answers and the logged request id."""
+    with TestClient(create_app(api_settings(model_home, tmp_path))) as c:
+        c.headers["X-API-Key"] = READER
+        first = _upload(c, recordings[0], "race").json()
+        log = c.app.state.log
+        read = log.scoring_history
+
+        def before_the_first_commit(*args, **kwargs):
+            return dataclasses.replace(read(*args, **kwargs), logged={})
+
+        monkeypatch.setattr(log, "scoring_history", before_the_first_commit)
+        late = _upload(c, recordings[0], "race")
+        assert late.status_code == 200, late.text
+        assert late.json()["request_id"] == first["request_id"]
+        assert late.json()["bearings"] == first["bearings"]
+        assert len(c.get("/v1/bearings/race:1").json()["predictions"]) == 1
 
 
 def test_a_retry_after_a_promotion_says_which_version_answered(model_home, tmp_path, recordings):

@@ -48,6 +48,7 @@ class KeyRing:
         return not self._keys
 
     def role_of(self, key: str | None) -> Role | None:
+        key = key.strip() if key else key  # spaces about a header value are not part of it
         if not key:
             return None
         digest = hash_key(key)

@@ -252,12 +252,15 @@ class Scorer:
             # log, its baseline samples included.
             self.log.take_back_samples(baselines.sampled)
             raise
-        # A concurrent request may have logged the same recording first: its answer stands.
+        # A concurrent request may have logged the same recording first: its answer stands,
+        # and if it stands for every input, so does its request id (the one in the log).
         _check_conflicts(inputs, digests, stored)
-        return request_id, [
-            answers[j] if stored[i.key].request_id == request_id else _replay(stored[i.key])
-            for j, i in enumerate(inputs)
+        mine = [stored[i.key].request_id == request_id for i in inputs]
+        answered = [
+            answers[j] if ours else _replay(stored[i.key])
+            for j, (i, ours) in enumerate(zip(inputs, mine, strict=True))
         ]
+        return request_id if any(mine) else stored[inputs[0].key].request_id, answered
 
     def _feature_matrix(self, inputs: list[BearingInput], needed: list[str]) -> np.ndarray:
         missing = sorted({f for i in inputs for f in needed if f not in i.features})
