@@ -161,6 +161,12 @@ class Settings(BaseSettings):
         description="a request body larger than this gets 413, unread",
     )
     max_header_bytes: int = Field(16_384, gt=0, description="larger request headers get 431")
+    request_head_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request's head (request line and headers) not whole this long after "
+        "its connection opened, or its first byte came, gets 408 (`wearcast serve`)",
+    )
     max_line_bytes: int = Field(
         1_024, gt=0, description="a recording line longer than this is refused before parsing"
     )

@@ -458,6 +458,20 @@ def test_a_request_head_over_the_limit_is_refused_as_it_arrives(model_home, tmp_
             assert client.get("/healthz").status_code == 200
 
 
+def test_a_request_head_not_whole_in_time_is_refused(model_home, tmp_path):
+    """A connection that sent nothing, or a header line every 9.5 s, was held open for ever
+    (a hostile-client trial): each gets 408 once its head is late, or is closed."""
+    settings = api_settings(model_home, tmp_path, request_head_timeout_s=0.5)
+    with LiveServer(create_app(settings)) as server:
+        for first in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+                s.sendall(first)
+                answer = s.recv(65536)  # held open, this times out: the test fails
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request timeout"
+        assert httpx.get(f"{server.url}/healthz", timeout=60).status_code == 200
+
+
 def test_probes_answer_head_and_a_mixed_case_multipart_type_is_multipart(client, recording):
     """A hostile-client trial: HEAD /healthz (load balancers' probe) was 405, a key with
     spaces about it 401, and an upload typed `Multipart/Form-Data` (media types are

@@ -32,7 +32,7 @@ from wearcast.api.metrics import Metrics, MetricsMiddleware
 from wearcast.api.model_store import ModelStore, UnusableInput
 from wearcast.api.notify import Notifier
 from wearcast.api.oip import InferenceError
-from wearcast.api.protocol import HEAD_STATE_KEY
+from wearcast.api.protocol import lifespan_state
 from wearcast.api.routes import (
     admin,
     bearings,
@@ -141,8 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             notifier = Notifier(settings, app.state.log, app.state.metrics)
             background.append(asyncio.create_task(notifier.run()))
         try:
-            # The server's protocol bounds a request's head by this (wearcast.api.protocol).
-            yield {HEAD_STATE_KEY: settings.max_header_bytes}
+            yield lifespan_state(settings)  # the server's protocol bounds a request's head
         finally:
             for task in background:
                 task.cancel()
