@@ -159,6 +159,32 @@ def test_fleet_and_bearing_pages_show_what_the_api_answers(app, recordings):
         assert f"Recording of {latest:%Y-%m-%d %H:%M}" in bearing.text  # the latest one's spectra
 
 
+def test_the_fleet_page_reads_the_log_in_one_query_whatever_the_bearings(app, recordings):
+    """The fleet page read each bearing's history, several queries a bearing: 21 s for 10,000
+    bearings (a hostile-client trial). Its statements do not grow with the bearings."""
+    from sqlalchemy import event
+
+    with TestClient(app, headers={"X-API-Key": READER}) as client:
+        engine = client.app.state.log.engine
+        statements = []
+
+        def count(*args) -> None:
+            statements.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            for machines in (1, 6):
+                for m in range(machines):
+                    _upload(client, recordings[0], f"many-{m}")
+                statements.clear()
+                page = client.get("/ui")
+                assert page.status_code == 200
+                assert len(re.findall(r'data-bearing="many-', page.text)) == 4 * machines
+                assert len(statements) == 1, statements
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+
+
 def test_a_bearing_page_marks_the_defect_frequencies_of_the_speed_it_was_recorded_at(
     app, recordings
 ):

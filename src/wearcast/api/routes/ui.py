@@ -3,8 +3,10 @@ SVG charts), behind the API's keys.
 
 Every figure shown is what the JSON API answers, from the same functions: a bearing's state,
 remaining life and history from :func:`wearcast.api.routes.bearings.history_of` (GET
-/v1/bearings/{id}), the models from :func:`wearcast.api.routes.models.models_answer` (GET
-/v1/models), the defect frequencies from the scorer's feature spec.
+/v1/bearings/{id}; the fleet from each bearing's latest prediction, which says its state and
+remaining life as answered, read for every bearing in one query), the models from
+:func:`wearcast.api.routes.models.models_answer` (GET /v1/models), the defect frequencies
+from the scorer's feature spec.
 
 Sign-in: a browser cannot add an ``X-API-Key`` header to a link it follows, so the key is typed
 once into a login form and kept in a cookie that holds the key itself. That needs no session
@@ -39,6 +41,7 @@ from wearcast.api.schemas import BearingHistory, parse_bearing_id
 from wearcast.api.security import HEADER, KeyRing, Role
 from wearcast.api.ui import charts
 from wearcast.evaluate import LABELS
+from wearcast.prediction_log import PredictionRecord
 
 __all__ = ["router", "COOKIE", "PREFIX", "drift_by_group"]
 
@@ -218,6 +221,25 @@ class FleetRow:
             latest.model_version,
         )
 
+    @classmethod
+    def of_record(cls, p: PredictionRecord, threshold: float | None) -> FleetRow:
+        """From a prediction that says its state and remaining life itself (as the API
+        answers it: :func:`history_of`)."""
+        return cls(
+            f"{p.machine}:{p.bearing}",
+            p.machine,
+            p.bearing,
+            p.state,
+            p.wear,
+            p.health,
+            threshold,
+            p.rul_h,
+            p.rul_low_h,
+            p.rul_high_h,
+            p.recorded_at,
+            p.model_version,
+        )
+
 
 def state_of(answer: BearingHistory) -> str:
     """The state the API answers; a version without alarm states says only alarm or not."""
@@ -245,11 +267,16 @@ def fleet(
         sort = "rul"
     descending = _SORTS[sort][1] if order not in ("asc", "desc") else order == "desc"
     state = request.app.state
+    served = state.store.current
+    prognostics = served.prognostics if served is not None else None
+    threshold = prognostics.threshold if prognostics is not None else None
     rows = []
-    for machine, bearing in state.log.bearings():
-        answer = history_of(state.log, state.settings, state.store, machine, bearing, limit=1)
-        if answer is not None:
-            rows.append(FleetRow.of(answer, machine, bearing))
+    for p in state.log.latest():  # one query, not one per bearing
+        if p.state is None:  # a version without alarm states: its wear rule over its history
+            answer = history_of(state.log, state.settings, state.store, p.machine, p.bearing, 1)
+            rows.append(FleetRow.of(answer, p.machine, p.bearing))
+        else:
+            rows.append(FleetRow.of_record(p, threshold))
     rows = sort_fleet(rows, sort, descending)
     counts = {s: sum(r.state == s for r in rows) for s in (ALARM, WATCH, OK)}
     return _page(
