@@ -391,3 +391,22 @@ def test_describe_run_says_what_is_wrong_with_its_arguments(tmp_path):
         assert bad.exit_code == 2 and f"--failure {given}: expected BEARING:DEFECT" in said
         assert "outer, inner, rolling, unknown (e.g. 1:unknown)" in said
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_describe_run_force_says_what_it_no_longer_holds(tmp_path: Path):
+    """`describe-run --force` replaced a run.json's notes and load_n without a word (a user
+    trial): what the new one no longer holds is said, with its values."""
+    run = tmp_path / "Bearing9_9"
+    run.mkdir()
+    (run / "acc_00001.csv").write_text(_pronostia_text(9, 0, 0))
+    (run / "acc_00002.csv").write_text(_pronostia_text(9, 0, 10))
+    written = {"name": "b", "load_n": 4000, "notes": "new sensor", "start": "2011-01-01T09:00:00"}
+    (run / "run.json").write_text(json.dumps(written))
+    command = ["describe-run", str(run), "--date", "2011-01-01", "--force"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert 'not given again: {"name": "b", "load_n": 4000, "notes": "new sensor"}' in said, said
+    # Given again, nothing is said.
+    again = CliRunner().invoke(app, [*command, "--load-n", "4000", "--name", "b"])
+    assert again.exit_code == 0 and '"load_n"' not in again.stderr, again.stderr

@@ -318,9 +318,29 @@ def describe_run(
         info = date_run(run_dir, info)
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
+    replaced = _fields_of(target) if target.exists() else {}
     write_atomic(target, info.to_json() + "\n")
     console.print(escape(f"{target}:"))
     print(info.to_json())
+    # Replaced, not merged: what it held and no longer holds is said, so it can be put back
+    # (start and end come from the recordings).
+    now = info.as_dict()
+    gone = {k: v for k, v in replaced.items() if k not in ("start", "end") and now.get(k) != v}
+    if gone:
+        err.print(
+            f"[yellow]note:[/yellow] {escape(str(target))} replaced; of what it held, not given "
+            f"again: {escape(json.dumps(gone))}",
+            soft_wrap=True,
+        )
+
+
+def _fields_of(path: Path) -> dict:
+    """A JSON file's fields (none if it is not a JSON object)."""
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return fields if isinstance(fields, dict) else {}
 
 
 @app.command()
