@@ -844,12 +844,13 @@ def predict(
     settings = settings_of(ctx)
     try:
         model, version = registry.load_model(settings, model_version)
-        prognostics = registry.load_prognostics(registry.client(settings), settings, version)
+        store = registry.client(settings)
+        prognostics = registry.load_prognostics(store, settings, version)
+        tags = registry.registered_version(store, settings, version).tags
         results, bad = score_path(path, model, version, settings, prognostics)
     except (OSError, ValueError, LookupError) as exc:
         raise fail(str(exc)) from None
     say_quarantined(err, bad)
-    tags = registry.registered_version(registry.client(settings), settings, version).tags
     for said in _wear_no_better(json.loads(tags.get("metrics", "{}"))):
         # wear beside a state it does not decide would mislead (a user trial, PRONOSTIA)
         rests = "; the alarm state and remaining life come from the health indicator, not wear"

@@ -219,8 +219,8 @@ def single_file_run(path: Path) -> RunFiles:
 def run_up_to(path: Path) -> RunFiles:
     """The run of a recording's folder as it stood when the recording was made: the folder's
     recordings up to this one by time, for it to be scored from those before it (its bearing's
-    baseline and history, its age from the run's first recording). A file that is not a
-    recording, or a folder the run check refuses, is the file alone with its reason."""
+    baseline and history, its age from the run's first recording). A file that is not a dated
+    recording of that run is the file alone, with its reason."""
     alone = single_file_run(path)
     if not alone.recordings:
         return alone
