@@ -403,6 +403,24 @@ def test_the_largest_request_of_feature_rows_fits_the_default_body_limit(model_h
         assert sum(len(r["bearings"]) for r in response.json()) == settings.max_request_rows
 
 
+def test_feature_values_and_bearings_are_json_numbers_not_look_alikes(client):
+    """`true`, "1.5" and a bearing "1" were read as numbers (a hostile-client trial): refused
+    as what they are; integers stay numbers."""
+    columns = client.get("/v2/models/wearcast-wear").json()["parameters"]["columns"]
+    features = {f: 1 for f in columns if not f.startswith("baseline_")}  # integers: numbers
+    row = {"machine": "strict", "bearing": 1, "timestamp": "2004-01-01T00:00:00"}
+    assert client.post("/v1/predict", json={"rows": [row | {"features": features}]}).is_success
+    name = next(iter(features))
+    for change, where in (
+        ({"features": features | {name: True}}, ["body", "rows", 0, "features", name]),
+        ({"features": features | {name: "1.5"}}, ["body", "rows", 0, "features", name]),
+        ({"features": features, "bearing": "1"}, ["body", "rows", 0, "bearing"]),
+    ):
+        response = client.post("/v1/predict", json={"rows": [row | change]})
+        assert response.status_code == 422, response.text
+        assert [f["loc"] for f in response.json()["detail"]] == [where]
+
+
 def test_rows_per_request_are_bounded(model_home, tmp_path):
     with TestClient(create_app(api_settings(model_home, tmp_path, max_request_rows=3))) as c:
         c.headers["X-API-Key"] = READER

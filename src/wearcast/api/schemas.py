@@ -118,7 +118,8 @@ class PredictionResponse(BaseModel):
     )
 
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a JSON number (integers too), not `true` or "1.5" read as one (a hostile-client trial).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
 def _unicode(name: str) -> str:
@@ -149,7 +150,7 @@ Features = Annotated[dict[FeatureName, FiniteFloat], AfterValidator(_no_negative
 class FeatureRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     machine: MachineId
-    bearing: int = Field(ge=1, le=MAX_BEARING)
+    bearing: int = Field(ge=1, le=MAX_BEARING, strict=True)
     timestamp: RecordingTime
     features: Features = Field(description="every feature the model uses, by name")
     baseline: Features | None = Field(
