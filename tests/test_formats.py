@@ -186,6 +186,9 @@ def test_export_quirks_read_as_the_same_recordings(tmp_path: Path, settings):
         FORMATS["pronostia"].parse(trailing), FORMATS["pronostia"].parse(snapshot.encode())
     )
     assert FORMATS["pronostia"].channel_count(trailing.split(b"\n")[0]) == 2
+    # Python's float reads 1_0 as 10, the table's parser does not: the fault was unplaced.
+    with pytest.raises(RecordingError, match="^line 2, column 1: '1_0' is not a number"):
+        parse_table(b"1\t2\n1_0\t2\n", "\t")
     # A fifth column with a value on one line is a column: its empty cells are faults.
     lines = tabbed.split(b"\n")
     lines[9] = lines[9].replace(b"\t\r", b"\t0.5\r")

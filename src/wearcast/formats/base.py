@@ -103,6 +103,8 @@ def _diagnose(text: str, sep: str) -> RecordingError:
             )
         for col, cell in enumerate(cells, start=1):
             try:
+                if "_" in cell:  # Python's float reads 1_0 as 10; the table parser does not
+                    raise ValueError(cell)
                 value = float(cell)
             except ValueError:
                 return RecordingError(
