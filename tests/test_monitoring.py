@@ -240,6 +240,46 @@ def test_drift_triggers_retraining_once_per_cooldown_across_workers(served, tmp_
             w.close()
 
 
+def test_a_failing_bearing_s_drift_is_said_but_starts_no_retraining(served, tmp_path):
+    """Every failing bearing was input drift and started the retraining DAG, spending its
+    cooldown (an operations trial): drift on bearings in watch or alarm is reported as theirs
+    and starts nothing, unless every bearing of the machine drifted (its rig or sensors)."""
+    settings, model = served
+    settings = settings.model_copy(
+        update={"retrain_on_drift": True, "airflow_url": "http://airflow.test"}
+    )
+    k, m = settings.baseline_recordings, settings.drift_min_recordings
+
+    def bearing_2_shaking(x: np.ndarray) -> np.ndarray:  # one channel a bearing here
+        y = x.copy()
+        y[:, 1] *= 3.0
+        return y
+
+    report, machine = replay(
+        settings,
+        model,
+        tmp_path / "f.db",
+        seed=106,
+        recordings=k + m,
+        change=bearing_2_shaking,
+        change_at=k,
+    )
+    assert machine.drifted and machine.drifted_bearings == [2], machine
+    assert machine.alarmed_bearings == [2] and machine.bearings == 4
+    assert report.machines_to_retrain_for == []
+    airflow = FakeAirflow()
+    log = PredictionLog(f"sqlite:///{tmp_path / 'f.db'}")
+    try:
+        assert (
+            trigger_retraining(settings, log, report, transport=httpx.MockTransport(airflow))
+            is None
+        )
+    finally:
+        log.close()
+    assert airflow.runs == []
+    assert "bearing(s) 2 in watch or alarm" in " ".join(render_html(report).split())
+
+
 def test_the_html_report_shows_the_verdicts(served, tmp_path):
     settings, model = served
     k, m = settings.baseline_recordings, settings.drift_min_recordings

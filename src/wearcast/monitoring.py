@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from wearcast.alarms import ALARM, WATCH
 from wearcast.baseline import BASELINE_PREFIX, sample_medians
 from wearcast.config import Settings
 from wearcast.features import TIME_FEATURES
@@ -168,7 +169,12 @@ class MachineDrift:
     last: datetime | None
     judged: bool  # False: fewer than drift_min_recordings recordings after the baseline
     drifted: bool
+    bearings: int = 0  # tested
     drifted_bearings: list[int] = field(default_factory=list)
+    # Of those, the ones in watch or alarm at their latest recording: a failing bearing's
+    # vibration drifts too, and retraining does not answer it (an operations trial saw every
+    # failure start the retraining DAG and use up its cooldown).
+    alarmed_bearings: list[int] = field(default_factory=list)
     groups: list[GroupDrift] = field(default_factory=list)
     top_features: list[FeatureDrift] = field(default_factory=list)
 
@@ -186,6 +192,20 @@ class DriftReport:
     @property
     def drifted_machines(self) -> list[str]:
         return [m.machine for m in self.machines if m.drifted]
+
+    @property
+    def machines_to_retrain_for(self) -> list[str]:
+        """Drifted machines with a drifted bearing not in watch or alarm, or with every bearing
+        drifted (a change of the machine, its speed or its sensors, not one bearing's wear)."""
+        return [
+            m.machine
+            for m in self.machines
+            if m.drifted
+            and (
+                set(m.drifted_bearings) - set(m.alarmed_bearings)
+                or len(m.drifted_bearings) == m.bearings
+            )
+        ]
 
 
 def compare(
@@ -261,6 +281,7 @@ def evaluate_drift(
     names, ref_view = model_view(pipeline, reference)
     k = settings.baseline_recordings
     recent = log_.recent_features(settings.drift_window)
+    alarmed = {(p.machine, p.bearing) for p in log_.latest() if p.state in (WATCH, ALARM)}
     keys = sorted({(m, b) for m, rows in recent.items() for b, _, _ in rows})
     samples = log_.baseline_samples(keys, k)
     medians = {key: sample_medians([s for _, s in found]) for key, found in samples.items()}
@@ -307,12 +328,15 @@ def evaluate_drift(
         )
         groups = _groups(features)
         top = sorted(features, key=lambda f: (f.q_value, -f.statistic))[:_TOP]
+        drifted = sorted({f.bearing for f in features if f.drifted})
         machines.append(
             MachineDrift(
                 **base,
                 judged=True,
                 drifted=any(g.drifted for g in groups),
-                drifted_bearings=sorted({f.bearing for f in features if f.drifted}),
+                bearings=len(windows),
+                drifted_bearings=drifted,
+                alarmed_bearings=[b for b in drifted if (machine, b) in alarmed],
                 groups=groups,
                 top_features=top,
             )
@@ -335,12 +359,13 @@ def _value(v: float | None) -> float:
 def trigger_retraining(
     settings: Settings, log_: PredictionLog, report: DriftReport, *, transport=None
 ) -> str | None:
-    """Start the retraining DAG through Airflow 3's REST API if a machine drifted, at most once
-    per ``retrain_cooldown_s`` across all API workers (a lease in the prediction log: of
-    workers deciding at once, one wins the conditional update). Returns the DAG run id, or None
-    when nothing was triggered. A failed call gives the lease back, so the next check retries.
+    """Start the retraining DAG through Airflow 3's REST API if a machine drifted on a bearing
+    not in watch or alarm, at most once per ``retrain_cooldown_s`` across all API workers (a
+    lease in the prediction log: of workers deciding at once, one wins the conditional update).
+    Returns the DAG run id, or None when nothing was triggered. A failed call gives the lease
+    back, so the next check retries.
     """
-    drifted = report.drifted_machines
+    drifted = report.machines_to_retrain_for
     if not (settings.retrain_on_drift and settings.airflow_url and drifted):
         return None
     if not log_.claim_lease(RETRAIN_LEASE, settings.retrain_cooldown_s):
@@ -403,7 +428,9 @@ per feature (relative to each bearing's baseline), Benjamini-Hochberg false disc
 <tr class="{{ 'drift' if m.drifted else ('ok' if m.judged else 'na') }}">
 <td>{{ m.machine }}</td><td class="n">{{ m.recordings }}</td>
 <td>{{ m.last.strftime("%Y-%m-%d %H:%M") if m.last else "" }}</td>
-<td>{{ "drift" if m.drifted else ("no drift" if m.judged else "too few recordings") }}</td>
+<td>{{ "drift" if m.drifted else ("no drift" if m.judged else "too few recordings") }}
+{%- if m.alarmed_bearings %}: bearing(s) {{ m.alarmed_bearings|join(", ") }} in watch or alarm
+(their wear, no retraining for it){% endif %}</td>
 {% set by = {} %}{% for g in m.groups %}{% set _ = by.update({g.group: g}) %}{% endfor %}
 {% for g in groups %}<td class="n">{% if g in by %}{% set x = by[g] %}
 {{ x.drifted_features }} / {{ x.features }} ({{ "%.2g"|format(x.min_q_value) }}){% endif %}</td>
