@@ -144,7 +144,10 @@ def login(
         return _page(
             request, "login.html", 401, title="sign in", next=target, error="unknown API key"
         )
-    response = RedirectResponse(target, status_code=303)
+    # Through a check that the browser sends the cookie back: a Secure cookie set over plain
+    # HTTP is dropped, and sign-in looped back to the form without a word (an operations trial).
+    check = f"{PREFIX}/login/check?next={quote(target, safe='/:')}"
+    response = RedirectResponse(check, status_code=303)
     response.set_cookie(
         COOKIE,
         key.strip(),
@@ -157,6 +160,19 @@ def login(
         secure=request.app.state.settings.env == "production" or request.url.scheme == "https",
     )
     return response
+
+
+@router.get("/login/check")
+def login_check(request: Request, next: str | None = None) -> Response:
+    target = _safe_next(next)
+    if request.app.state.keys.role_of(request.cookies.get(COOKIE)) is not None:
+        return RedirectResponse(target, status_code=303)
+    error = (
+        "signed in, but the browser did not send the sign-in cookie back: in production it is "
+        "sent over HTTPS only. Open the dashboard through HTTPS (TLS in front of the server), "
+        "or from the server itself (http://127.0.0.1 counts as secure)"
+    )
+    return _page(request, "login.html", 400, title="sign in", next=target, error=error)
 
 
 @router.post("/logout")
