@@ -97,7 +97,7 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world):
         client, settings, v4, lambda config: _evaluation(per_bearing[json.dumps(config)])
     )
     assert settings.promotion_margin == 0 and not d4.promoted
-    assert "-0.0050" in d4.reason and "twice the standard error" in d4.reason
+    assert "-0.005 per held-out bearing" in d4.reason and "twice the standard error" in d4.reason
     # The gate's own figures (not the nested ones train printed before it), said as such.
     assert "on the same held-out folds, both configurations refitted: " in d4.reason
     assert "wear MAE 0.1450 against the champion's 0.1500" in d4.reason
@@ -155,6 +155,11 @@ def test_the_champions_configuration_retrained_on_more_data_is_promoted(world, t
     v3 = train_challenger(settings, tmp_path / "third-week", config=other)["version"]
     decision = registry.gate(client, settings, v3, fake)
     assert decision.promoted and "ties go to the newer data" in decision.reason, decision.reason
+    # The figures said show the verdict (at four decimals a gate said "-0.0003 ...: does not
+    # beat it by 0.0003"): +0.0025 within the margin it states.
+    said = re.search(r"per held-out bearing ([-+][\d.e-]+), within ([\d.e-]+)", decision.reason)
+    assert said and float(said[1]) == pytest.approx(0.0025), decision.reason
+    assert abs(float(said[1])) <= float(said[2])
     v4 = train_challenger(settings, tmp_path / "fourth-week", config=worse)["version"]
     decision = registry.gate(client, settings, v4, fake)
     assert not decision.promoted and "worse by more than" in decision.reason, decision.reason

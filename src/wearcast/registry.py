@@ -317,6 +317,8 @@ def gate(
     theirs = {(b.run, b.bearing): b.wear_mae for b in champion.bearings}
     diffs = np.array([b.wear_mae - theirs[(b.run, b.bearing)] for b in challenger.bearings])
     noise = 2 * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else np.inf
+    # Differences and margins to three significant digits: at four decimals a gate said
+    # "-0.0003 ...: does not beat it by 0.0003" (an operations trial).
     needed = max(settings.promotion_margin, noise)
     margin = settings.promotion_margin
     problems = []
@@ -325,9 +327,9 @@ def gate(
         missed = "worse by more than" if fresher else "does not beat it by"
         problems.append(
             f"wear MAE {challenger.wear_mae:.4f} against the champion's {champion.wear_mae:.4f}, "
-            f"{diffs.mean():+.4f} per held-out bearing: {missed} {needed:.4f}, the larger of "
+            f"{diffs.mean():+.3g} per held-out bearing: {missed} {needed:.3g}, the larger of "
             f"the promotion margin ({margin:g}) and twice the standard error of the "
-            f"{len(diffs)} per-bearing differences ({noise:.4f})"
+            f"{len(diffs)} per-bearing differences ({noise:.3g})"
         )
     if challenger.missed_failures > champion.missed_failures:
         problems.append(
@@ -351,13 +353,13 @@ def gate(
     if diffs.mean() < -needed:
         reason = (
             f"beats version {current}: wear MAE {challenger.wear_mae:.4f} < "
-            f"{champion.wear_mae:.4f} (per held-out bearing {diffs.mean():+.4f}, needed "
-            f"{-needed:+.4f})"
+            f"{champion.wear_mae:.4f} (per held-out bearing {diffs.mean():+.3g}, needed "
+            f"{-needed:+.3g})"
         )
     else:
         reason = (
-            f"as good as version {current} (wear MAE per held-out bearing {diffs.mean():+.4f}, "
-            f"within {needed:.4f}) and trained on {data_said}: ties go to the newer data"
+            f"as good as version {current} (wear MAE per held-out bearing {diffs.mean():+.3g}, "
+            f"within {needed:.3g}) and trained on {data_said}: ties go to the newer data"
         )
     promote(client, settings, version, reason)
     return GateDecision(version, True, reason, current)
