@@ -360,7 +360,8 @@ def trigger_retraining(
     settings: Settings, log_: PredictionLog, report: DriftReport, *, transport=None
 ) -> str | None:
     """Start the retraining DAG through Airflow 3's REST API if a machine drifted on a bearing
-    not in watch or alarm, at most once per ``retrain_cooldown_s`` across all API workers (a
+    not in watch or alarm, or on all its bearings (:attr:`DriftReport.machines_to_retrain_for`),
+    at most once per ``retrain_cooldown_s`` across all API workers (a
     lease in the prediction log: of workers deciding at once, one wins the conditional update).
     Returns the DAG run id, or None when nothing was triggered. A failed call gives the lease
     back, so the next check retries.
