@@ -766,12 +766,14 @@ _SHOWN_STATES = {"alarm": "[red]ALARM[/red]", "watch": "[yellow]watch[/yellow]"}
 def _answers_table(title: str, rows: list[dict]) -> Table:
     """One run's answers, files by name (a run is one folder): whole names and every column
     fit 80 columns, where paths with the run's folder pushed the interval out."""
+    from wearcast.predict import answer_state
+
     table = Table(title=escape(title))
     table.add_column("file", overflow="fold")
     for header in ("bearing", "wear", "health", "state", "RUL h (interval)"):
         table.add_column(header, justify="right", overflow="fold")
     for r in rows:
-        state = r.get("alarm_state", "alarm" if r["alarm"] else "ok")
+        state = answer_state(r)
         life = "-" if r["rul_h"] is None else f"{r['rul_h']:.1f}"
         if r.get("rul_low_h") is not None:
             life += f" ({r['rul_low_h']:.1f}-{r['rul_high_h']:.1f})"

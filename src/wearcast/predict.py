@@ -31,7 +31,13 @@ from wearcast.ingest import Quarantined, discover_runs, run_up_to
 from wearcast.model import ForeignRig, check_rig
 from wearcast.prognostics import Prognostics
 
-__all__ = ["score_path"]
+__all__ = ["answer_state", "score_path"]
+
+
+def answer_state(answer: dict) -> str:
+    """The state of one of :func:`score_path`'s answers; a version without alarm states
+    answers only whether its wear rule alarms."""
+    return answer.get("alarm_state", "alarm" if answer["alarm"] else "ok")
 
 
 def score_path(

@@ -12,6 +12,7 @@ from matplotlib.patches import Patch
 
 from wearcast.config import Settings
 from wearcast.evaluate import Evaluation
+from wearcast.predict import answer_state
 from wearcast.prognostics_eval import PrognosticsEvaluation
 
 __all__ = ["plot_scored_run", "write_report"]
@@ -141,7 +142,7 @@ def plot_scored_run(rows: list[dict], path: Path, baseline_recordings: int) -> N
             ax.legend(handles=handles + shading, fontsize=7, loc="upper left", ncol=2)
         last = answers[-1]
         left_now = "-" if last["rul_h"] is None else f"{last['rul_h']:.1f}"
-        state = last.get("alarm_state", "alarm" if last["alarm"] else "ok")
+        state = answer_state(last)
         ax.set_title(
             f"bearing {bearing}: {state}, {left_now} h left at {last['timestamp']}", fontsize=9
         )
